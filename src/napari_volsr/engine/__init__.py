@@ -1,0 +1,1 @@
+"""Qt-free model engine: IO, tiling, networks, training and restoration."""

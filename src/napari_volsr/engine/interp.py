@@ -1,0 +1,84 @@
+"""Interpolation along the first spatial axis on the slab grid (DESIGN 3)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+INTERPOLATION_MODES = ("nearest", "linear", "cubic")
+
+
+def _keys_cubic(s: float, a: float = -0.5) -> float:
+    # Keys (1981) kernel; a = -0.5 (Catmull-Rom) is the only choice that reproduces
+    # quadratics. torch's bicubic uses a = -0.75, which does not even reproduce a ramp.
+    s = abs(s)
+    if s <= 1:
+        return (a + 2) * s**3 - (a + 3) * s**2 + 1
+    if s < 2:
+        return a * s**3 - 5 * a * s**2 + 8 * a * s - 4 * a
+    return 0.0
+
+
+def _taps(z_factor: int, mode: str) -> list[tuple[int, list[float]]]:
+    """Per output phase: first input offset and the weights of consecutive input slices."""
+    taps = []
+    for phase in range(z_factor):
+        t = (phase + 0.5) / z_factor - 0.5  # input coordinate relative to slice i
+        base = math.floor(t)
+        frac = t - base
+        if mode == "linear":
+            taps.append((base, [1.0 - frac, frac]))
+        else:
+            taps.append((base - 1, [_keys_cubic(frac + 1 - k) for k in range(4)]))
+    return taps
+
+
+def upsample_z(x: torch.Tensor, z_factor: int, mode: str = "cubic") -> torch.Tensor:
+    """Upsample the first spatial axis of ``x`` by ``z_factor``.
+
+    Input slice ``i`` is the thick section covering output slices ``i*f .. i*f+f-1``,
+    so output slice ``j`` sits at input coordinate ``(j + 0.5) / f - 0.5`` (the
+    ``align_corners=False`` grid). Borders replicate the edge slice.
+
+    Parameters
+    ----------
+    x
+        Tensor (B, C, D, ...) with one or two further spatial axes.
+    z_factor
+        Integer upsampling factor (1 returns ``x`` unchanged).
+    mode
+        ``"nearest"``, ``"linear"`` or ``"cubic"`` (Catmull-Rom, Keys a = -0.5).
+
+    Returns
+    -------
+    torch.Tensor
+        (B, C, D * z_factor, ...), same dtype as ``x``.
+    """
+    if mode not in INTERPOLATION_MODES:
+        raise ValueError(f"mode must be one of {INTERPOLATION_MODES}, got {mode!r}")
+    if int(z_factor) != z_factor or z_factor < 1:
+        raise ValueError(f"z_factor must be an integer >= 1, got {z_factor}")
+    if z_factor == 1:
+        return x
+    if mode == "nearest":
+        return x.repeat_interleave(z_factor, dim=2)
+    b, c, d = x.shape[:3]
+    rest = x.shape[3:]
+    work = x if x.is_floating_point() else x.float()
+    pad = 2
+    # Replicate padding along z only: fold lateral axes into one for F.pad.
+    padded = F.pad(work.reshape(b, c, d, -1), (0, 0, pad, pad), mode="replicate")
+    phases = []
+    for start, weights in _taps(z_factor, mode):
+        acc = None
+        for k, w in enumerate(weights):
+            if w == 0.0:
+                continue
+            lo = pad + start + k
+            term = padded[:, :, lo : lo + d] * w
+            acc = term if acc is None else acc + term
+        phases.append(acc)
+    out = torch.stack(phases, dim=3)  # (B, C, D, f, L)
+    return out.reshape(b, c, d * z_factor, *rest).to(x.dtype)

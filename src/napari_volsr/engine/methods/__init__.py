@@ -1,0 +1,1 @@
+"""Training methods: wrap a network, forward(batch) returns the loss."""

@@ -1,0 +1,382 @@
+"""Block-tiled restoration: normalise -> tiles -> restorer -> merge -> undo."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from .data import DEFAULT_PERCENTILES, Normalization, percentile_normalization
+from .tiling import ArrayMerger, BlockPlan, ZarrMerger, auto_block_shape, read_block
+
+OUTPUT_DTYPES = ("float32", "input", "uint8", "uint16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+class RestoreCancelled(Exception):
+    """Raised when ``should_stop`` asked restoration to stop between blocks."""
+
+
+@dataclass(frozen=True)
+class RestoreProgress:
+    """One progress record: ``done`` of ``total`` units of ``stage``."""
+
+    stage: str
+    done: int
+    total: int
+    message: str = ""
+
+
+@dataclass
+class RestoreResult:
+    """Restored volume(s) and the geometry they live on.
+
+    Attributes
+    ----------
+    outputs
+        ``{"restored": array}`` plus e.g. ``"uncertainty"``; arrays are ZYX (or CZYX
+        when the input had channels), numpy or dask (zarr-backed) arrays.
+    spacing, origin
+        Voxel spacing and first-voxel position of the outputs (slab convention).
+    """
+
+    outputs: dict[str, Any]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    z_factor: int
+    plan: str
+    normalization: list[Normalization] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def data(self):
+        """The restored volume."""
+        return self.outputs["restored"]
+
+
+class Restorer(Protocol):
+    """What the tiled predictor needs from a model (or a baseline).
+
+    ``__call__`` maps a normalised float tensor (B, 1, D, H, W) to
+    (B, len(outputs), D * z_factor, H, W) on the same device.
+    """
+
+    name: str
+    z_factor: int
+    halo: tuple[int, int, int]
+    divisor: tuple[int, int, int]
+    overlap: tuple[int, int, int]
+    outputs: tuple[str, ...]
+    bytes_per_voxel: float
+
+    def prepare(self, device, dtype) -> None:
+        """Move weights to ``device``; ``dtype`` is the autocast precision or None."""
+
+    def __call__(self, x): ...
+
+
+def validate_z_factor(z_factor) -> int:
+    """An integer 1..16, else a ValueError naming the value."""
+    if isinstance(z_factor, bool) or int(z_factor) != z_factor or not 1 <= z_factor <= 16:
+        raise ValueError(f"z_factor must be an integer from 1 to 16, got {z_factor!r}")
+    return int(z_factor)
+
+
+class InterpolationRestorer:
+    """Linear or cubic interpolation along z on the slab grid: the baseline."""
+
+    outputs = ("restored",)
+
+    def __init__(self, mode: str = "cubic", z_factor: int = 1):
+        from .interp import INTERPOLATION_MODES
+
+        if mode not in INTERPOLATION_MODES:
+            raise ValueError(f"method must be one of {', '.join(INTERPOLATION_MODES)}, got {mode!r}")
+        self.mode = mode
+        self.z_factor = validate_z_factor(z_factor)
+        self.name = mode
+        reach = {"nearest": 0, "linear": 1, "cubic": 2}[mode] if self.z_factor > 1 else 0
+        self.halo = (reach, 0, 0)
+        self.divisor = (1, 1, 1)
+        self.overlap = (0, 0, 0)
+        # input block + f output phases + their sum, float32
+        self.bytes_per_voxel = 4.0 * 3
+        self.description = f"{mode} interpolation along z"
+
+    def prepare(self, device, dtype) -> None:
+        """Nothing to move: interpolation has no weights."""
+
+    def __call__(self, x):
+        from .interp import upsample_z
+
+        return upsample_z(x, self.z_factor, self.mode)
+
+
+def resolve_device(device: str = "auto"):
+    """``auto`` picks CUDA, then Apple MPS, then the CPU."""
+    import torch
+
+    if device not in DEVICES and not str(device).startswith("cuda:"):
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but no CUDA GPU is available")
+    return torch.device(device)
+
+
+def resolve_precision(precision: str, device):
+    """Autocast dtype or None for fp32. ``auto``: bf16/fp16 on GPUs, fp32 on CPUs."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def memory_budget(device) -> float:
+    """Bytes a block may use: half the free GPU memory, or a share of available RAM."""
+    import torch
+
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return 0.5 * free
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        available = 4 * 2**30
+    # Past a few hundred MiB, bigger CPU blocks only add memory, not speed.
+    return float(min(0.25 * available, 1 * 2**30))
+
+
+def output_geometry(spacing, origin, z_factor: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Spacing and origin of a z-upsampled volume on the slab grid (DESIGN 3).
+
+    ``scale_z_out = scale_z / f`` and ``translate_z_out = translate_z - (f - 1) / 2 *
+    scale_z_out``; y and x are unchanged.
+    """
+    spacing = tuple(float(s) for s in spacing)
+    origin = tuple(float(o) for o in (origin if origin is not None else (0.0,) * len(spacing)))
+    z_out = spacing[0] / z_factor
+    return (z_out, *spacing[1:]), (origin[0] - (z_factor - 1) / 2 * z_out, *origin[1:])
+
+
+def as_volume_array(data):
+    """Check that ``data`` is a ZYX or CZYX array; return it with a channel axis first.
+
+    Raises
+    ------
+    ValueError
+        For 2-D images, 5-D data, non-numeric or complex arrays.
+    """
+    if not hasattr(data, "ndim") or not hasattr(data, "shape"):
+        data = np.asarray(data)
+    dtype = np.dtype(data.dtype)
+    if dtype.kind not in "buif":
+        raise ValueError(f"cannot restore data of type {dtype}; expected a numeric image")
+    if data.ndim == 2:
+        raise ValueError(
+            f"restoration needs a 3D volume (Z, Y, X); got a 2D image of shape {tuple(data.shape)}"
+        )
+    if data.ndim == 3:
+        return data[None]
+    if data.ndim == 4:
+        return data
+    raise ValueError(
+        f"restoration needs a 3D volume (Z, Y, X) or channels first (C, Z, Y, X); "
+        f"got {data.ndim} dimensions {tuple(data.shape)}"
+    )
+
+
+def _to_output_dtype(values: np.ndarray, output_dtype: str, input_dtype) -> np.ndarray:
+    target = np.dtype(input_dtype) if output_dtype == "input" else np.dtype(output_dtype)
+    if target.kind in "iu":
+        info = np.iinfo(target)
+        return np.clip(np.rint(values), info.min, info.max).astype(target)
+    if target.kind == "b":
+        return values > 0.5
+    return values.astype(target, copy=False)
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+def iter_restore(
+    data,
+    restorer: Restorer,
+    *,
+    spacing=None,
+    origin=None,
+    block_shape="auto",
+    overlap=None,
+    percentiles=DEFAULT_PERCENTILES,
+    output_dtype: str = "float32",
+    device: str = "auto",
+    precision: str = "auto",
+    out_store=None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[RestoreProgress, None, RestoreResult]:
+    """Restore a volume block by block, yielding progress; returns a RestoreResult.
+
+    Parameters
+    ----------
+    data
+        ZYX or CZYX numpy or dask array; never modified. Dask input is read block by
+        block (percentiles from a strided sample).
+    restorer
+        A model or the interpolation baseline (see :class:`Restorer`).
+    spacing, origin
+        Voxel spacing / origin of ``data`` (defaults: ones / zeros).
+    block_shape
+        ``"auto"`` (largest block within the memory budget, shrunk on out-of-memory)
+        or a core block shape in input voxels.
+    overlap
+        Blending overlap in input voxels; default: the restorer's.
+    percentiles
+        Low/high percentiles mapped to 0/1 before the network, undone afterwards.
+    output_dtype
+        ``float32``, ``input`` (the input's dtype, clipped), ``uint8`` or ``uint16``.
+    device, precision
+        Where and how to run (``auto`` = CUDA, MPS, CPU; fp32 on CPUs).
+    out_store
+        A zarr path or store: merge there instead of in memory (bounded memory).
+    should_stop
+        Polled between blocks; when it returns True, :class:`RestoreCancelled` is raised.
+    """
+    import torch
+
+    volume = as_volume_array(data)
+    input_dtype = np.dtype(volume.dtype)
+    if output_dtype not in OUTPUT_DTYPES:
+        raise ValueError(f"output_dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {output_dtype!r}")
+    n_channels, spatial = volume.shape[0], tuple(volume.shape[1:])
+    z_factor = validate_z_factor(restorer.z_factor)
+    spacing = tuple(spacing) if spacing is not None else (1.0, 1.0, 1.0)
+    if len(spacing) != 3:
+        raise ValueError(f"spacing needs 3 values (z, y, x), got {spacing}")
+    torch_device = resolve_device(device)
+    autocast_dtype = resolve_precision(precision, torch_device)
+
+    yield RestoreProgress("normalise", 0, n_channels, "computing percentiles")
+    norms = [percentile_normalization(volume[c], percentiles) for c in range(n_channels)]
+
+    restorer.prepare(torch_device, autocast_dtype)
+    auto = isinstance(block_shape, str)
+    if auto and block_shape != "auto":
+        raise ValueError(f"block_shape must be 'auto' or three integers, got {block_shape!r}")
+    budget = memory_budget(torch_device) / max(n_channels, 1)
+    overlap = restorer.overlap if overlap is None else overlap
+    n_outputs = len(restorer.outputs)
+
+    while True:
+        if auto:
+            core = auto_block_shape(
+                spatial, restorer.halo, z_factor, restorer.bytes_per_voxel, budget, restorer.divisor
+            )
+        else:
+            core = tuple(int(b) for b in block_shape)
+        plan = BlockPlan(spatial, core, restorer.halo, z_factor, restorer.divisor, overlap)
+        if out_store is None:
+            merger = ArrayMerger(plan, n_outputs * n_channels)
+        else:
+            merger = ZarrMerger(plan, out_store, n_outputs * n_channels)
+        try:
+            for i, block in enumerate(plan):
+                if should_stop is not None and should_stop():
+                    raise RestoreCancelled("restoration cancelled")
+                raw = read_block(volume, block)  # (C, *padded)
+                x = np.stack([norms[c].forward(raw[c]) for c in range(n_channels)])[:, None]
+                with torch.inference_mode():
+                    tensor = torch.from_numpy(x).to(torch_device)
+                    if autocast_dtype is not None:
+                        with torch.autocast(torch_device.type, dtype=autocast_dtype):
+                            pred = restorer(tensor)
+                    else:
+                        pred = restorer(tensor)
+                    pred = pred.float().cpu().numpy()  # (C, K, *out)
+                merger.add(block, pred.reshape(n_channels * n_outputs, *pred.shape[2:]))
+                yield RestoreProgress("blocks", i + 1, len(plan), plan.describe())
+            break
+        except Exception as exc:
+            smallest = all(c <= max(8, h) for c, h in zip(core, restorer.halo))
+            if not (auto and _is_out_of_memory(exc)) or smallest:
+                raise
+            if torch_device.type == "cuda":
+                torch.cuda.empty_cache()
+            budget /= 4
+            yield RestoreProgress("blocks", 0, len(plan), "out of memory: retrying with smaller blocks")
+
+    merged = merger.result()
+    if out_store is not None:
+        import dask.array as da
+
+        merged = da.from_zarr(merged)
+    merged = merged.reshape(n_channels, n_outputs, *plan.out_shape)
+    outputs: dict[str, Any] = {}
+    for k, name in enumerate(restorer.outputs):
+        per_channel = []
+        for c in range(n_channels):
+            values = merged[c, k]
+            if name == "uncertainty":
+                # A standard deviation scales with the span but has no offset.
+                per_channel.append(values * np.float32(norms[c].span))
+            elif out_store is not None:
+                per_channel.append(
+                    values.map_blocks(
+                        lambda v, n=norms[c]: _to_output_dtype(n.inverse(v), output_dtype, input_dtype),
+                        dtype=np.dtype(input_dtype if output_dtype == "input" else output_dtype),
+                    )
+                )
+            else:
+                per_channel.append(_to_output_dtype(norms[c].inverse(values), output_dtype, input_dtype))
+        if data.ndim == 3:
+            outputs[name] = per_channel[0]
+        elif out_store is None:
+            outputs[name] = np.stack(per_channel)
+        else:
+            import dask.array as da
+
+            outputs[name] = da.stack(per_channel)
+    yield RestoreProgress("finalise", 1, 1, "done")
+    spacing_out, origin_out = output_geometry(spacing, origin, z_factor)
+    settings = {
+        "method": restorer.name,
+        "z_factor": z_factor,
+        "block_shape": list(plan.block_shape),
+        "halo": list(plan.halo),
+        "percentiles": list(percentiles),
+        "device": str(torch_device),
+        "precision": "fp32" if autocast_dtype is None else str(autocast_dtype).removeprefix("torch."),
+    }
+    return RestoreResult(outputs, spacing_out, origin_out, z_factor, plan.describe(), norms, settings)
+
+
+def drain(generator: Generator):
+    """Run a progress generator to its end and return its result."""
+    while True:
+        try:
+            next(generator)
+        except StopIteration as stop:
+            return stop.value
+
+
+def restore(data, restorer: Restorer, **kwargs) -> RestoreResult:
+    """Restore a volume; the blocking form of :func:`iter_restore`."""
+    return drain(iter_restore(data, restorer, **kwargs))

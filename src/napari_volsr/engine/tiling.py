@@ -1,0 +1,289 @@
+"""Block planning (pure geometry) and mergers that blend predicted blocks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Block:
+    """One tile of the plan.
+
+    Attributes
+    ----------
+    index
+        Position in the block grid.
+    read
+        Input region to read (inside the volume).
+    pad
+        (before, after) padding per axis applied to what was read: halo beyond the
+        volume edge (mirrored) plus the extra needed for the network's divisibility.
+    crop
+        Region of the prediction (output grid) that this block contributes.
+    write
+        Where that region goes in the output.
+    """
+
+    index: tuple[int, ...]
+    read: tuple[slice, ...]
+    pad: tuple[tuple[int, int], ...]
+    crop: tuple[slice, ...]
+    write: tuple[slice, ...]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of the padded network input."""
+        return tuple(s.stop - s.start + a + b for s, (a, b) in zip(self.read, self.pad))
+
+
+def _as_tuple(value, ndim: int, name: str) -> tuple[int, ...]:
+    if isinstance(value, (int, np.integer)):
+        value = (int(value),) * ndim
+    value = tuple(int(v) for v in value)
+    if len(value) != ndim:
+        raise ValueError(f"{name} needs {ndim} values, got {value}")
+    return value
+
+
+def _axis_starts(length: int, block: int, overlap: int) -> list[int]:
+    """Evenly spread block starts so neighbours overlap by at least ``overlap``."""
+    if block >= length:
+        return [0]
+    n = math.ceil((length - overlap) / (block - overlap))
+    return [round(i * (length - block) / (n - 1)) for i in range(n)]
+
+
+def _axis_weights(intervals: list[tuple[int, int]], length: int) -> list[np.ndarray]:
+    """Linear ramps over each overlap, normalised so the weights sum to one per voxel."""
+    raw = []
+    for i, (start, stop) in enumerate(intervals):
+        x = np.arange(start, stop, dtype=np.float64) + 0.5
+        w = np.ones(stop - start)
+        if i > 0 and intervals[i - 1][1] > start:
+            w = np.minimum(w, (x - start) / (intervals[i - 1][1] - start))
+        if i + 1 < len(intervals) and intervals[i + 1][0] < stop:
+            w = np.minimum(w, (stop - x) / (stop - intervals[i + 1][0]))
+        raw.append(w)
+    total = np.zeros(length)
+    for (start, stop), w in zip(intervals, raw):
+        total[start:stop] += w
+    return [(w / total[start:stop]).astype(np.float32) for (start, stop), w in zip(intervals, raw)]
+
+
+class BlockPlan:
+    """The blocks covering a volume and their blending weights.
+
+    Parameters
+    ----------
+    shape
+        Spatial input shape.
+    block_shape
+        Core size of each block in input voxels (clipped to ``shape``).
+    halo
+        Context read around each core (mirrored beyond the volume edge), cropped off
+        the prediction.
+    z_factor
+        Upsampling of the first axis by the network.
+    align
+        The padded network input must be a multiple of this per axis.
+    overlap
+        Minimum overlap of neighbouring cores, blended with linear ramps. Zero means
+        cores tile the volume and only the halo gives context.
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        block_shape: Sequence[int] | int,
+        halo: Sequence[int] | int = 0,
+        z_factor: int = 1,
+        align: Sequence[int] | int = 1,
+        overlap: Sequence[int] | int = 0,
+    ):
+        self.shape = tuple(int(n) for n in shape)
+        ndim = len(self.shape)
+        if any(n < 1 for n in self.shape):
+            raise ValueError(f"cannot plan blocks for an empty volume of shape {self.shape}")
+        if int(z_factor) != z_factor or z_factor < 1:
+            raise ValueError(f"z_factor must be an integer >= 1, got {z_factor}")
+        self.z_factor = int(z_factor)
+        block = _as_tuple(block_shape, ndim, "block_shape")
+        if any(b < 1 for b in block):
+            raise ValueError(f"block_shape must be positive, got {block}")
+        self.block_shape = tuple(min(b, n) for b, n in zip(block, self.shape))
+        self.halo = _as_tuple(halo, ndim, "halo")
+        self.align = _as_tuple(align, ndim, "align")
+        if any(h < 0 for h in self.halo) or any(a < 1 for a in self.align):
+            raise ValueError(f"halo must be >= 0 and align >= 1, got {self.halo}, {self.align}")
+        overlap = _as_tuple(overlap, ndim, "overlap")
+        # An overlap of half a block or more would make some voxels covered thrice.
+        self.overlap = tuple(
+            max(0, min(o, b // 2)) if b < n else 0
+            for o, b, n in zip(overlap, self.block_shape, self.shape)
+        )
+        self.scale = (self.z_factor,) + (1,) * (ndim - 1)
+        self.out_shape = tuple(n * s for n, s in zip(self.shape, self.scale))
+        self.starts = [
+            _axis_starts(n, b, o) for n, b, o in zip(self.shape, self.block_shape, self.overlap)
+        ]
+
+    def _intervals(self, axis: int) -> list[tuple[int, int]]:
+        b = self.block_shape[axis]
+        return [(s, s + b) for s in self.starts[axis]]
+
+    @cached_property
+    def _weights(self) -> list[list[np.ndarray]]:
+        out = []
+        for axis, s in enumerate(self.scale):
+            intervals = [(a * s, e * s) for a, e in self._intervals(axis)]
+            out.append(_axis_weights(intervals, self.out_shape[axis]))
+        return out
+
+    @property
+    def grid_shape(self) -> tuple[int, ...]:
+        """Number of blocks per axis."""
+        return tuple(len(s) for s in self.starts)
+
+    def __len__(self) -> int:
+        return math.prod(self.grid_shape)
+
+    def __iter__(self):
+        for index in np.ndindex(*self.grid_shape):
+            yield self.block(index)
+
+    def block(self, index: tuple[int, ...]) -> Block:
+        """The block at grid position ``index``."""
+        read, pad, crop, write = [], [], [], []
+        for axis, i in enumerate(index):
+            n, h, a, s = self.shape[axis], self.halo[axis], self.align[axis], self.scale[axis]
+            start, stop = self._intervals(axis)[i]
+            lo, hi = max(0, start - h), min(n, stop + h)
+            before, after = h - (start - lo), (stop + h) - hi
+            after += (-(stop - start + 2 * h)) % a
+            read.append(slice(lo, hi))
+            pad.append((before, after))
+            crop.append(slice(h * s, (h + stop - start) * s))
+            write.append(slice(start * s, stop * s))
+        return Block(tuple(index), tuple(read), tuple(pad), tuple(crop), tuple(write))
+
+    def weight(self, block: Block) -> np.ndarray:
+        """Blending weight of ``block`` over its write region (sums to one over blocks)."""
+        axes = [self._weights[axis][i] for axis, i in enumerate(block.index)]
+        out = axes[0]
+        for w in axes[1:]:
+            out = np.multiply.outer(out, w)
+        return out
+
+    def max_input_shape(self) -> tuple[int, ...]:
+        """Largest padded network input of any block (for memory estimates)."""
+        return tuple(
+            b + 2 * h + (-(b + 2 * h)) % a
+            for b, h, a in zip(self.block_shape, self.halo, self.align)
+        )
+
+    def describe(self) -> str:
+        """One line for people: block shape, halo, number of blocks."""
+        return (
+            f"{len(self)} block(s) of {'x'.join(map(str, self.block_shape))} "
+            f"(+halo {'x'.join(map(str, self.halo))}, overlap {'x'.join(map(str, self.overlap))})"
+        )
+
+
+def plan_blocks(shape, block_shape, halo=0, z_factor=1, align=1, overlap=0) -> BlockPlan:
+    """Plan blocks; see :class:`BlockPlan`."""
+    return BlockPlan(shape, block_shape, halo, z_factor, align, overlap)
+
+
+def read_block(data, block: Block, mode: str = "symmetric") -> np.ndarray:
+    """Read ``block`` from ``data`` (numpy, dask or zarr; spatial axes last) and pad it.
+
+    Leading non-spatial axes are read whole. Half-sample symmetric padding matches
+    the slab grid, on which the edge slice extends as itself.
+    """
+    lead = data.ndim - len(block.read)
+    region = data[(slice(None),) * lead + block.read]
+    region = np.asarray(region.compute() if hasattr(region, "compute") else region)
+    if any(a or b for a, b in block.pad):
+        region = np.pad(region, [(0, 0)] * lead + list(block.pad), mode=mode)
+    return region
+
+
+def auto_block_shape(
+    shape: Sequence[int],
+    halo: Sequence[int],
+    z_factor: int,
+    bytes_per_voxel: float,
+    budget_bytes: float,
+    align: Sequence[int] | int = 1,
+    min_block: int = 8,
+) -> tuple[int, ...]:
+    """Largest block whose estimated memory fits ``budget_bytes``.
+
+    The estimate is ``bytes_per_voxel`` times the voxels of the padded input,
+    times ``z_factor`` (activations live on the output grid). The longest axis is
+    halved until the estimate fits, never below ``min_block`` or the halo.
+    """
+    ndim = len(shape)
+    halo = _as_tuple(halo, ndim, "halo")
+    align = _as_tuple(align, ndim, "align")
+    block = [int(n) for n in shape]
+
+    def cost(b):
+        padded = [x + 2 * h + (-(x + 2 * h)) % a for x, h, a in zip(b, halo, align)]
+        return math.prod(padded) * z_factor * bytes_per_voxel
+
+    floor = [max(min(min_block, n), 1) for n in shape]
+    while cost(block) > budget_bytes:
+        candidates = [i for i in range(ndim) if block[i] > floor[i]]
+        if not candidates:
+            break
+        axis = max(candidates, key=lambda i: block[i] * (z_factor if i == 0 else 1))
+        block[axis] = max(floor[axis], math.ceil(block[axis] / 2))
+    return tuple(block)
+
+
+class ArrayMerger:
+    """Accumulates weighted block predictions in a numpy array (outputs, *spatial)."""
+
+    def __init__(self, plan: BlockPlan, n_outputs: int = 1):
+        self.plan = plan
+        self.out = np.zeros((n_outputs, *plan.out_shape), dtype=np.float32)
+
+    def add(self, block: Block, prediction: np.ndarray) -> None:
+        """Blend ``prediction`` (outputs, *padded output block) into place."""
+        core = prediction[(slice(None),) + block.crop]
+        weight = self.plan.weight(block)
+        self.out[(slice(None),) + block.write] += core * weight
+
+    def result(self):
+        """The merged array."""
+        return self.out
+
+
+class ZarrMerger(ArrayMerger):
+    """Accumulates into a zarr array so memory stays bounded by the block size.
+
+    Blocks are added one after another (read-modify-write of the overlap), so one
+    process owns the store while merging.
+    """
+
+    def __init__(self, plan: BlockPlan, store, n_outputs: int = 1, chunks=None):
+        import zarr
+
+        self.plan = plan
+        chunks = chunks or (1, *[min(n, 64) for n in plan.out_shape])
+        self.out = zarr.open_array(
+            store, mode="w", shape=(n_outputs, *plan.out_shape), chunks=chunks,
+            dtype="float32", fill_value=0.0, zarr_format=2,
+        )
+
+    def add(self, block: Block, prediction: np.ndarray) -> None:
+        """Blend ``prediction`` into the store."""
+        core = prediction[(slice(None),) + block.crop]
+        region = (slice(None),) + block.write
+        self.out[region] = self.out[region] + core * self.plan.weight(block)
