@@ -151,6 +151,26 @@ def _tiff_spacing(tif, series) -> tuple[dict[str, float], str | None]:
     return sizes, _normalise_unit(unit)
 
 
+def _check_complete(tif, series, path: Path) -> None:
+    """Refuse truncated files: tifffile would read them, filling the missing part."""
+    size = path.stat().st_size
+    if series.dataoffset is not None:
+        end = series.dataoffset + series.nbytes
+    else:
+        end = max(
+            (o + n for page in series.pages if page is not None
+             for o, n in zip(page.dataoffsets, page.databytecounts)),
+            default=0,
+        )
+    # ImageJ writes the plane count up front; fewer readable planes means a cut file.
+    expected = (tif.imagej_metadata or {}).get("images", 0) if tif.is_imagej else 0
+    planes = 1
+    for axis, n in zip(series.axes, series.shape):
+        planes *= 1 if axis in "YXS" else n
+    if end > size or planes < expected:
+        raise VolumeIOError(f"{path}: the TIFF is truncated (incomplete copy or download?)")
+
+
 def _read_tiff(path: Path, lazy: bool) -> Volume:
     import tifffile
 
@@ -158,6 +178,7 @@ def _read_tiff(path: Path, lazy: bool) -> Volume:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             axes = series.axes
+            _check_complete(tif, series, path)
             sizes, unit = _tiff_spacing(tif, series)
             if lazy:
                 import dask.array as da
@@ -514,6 +535,30 @@ def atomic_path(path: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def check_writable(path: str | os.PathLike, overwrite: bool = True) -> Path:
+    """Fail early (before any computation) if ``path`` cannot be written.
+
+    Raises
+    ------
+    VolumeIOError
+        Unknown suffix, missing or read-only folder, or an existing file when
+        ``overwrite`` is False.
+    """
+    path = Path(path)
+    suffix = format_suffix(path)
+    if suffix not in WRITERS:
+        raise VolumeIOError(
+            f"{path}: cannot write {suffix or '(no suffix)'}; use one of {', '.join(sorted(WRITERS))}"
+        )
+    if not path.parent.is_dir():
+        raise VolumeIOError(f"{path.parent}: output folder does not exist")
+    if path.exists() and not overwrite:
+        raise VolumeIOError(f"{path}: exists; choose another name or allow overwriting")
+    if not os.access(path.parent, os.W_OK):
+        raise VolumeIOError(f"{path.parent}: output folder is not writable")
+    return path
+
+
 def write_volume(path: str | os.PathLike, volume: Volume, overwrite: bool = True) -> Path:
     """Write ``volume`` atomically; the format follows the suffix.
 
@@ -532,18 +577,8 @@ def write_volume(path: str | os.PathLike, volume: Volume, overwrite: bool = True
     Path
         The written path.
     """
-    path = Path(path)
+    path = check_writable(path, overwrite)
     suffix = format_suffix(path)
-    if suffix not in WRITERS:
-        raise VolumeIOError(
-            f"{path}: cannot write {suffix or '(no suffix)'}; use one of {', '.join(sorted(WRITERS))}"
-        )
-    if not path.parent.is_dir():
-        raise VolumeIOError(f"{path.parent}: output folder does not exist")
-    if path.exists() and not overwrite:
-        raise VolumeIOError(f"{path}: exists; choose another name or allow overwriting")
-    if not os.access(path.parent, os.W_OK):
-        raise VolumeIOError(f"{path.parent}: output folder is not writable")
     try:
         with atomic_path(path) as tmp:
             WRITERS[suffix](tmp, volume)

@@ -1,0 +1,98 @@
+"""Between napari layers and engine arrays: inputs, defaults and result layers.
+
+Duck-typed on layers so it imports without napari (the console API and CLI share it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .engine.data import strided_sample
+from .engine.predict import RestoreResult
+
+
+class LayerInputError(ValueError):
+    """A layer cannot be restored; the message says what to change."""
+
+
+def default_z_factor(scale) -> int:
+    """``round(scale_z / scale_x)`` of a ZYX scale, within 1..16."""
+    scale = tuple(float(s) for s in scale)
+    if len(scale) < 3 or scale[-1] <= 0:
+        return 1
+    return int(min(16, max(1, round(scale[-3] / scale[-1]))))
+
+
+def layer_input(layer) -> dict:
+    """Arrays and geometry of an image layer, checked; read on the main thread.
+
+    Returns
+    -------
+    dict
+        ``data``, ``spacing``, ``origin``, ``name`` and ``metadata`` (a copy).
+    """
+    if getattr(layer, "_type_string", "image") != "image" or not hasattr(layer, "data"):
+        raise LayerInputError(f"'{getattr(layer, 'name', layer)}' is not an image layer")
+    if getattr(layer, "rgb", False):
+        raise LayerInputError(
+            f"'{layer.name}' is an RGB image; convert it to grayscale or split its channels"
+        )
+    data = layer.data
+    if getattr(layer, "multiscale", False):
+        data = data[0]
+    if data.ndim != 3:
+        hint = (
+            "a 2D image cannot be upsampled in z; open a 3D stack"
+            if data.ndim == 2
+            else "split its channels or time points into separate 3D layers first"
+        )
+        raise LayerInputError(
+            f"'{layer.name}' has {data.ndim} dimensions {tuple(data.shape)}; "
+            f"restoration needs a 3D volume (Z, Y, X): {hint}"
+        )
+    return {
+        "data": data,
+        "spacing": tuple(float(s) for s in layer.scale),
+        "origin": tuple(float(t) for t in layer.translate),
+        "name": layer.name,
+        "metadata": dict(layer.metadata),
+    }
+
+
+def result_name(source: str, label: str, z_factor: int) -> str:
+    """``stack [cubic x4]`` / ``stack [RCAN]``: the name says what happened."""
+    return f"{source} [{label} x{z_factor}]" if z_factor > 1 else f"{source} [{label}]"
+
+
+def _contrast_limits(data) -> list[float]:
+    sample = strided_sample(data, 2_000_000).astype(np.float64, copy=False)
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return [0.0, 1.0]
+    low, high = np.percentile(sample, [0.1, 99.9])
+    return [float(low), float(high) if high > low else float(low) + 1.0]
+
+
+def result_layers(result: RestoreResult, source_name: str, source_metadata: dict | None = None):
+    """napari layer data tuples for a restore result (restored + optional uncertainty)."""
+    base_meta = dict(source_metadata or {})
+    base_meta.pop("source_path", None)
+    name = result_name(source_name, result.settings.get("method", "restored"), result.z_factor)
+    layers = []
+    for output, data in result.outputs.items():
+        meta = dict(base_meta)
+        meta["volsr"] = {**result.settings, "source": source_name, "output": output,
+                         "plan": result.plan}
+        kwargs = {
+            "name": name if output == "restored" else f"{name} {output}",
+            "scale": result.spacing,
+            "translate": result.origin,
+            "metadata": meta,
+            "contrast_limits": _contrast_limits(data),
+        }
+        if output == "uncertainty":
+            kwargs["colormap"] = "magma"
+            kwargs["blending"] = "additive"
+            kwargs["visible"] = False
+        layers.append((data, kwargs, "image"))
+    return layers

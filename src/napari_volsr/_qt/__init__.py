@@ -1,0 +1,1 @@
+"""All Qt, magicgui and superqt code lives here."""

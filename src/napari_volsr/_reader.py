@@ -1,0 +1,54 @@
+"""npe2 reader: TIFF, NIfTI and zarr volumes with their voxel spacing in ``scale``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .engine.io import Volume, can_read, read_volume
+
+
+def get_reader(path):
+    """Return a reader for ``path`` or None; cheap, never raises."""
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    try:
+        return read_layers if can_read(path) else None
+    except Exception:  # npe2 asks every plugin; a bad path is simply not ours
+        return None
+
+
+def volume_layer_kwargs(volume: Volume, name: str) -> dict:
+    """napari Image kwargs that place ``volume`` at its physical size."""
+    metadata = dict(volume.metadata)
+    metadata["unit"] = volume.unit
+    kwargs = {
+        "name": name,
+        "scale": volume.spacing,
+        "translate": volume.origin,
+        "metadata": metadata,
+    }
+    if volume.channel_axis is not None:
+        kwargs["channel_axis"] = volume.channel_axis
+        kwargs["name"] = [f"{name} [ch{c}]" for c in range(volume.data.shape[volume.channel_axis])]
+    return kwargs
+
+
+def _layer_name(path: Path) -> str:
+    name = path.name.rstrip("/")
+    for suffix in (".nii.gz", ".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".nii", ".zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def read_layers(path):
+    """Read ``path`` into napari layer data tuples (lazy for zarr)."""
+    path = Path(path[0] if isinstance(path, list) else path)
+    lazy = path.is_dir()
+    volume = read_volume(path, lazy=lazy)
+    metadata_path = {"source_path": str(path)}
+    kwargs = volume_layer_kwargs(volume, _layer_name(path))
+    kwargs["metadata"].update(metadata_path)
+    return [(volume.data, kwargs, "image")]

@@ -1,0 +1,25 @@
+"""npe2 writer: an image layer to TIFF, NIfTI or zarr with its voxel spacing."""
+
+from __future__ import annotations
+
+from .engine.io import Volume, write_volume
+
+
+def layer_volume(data, meta: dict) -> Volume:
+    """A Volume from layer data and the layer's ``meta`` dict (scale, translate, metadata)."""
+    ndim = data.ndim
+    if meta.get("rgb"):
+        raise ValueError("RGB layers cannot be saved as volumes; convert to grayscale first")
+    if ndim not in (2, 3):
+        raise ValueError(f"only 2D or 3D image layers can be saved here, this one has {ndim} dims")
+    scale = tuple(meta.get("scale") or (1.0,) * ndim)
+    translate = tuple(meta.get("translate") or (0.0,) * ndim)
+    metadata = dict(meta.get("metadata") or {})
+    unit = metadata.pop("unit", None)
+    axes = "ZYX" if ndim == 3 else "YX"
+    return Volume(data, scale, axes, unit, translate, metadata)
+
+
+def write_image(path: str, data, meta: dict) -> list[str]:
+    """Write one image layer; returns the written path."""
+    return [str(write_volume(path, layer_volume(data, meta)))]

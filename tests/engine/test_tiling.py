@@ -1,0 +1,101 @@
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from napari_volsr.engine.tiling import (
+    ArrayMerger, BlockPlan, ZarrMerger, auto_block_shape, read_block,
+)
+
+
+@st.composite
+def plans(draw):
+    ndim = draw(st.sampled_from([2, 3]))
+    shape = tuple(draw(st.integers(1, 40)) for _ in range(ndim))
+    block = tuple(draw(st.integers(1, 24)) for _ in range(ndim))
+    halo = tuple(draw(st.integers(0, 5)) for _ in range(ndim))
+    align = tuple(draw(st.sampled_from([1, 2, 4])) for _ in range(ndim))
+    overlap = tuple(draw(st.integers(0, 8)) for _ in range(ndim))
+    z_factor = draw(st.integers(1, 6))
+    return BlockPlan(shape, block, halo, z_factor, align, overlap)
+
+
+@settings(max_examples=150, deadline=None)
+@given(plans())
+def test_every_output_voxel_written_and_weights_sum_to_one(plan):
+    total = np.zeros(plan.out_shape, dtype=np.float64)
+    hits = np.zeros(plan.out_shape, dtype=np.int32)
+    for block in plan:
+        write_shape = tuple(s.stop - s.start for s in block.write)
+        weight = plan.weight(block)
+        assert weight.shape == write_shape
+        assert (weight > 0).all()
+        total[block.write] += weight
+        hits[block.write] += 1
+    assert (hits >= 1).all()
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(plans())
+def test_block_geometry_is_consistent(plan):
+    for block in plan:
+        inp = block.input_shape
+        for axis, n in enumerate(inp):
+            assert n % plan.align[axis] == 0
+            scale = plan.scale[axis]
+            crop, write, read = block.crop[axis], block.write[axis], block.read[axis]
+            # The crop fits inside the prediction of the padded input ...
+            assert 0 <= crop.start < crop.stop <= n * scale
+            # ... and is as long as the place it is written to.
+            assert crop.stop - crop.start == write.stop - write.start
+            assert 0 <= read.start < read.stop <= plan.shape[axis]
+            # The core's context: halo on each side, read or mirrored.
+            core_start = write.start // scale
+            assert core_start - read.start + block.pad[axis][0] == plan.halo[axis]
+
+
+def test_single_block_when_it_fits():
+    plan = BlockPlan((10, 20, 30), (64, 64, 64), halo=(2, 3, 3), z_factor=4)
+    assert len(plan) == 1
+    (block,) = plan
+    assert block.pad == ((2, 2), (3, 3), (3, 3))
+    assert block.write == (slice(0, 40), slice(0, 20), slice(0, 30))
+
+
+def test_read_block_mirrors_edges(rng):
+    data = rng.random((5, 6))
+    plan = BlockPlan(data.shape, (5, 3), halo=(2, 1))
+    block = plan.block((0, 0))
+    region = read_block(data, block)
+    assert region.shape == block.input_shape
+    np.testing.assert_array_equal(region[2:7, 1:5], data[:, 0:4])
+    np.testing.assert_array_equal(region[1], data[0, np.r_[0, 0:4]][: region.shape[1]])
+
+
+def test_mergers_reassemble_identity(tmp_path, rng):
+    data = rng.random((9, 17, 13)).astype(np.float32)
+    plan = BlockPlan(data.shape, (4, 6, 5), halo=(1, 2, 2), overlap=(2, 2, 2))
+    mergers = [ArrayMerger(plan), ZarrMerger(plan, str(tmp_path / "m.zarr"))]
+    for merger in mergers:
+        for block in plan:
+            merger.add(block, read_block(data, block)[None])
+        np.testing.assert_allclose(np.asarray(merger.result())[0], data, atol=1e-6)
+
+
+def test_auto_block_shape_fits_budget():
+    shape, halo = (64, 512, 512), (2, 8, 8)
+    budget = 50e6
+    block = auto_block_shape(shape, halo, 4, 40.0, budget)
+    padded = [b + 2 * h for b, h in zip(block, halo)]
+    assert math.prod(padded) * 4 * 40.0 <= budget
+    assert auto_block_shape(shape, halo, 1, 1.0, 1e12) == shape
+
+
+def test_bad_plans_are_refused():
+    with pytest.raises(ValueError, match="z_factor"):
+        BlockPlan((4, 4, 4), 4, z_factor=0)
+    with pytest.raises(ValueError, match="block_shape"):
+        BlockPlan((4, 4, 4), (4, 4))
