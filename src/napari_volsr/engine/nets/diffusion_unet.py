@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -90,6 +91,7 @@ class ResidualBlock(nn.Module):
         self.skip = conv(spatial_dims, in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """Apply the block to ``x`` (B, C, *S) given the noise embedding (B, E)."""
         h = self.conv1(F.silu(self.norm1(x)))
         scale, shift = self.film(emb).chunk(2, dim=1)
         expand = (...,) + (None,) * (h.ndim - 2)
@@ -108,10 +110,10 @@ class SelfAttention(nn.Module):
         self.qkv = conv(spatial_dims, channels, 3 * channels, 1)
         self.proj = conv(spatial_dims, channels, channels, 1)
         # Zero-init: the block starts as the identity, as in the DDPM reference models.
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
+        zero_init(self.proj)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Attend over all voxels of ``x`` (B, C, *S)."""
         b, c = x.shape[:2]
         spatial = x.shape[2:]
         qkv = self.qkv(self.norm(x)).reshape(b, 3, self.num_heads, c // self.num_heads, -1)
@@ -129,7 +131,8 @@ class Downsample(nn.Module):
         super().__init__()
         self.conv = conv(spatial_dims, channels, channels, 3, stride=2)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Halve every spatial axis of ``x``."""
         return self.conv(x)
 
 
@@ -144,8 +147,15 @@ class Upsample(nn.Module):
         super().__init__()
         self.conv = conv(spatial_dims, channels, channels, 3)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Double every spatial axis of ``x``."""
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def zero_init(module: nn.Module) -> None:
+    """Set every parameter of ``module`` to zero."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
 
 
 def _num_heads(channels: int, head_channels: int = 32) -> int:
@@ -242,8 +252,15 @@ class DiffusionUNet(nn.Module):
     ):
         super().__init__()
         _validate(
-            spatial_dims, in_channels, out_channels, z_factor, base_channels,
-            channel_mults, num_res_blocks, groups, dropout,
+            spatial_dims,
+            in_channels,
+            out_channels,
+            z_factor,
+            base_channels,
+            channel_mults,
+            num_res_blocks,
+            groups,
+            dropout,
         )
         channel_mults = tuple(int(m) for m in channel_mults)
         self.spatial_dims = spatial_dims
@@ -278,14 +295,12 @@ class DiffusionUNet(nn.Module):
         ch = base_channels
         self.down = nn.ModuleList()
         for level, width in enumerate(widths):
-            blocks = nn.ModuleList()
+            blocks: list[ResidualBlock] = []
             for _ in range(num_res_blocks):
                 blocks.append(ResidualBlock(sd, ch, width, emb_dim, groups, dropout))
                 ch = width
                 skip_widths.append(ch)
-            stage = nn.Module()
-            stage.blocks = blocks
-            stage.downsample = Downsample(sd, ch) if level < levels - 1 else nn.Identity()
+            stage = _Level(blocks, Downsample(sd, ch) if level < levels - 1 else None)
             if level < levels - 1:
                 skip_widths.append(ch)
             self.down.append(stage)
@@ -299,21 +314,18 @@ class DiffusionUNet(nn.Module):
         self.up = nn.ModuleList()
         for level in reversed(range(levels)):
             width = widths[level]
-            blocks = nn.ModuleList()
+            blocks = []
             for _ in range(num_res_blocks + 1):
                 skip = skip_widths.pop()
                 blocks.append(ResidualBlock(sd, ch + skip, width, emb_dim, groups, dropout))
                 ch = width
-            stage = nn.Module()
-            stage.blocks = blocks
-            stage.upsample = Upsample(sd, ch) if level > 0 else nn.Identity()
+            stage = _Level(blocks, Upsample(sd, ch) if level > 0 else None)
             self.up.append(stage)
 
         self.out_norm = group_norm(groups, ch)
         self.out_conv = conv(sd, ch, out_channels, 3)
         # Zero-init: the untrained network predicts zero noise, a stable start.
-        nn.init.zeros_(self.out_conv.weight)
-        nn.init.zeros_(self.out_conv.bias)
+        zero_init(self.out_conv)
 
     def forward(
         self, x_noisy: torch.Tensor, cond: torch.Tensor, noise_level: torch.Tensor
@@ -339,7 +351,7 @@ class DiffusionUNet(nn.Module):
                 f"x_noisy {tuple(x_noisy.shape)} and cond {tuple(cond.shape)} must be "
                 f"(B, C, *S) with {self.spatial_dims} equal spatial axes"
             )
-        bad = [s for s, d in zip(x_noisy.shape[2:], self.output_divisor) if s % d]
+        bad = [s for s, d in zip(x_noisy.shape[2:], self.output_divisor, strict=True) if s % d]
         if bad:
             raise ValueError(
                 f"spatial shape {tuple(x_noisy.shape[2:])} must be a multiple of "
@@ -354,29 +366,50 @@ class DiffusionUNet(nn.Module):
 
         h = self.init_conv(torch.cat([x_noisy, cond], dim=1))
         skips = [h]
-        for stage in self.down:
+        for stage in self._levels(self.down):
             for block in stage.blocks:
                 h = block(h, emb)
                 skips.append(h)
-            if not isinstance(stage.downsample, nn.Identity):
-                h = stage.downsample(h)
+            if stage.resample is not None:
+                h = stage.resample(h)
                 skips.append(h)
 
         h = self.mid_block1(h, emb)
         h = self.mid_attention(h)
         h = self.mid_block2(h, emb)
 
-        for stage in self.up:
+        for stage in self._levels(self.up):
             for block in stage.blocks:
                 h = block(torch.cat([h, skips.pop()], dim=1), emb)
-            h = stage.upsample(h)
+            if stage.resample is not None:
+                h = stage.resample(h)
 
         return self.out_conv(F.silu(self.out_norm(h)))
 
+    @staticmethod
+    def _levels(stages: nn.ModuleList) -> list[_Level]:
+        return [cast(_Level, stage) for stage in stages]
+
+
+class _Level(nn.Module):
+    """Residual blocks of one resolution level, then an optional down/upsampling."""
+
+    def __init__(self, blocks: list[ResidualBlock], resample: nn.Module | None):
+        super().__init__()
+        self.blocks: list[ResidualBlock] = cast(list[ResidualBlock], nn.ModuleList(blocks))
+        self.resample = resample
+
 
 def _validate(
-    spatial_dims, in_channels, out_channels, z_factor, base_channels,
-    channel_mults, num_res_blocks, groups, dropout,
+    spatial_dims,
+    in_channels,
+    out_channels,
+    z_factor,
+    base_channels,
+    channel_mults,
+    num_res_blocks,
+    groups,
+    dropout,
 ) -> None:
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
