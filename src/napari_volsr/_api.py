@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._layers import default_z_factor, layer_input, result_layers
-from .engine.models import get_restorer, list_restorers
+from .engine.restorers import get_restorer, list_restorers
 from .engine.predict import restore as _restore
 
 

@@ -86,7 +86,7 @@ def restore(input_path, output_path, model, z_factor, block_shape, percentiles, 
             device, precision, overwrite, quiet):
     """Restore (and z-upsample) a volume file; the output is written atomically."""
     from ._layers import default_z_factor
-    from .engine.models import get_restorer
+    from .engine.restorers import get_restorer
     from .engine.predict import RestoreCancelled, iter_restore
 
     if input_path.resolve() == output_path.resolve():

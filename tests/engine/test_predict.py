@@ -5,10 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from napari_volsr.engine.interp import upsample_z
-from napari_volsr.engine.models import get_restorer
-from napari_volsr.engine.predict import (
-    InterpolationRestorer, RestoreCancelled, iter_restore, output_geometry, restore,
-)
+from napari_volsr.engine.predict import RestoreCancelled, iter_restore, output_geometry, restore
+from napari_volsr.engine.restorers import InterpolationRestorer, get_restorer
 
 
 @pytest.mark.parametrize("mode", ["nearest", "linear", "cubic"])

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from magicgui.widgets import ComboBox, Container, Label, ProgressBar, PushButton, SpinBox
 
 from .._layers import LayerInputError, default_z_factor, layer_input, result_layers
-from ..engine.models import get_restorer, list_restorers
+from ..engine.restorers import get_restorer, list_restorers
 
 if TYPE_CHECKING:
     import napari

@@ -86,36 +86,6 @@ def validate_z_factor(z_factor) -> int:
     return int(z_factor)
 
 
-class InterpolationRestorer:
-    """Linear or cubic interpolation along z on the slab grid: the baseline."""
-
-    outputs = ("restored",)
-
-    def __init__(self, mode: str = "cubic", z_factor: int = 1):
-        from .interp import INTERPOLATION_MODES
-
-        if mode not in INTERPOLATION_MODES:
-            raise ValueError(f"method must be one of {', '.join(INTERPOLATION_MODES)}, got {mode!r}")
-        self.mode = mode
-        self.z_factor = validate_z_factor(z_factor)
-        self.name = mode
-        reach = {"nearest": 0, "linear": 1, "cubic": 2}[mode] if self.z_factor > 1 else 0
-        self.halo = (reach, 0, 0)
-        self.divisor = (1, 1, 1)
-        self.overlap = (0, 0, 0)
-        # input block + f output phases + their sum, float32
-        self.bytes_per_voxel = 4.0 * 3
-        self.description = f"{mode} interpolation along z"
-
-    def prepare(self, device, dtype) -> None:
-        """Nothing to move: interpolation has no weights."""
-
-    def __call__(self, x):
-        from .interp import upsample_z
-
-        return upsample_z(x, self.z_factor, self.mode)
-
-
 def resolve_device(device: str = "auto"):
     """``auto`` picks CUDA, then Apple MPS, then the CPU."""
     import torch

@@ -1,0 +1,203 @@
+"""What restores a block: the interpolation baseline or a trained network."""
+
+from __future__ import annotations
+
+import torch
+
+from .interp import INTERPOLATION_MODES, upsample_z
+from .models import LoadedModel, ModelError, list_library, load_model
+from .predict import Restorer, validate_z_factor
+from .registry import DISPLAY_NAMES, family
+
+BASELINES = INTERPOLATION_MODES
+
+
+class InterpolationRestorer:
+    """Linear or cubic interpolation along z on the slab grid: the baseline."""
+
+    outputs = ("restored",)
+
+    def __init__(self, mode: str = "cubic", z_factor: int = 1):
+        if mode not in INTERPOLATION_MODES:
+            raise ValueError(f"method must be one of {', '.join(INTERPOLATION_MODES)}, got {mode!r}")
+        self.mode = mode
+        self.z_factor = validate_z_factor(z_factor)
+        self.name = mode
+        reach = {"nearest": 0, "linear": 1, "cubic": 2}[mode] if self.z_factor > 1 else 0
+        self.halo = (reach, 0, 0)
+        self.divisor = (1, 1, 1)
+        self.overlap = (0, 0, 0)
+        # input block + f output phases + their sum, float32
+        self.bytes_per_voxel = 4.0 * 3
+        self.description = f"{mode} interpolation along z"
+
+    def prepare(self, device, dtype) -> None:
+        """Nothing to move: interpolation has no weights."""
+
+    def __call__(self, x):
+        return upsample_z(x, self.z_factor, self.mode)
+
+
+class NetworkRestorer:
+    """Apply a trained network to normalised blocks (B, 1, D, H, W).
+
+    A 3D network sees the block. A 2D network with z-factor 1 runs slice by slice
+    (XY planes); a 2D network with z-factor > 1 (isotropic reconstruction) runs on the
+    XZ and YZ planes, whose first axis is z, and the two results are averaged
+    (CARE isotropic, DESIGN 5). Diffusion adds a per-voxel standard deviation output.
+
+    Parameters
+    ----------
+    model
+        A loaded model.
+    diffusion_steps, diffusion_samples
+        Sampler steps and number of samples (default: from the model config).
+    seed
+        Seed of the diffusion noise; each block gets its own stream derived from it.
+    max_halo
+        Cap on the context read around blocks, in input voxels. RCAN's channel
+        attention sees the whole block anyway, so beyond a few dozen voxels more halo
+        only costs time; blocks overlap and blend instead.
+    plane_batch
+        Planes per network call for 2D networks (bounds memory).
+    """
+
+    def __init__(self, model: LoadedModel, diffusion_steps=None, diffusion_samples=None,
+                 seed: int = 0, max_halo: int = 24, plane_batch: int = 32):
+        config = model.config
+        self.model = model
+        self.config = config
+        self.family = family(config.network.family)
+        self.name = DISPLAY_NAMES[self.family]
+        self.z_factor = config.z_factor
+        self.spatial_dims = config.spatial_dims
+        self.plane_batch = plane_batch
+        self.seed = seed
+        self._calls = 0
+        net = model.net
+        self.net = net
+        if self.family.value == "diffusion":
+            from .methods.diffusion import DiffusionMethod
+
+            # The loaded weights are the EMA ones; the method samples with its EMA copy.
+            self.method = DiffusionMethod(net)
+            self.steps = diffusion_steps or config.network.sample_steps
+            self.n_samples = diffusion_samples or config.network.n_samples
+            self.outputs = ("restored", "uncertainty")
+        else:
+            self.method = None
+            self.outputs = ("restored",)
+        halo = tuple(min(h, max_halo) for h in net.halo)
+        divisor = tuple(net.divisor)
+        if self.spatial_dims == 3:
+            self.halo, self.divisor = halo, divisor
+        elif self.z_factor == 1:
+            self.halo, self.divisor = (0, *halo), (1, *divisor)
+        else:
+            # Planes are (z, lateral): lateral halo and divisor apply to y and x alike.
+            self.halo = (halo[0], halo[1], halo[1])
+            self.divisor = (divisor[0], divisor[1], divisor[1])
+        # Global channel attention makes RCAN depend on the block: blend overlaps.
+        attention = self.family.value == "rcan"
+        self.overlap = tuple(max(h, 4) for h in self.halo) if attention else (0, 0, 0)
+        width = _full_resolution_width(config)
+        samples = self.n_samples if self.method is not None else 1
+        self.bytes_per_voxel = 4.0 * width * 6 * samples
+        self.device = torch.device("cpu")
+        self.description = f"{config.name} ({self.name}, {config.task}, x{self.z_factor})"
+
+    def prepare(self, device, dtype) -> None:
+        """Move the network (and the diffusion method) to ``device``."""
+        self.device = torch.device(device)
+        self.net.to(self.device).eval()
+        if self.method is not None:
+            self.method.to(self.device)
+
+    def _apply(self, x):
+        """Run on network-shaped input (N, 1, *S) -> (N, K, *S_out)."""
+        if self.method is None:
+            return self.net(x)
+        generator = torch.Generator(device=x.device).manual_seed(self.seed + self._calls)
+        self._calls += 1
+        mean, std = self.method.sample(x, steps=self.steps, n_samples=self.n_samples,
+                                       generator=generator)
+        return torch.cat([mean, std], dim=1)
+
+    def _apply_planes(self, planes):
+        chunks = [self._apply(planes[i : i + self.plane_batch])
+                  for i in range(0, planes.shape[0], self.plane_batch)]
+        return torch.cat(chunks)
+
+    def __call__(self, x):
+        b, _, d, h, w = x.shape
+        f = self.z_factor
+        if self.spatial_dims == 3:
+            return self._apply(x)
+        if f == 1:
+            planes = x.permute(0, 2, 1, 3, 4).reshape(b * d, 1, h, w)
+            out = self._apply_planes(planes)
+            k = out.shape[1]
+            return out.reshape(b, d, k, h, w).permute(0, 2, 1, 3, 4)
+        xz = x.permute(0, 3, 1, 2, 4).reshape(b * h, 1, d, w)
+        out_xz = self._apply_planes(xz)
+        k = out_xz.shape[1]
+        out_xz = out_xz.reshape(b, h, k, d * f, w).permute(0, 2, 3, 1, 4)
+        yz = x.permute(0, 4, 1, 2, 3).reshape(b * w, 1, d, h)
+        out_yz = self._apply_planes(yz).reshape(b, w, k, d * f, h).permute(0, 2, 3, 4, 1)
+        fused = (out_xz + out_yz) / 2
+        if self.method is not None:
+            # Pool the two standard deviations as variances.
+            fused[:, 1] = torch.sqrt((out_xz[:, 1] ** 2 + out_yz[:, 1] ** 2) / 2)
+        return fused
+
+
+def _full_resolution_width(config) -> int:
+    net = config.network
+    if net.family == "srunet":
+        return 2 * net.widths[0]
+    if net.family == "diffusion":
+        return 4 * net.base_channels * net.channel_mults[0]
+    return net.channels
+
+
+def list_restorers() -> list[str]:
+    """Baselines and the models in the library."""
+    return [*BASELINES, *list_library()]
+
+
+def get_restorer(model, z_factor: int | None = None, **options) -> Restorer:
+    """A restorer from a baseline name, a library name, a folder or a LoadedModel.
+
+    Parameters
+    ----------
+    model
+        ``"cubic"``, ``"linear"``, ``"nearest"``, a model name or folder, or a LoadedModel.
+    z_factor
+        For baselines the factor to use (default 1); for models it must agree with
+        the factor the model was trained for (None: the model's).
+    **options
+        Passed to :class:`NetworkRestorer` (diffusion steps and samples, seed).
+
+    Raises
+    ------
+    ValueError
+        Unknown names (the message lists the valid ones), bad or conflicting z-factors,
+        unusable model folders.
+    """
+    if isinstance(model, str) and model in BASELINES:
+        return InterpolationRestorer(model, 1 if z_factor is None else z_factor)
+    if not isinstance(model, LoadedModel):
+        try:
+            model = load_model(model)
+        except ModelError as exc:
+            if isinstance(model, str) and "unknown model" in str(exc):
+                raise ValueError(
+                    f"unknown model {model!r}; choose one of: {', '.join(list_restorers())}"
+                ) from None
+            raise ValueError(str(exc)) from None
+    if z_factor is not None and validate_z_factor(z_factor) != model.config.z_factor:
+        raise ValueError(
+            f"model '{model.config.name}' was trained for z-factor {model.config.z_factor}, "
+            f"not {z_factor}; use {model.config.z_factor} or an interpolation baseline"
+        )
+    return NetworkRestorer(model, **options)
