@@ -1,27 +1,250 @@
-"""Resolve what restores a volume: a baseline name now, saved models later."""
+"""Saved models (config.json + safetensors) and the model library."""
 
 from __future__ import annotations
 
-from .interp import INTERPOLATION_MODES
-from .predict import InterpolationRestorer, Restorer, validate_z_factor
+import csv
+import hashlib
+import json
+import os
+import pickle
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 
-BASELINES = INTERPOLATION_MODES
+from pydantic import ValidationError
+
+from .config import ModelConfig, describe_validation_error
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+EMA_WEIGHTS_FILE = "weights_ema.safetensors"
+HISTORY_FILE = "history.csv"
+LIBRARY_ENV = "NAPARI_VOLSR_MODELS"
 
 
-def list_restorers() -> list[str]:
-    """Names accepted by :func:`get_restorer`."""
-    return list(BASELINES)
+class ModelError(Exception):
+    """A model folder or weights file cannot be used; the message says why."""
 
 
-def get_restorer(model: str, z_factor: int | None = None) -> Restorer:
-    """The restorer called ``model`` for ``z_factor`` (default 1).
+@dataclass
+class LoadedModel:
+    """A network rebuilt from a saved folder, in eval mode on the CPU.
+
+    Attributes
+    ----------
+    config
+        The validated model config.
+    net
+        The network to restore with (the EMA weights for diffusion).
+    folder
+        Where it was loaded from (None for a model that was never saved).
+    """
+
+    config: ModelConfig
+    net: object
+    folder: Path | None = None
+
+    @property
+    def config_hash(self) -> str:
+        """Short hash of the config, to tell models and their outputs apart."""
+        text = json.dumps(self.config.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def library_dir() -> Path:
+    """The model library: ``$NAPARI_VOLSR_MODELS`` or the user data directory."""
+    env = os.environ.get(LIBRARY_ENV)
+    if env:
+        return Path(env)
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("napari-volsr", appauthor=False)) / "models"
+
+
+def list_library() -> list[str]:
+    """Names of the model folders in the library (those with a config.json)."""
+    root = library_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / CONFIG_FILE).is_file())
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ +-]*$")
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
+    """A model folder from a library name or a path.
 
     Raises
     ------
-    ValueError
-        For an unknown name (the message lists the valid ones) or a bad z-factor.
+    ModelError
+        A name that is neither an existing folder nor a library entry.
     """
-    z_factor = validate_z_factor(1 if z_factor is None else z_factor)
-    if model in BASELINES:
-        return InterpolationRestorer(model, z_factor)
-    raise ValueError(f"unknown model {model!r}; choose one of: {', '.join(list_restorers())}")
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return path
+    if os.sep in text or (os.altsep and os.altsep in text) or not _NAME.match(text):
+        raise ModelError(f"{text}: no such model folder (library names have no path separators)")
+    candidate = library_dir() / text
+    if candidate.is_dir():
+        return candidate
+    known = ", ".join(list_library()) or "none yet: train one first"
+    raise ModelError(f"unknown model {text!r}; models in the library: {known}")
+
+
+def _read_config(folder: Path) -> ModelConfig:
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise ModelError(f"{folder}: not a model folder ({CONFIG_FILE} is missing)")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: unreadable JSON ({exc})") from exc
+    try:
+        return ModelConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ModelError(f"{path}: {describe_validation_error(exc)}") from exc
+
+
+def _load_weights(net, path: Path) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise ModelError(f"{path.parent}: {path.name} is missing")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"{path}: unreadable safetensors file ({exc})") from exc
+    check_state_dict(net, state, path)
+    net.load_state_dict(state)
+
+
+def check_state_dict(net, state: dict, source) -> None:
+    """Raise ModelError naming missing, unexpected or mis-shaped tensors."""
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} tensors (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensors (e.g. {', '.join(unexpected[:3])})")
+    if shapes:
+        problems.append(f"shape mismatch: {'; '.join(shapes[:3])}")
+    if problems:
+        raise ModelError(
+            f"{source}: weights do not match the config ({' / '.join(problems)}); "
+            "the folder mixes files of different models"
+        )
+
+
+def load_model(name_or_path: str | os.PathLike) -> LoadedModel:
+    """Load a saved model by library name or folder path (JSON and safetensors only)."""
+    from .registry import build_network
+
+    folder = resolve_model_path(name_or_path)
+    config = _read_config(folder)
+    net = build_network(config)
+    ema = folder / EMA_WEIGHTS_FILE
+    # Diffusion restores with the EMA weights (DESIGN 4) when they were saved.
+    _load_weights(net, ema if ema.is_file() else folder / WEIGHTS_FILE)
+    net.eval()
+    return LoadedModel(config, net, folder)
+
+
+def _save_tensors(module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    # safetensors refuses shared or strided storage: give each tensor its own copy.
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+    save_file(state, str(path))
+
+
+def save_model(
+    folder: str | os.PathLike,
+    config: ModelConfig,
+    net,
+    ema_net=None,
+    history: list[dict] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a model folder atomically: a temporary sibling renamed into place.
+
+    Parameters
+    ----------
+    folder
+        Destination folder (its name need not equal ``config.name``).
+    config
+        The model config; the package version is filled in.
+    net
+        The network whose weights are saved.
+    ema_net
+        EMA copy of the network (diffusion), saved as ``weights_ema.safetensors``.
+    history
+        Training records (dicts) written to ``history.csv``.
+    overwrite
+        Replace an existing folder; otherwise an existing folder is an error.
+    """
+    from .. import __version__
+
+    folder = Path(folder)
+    if folder.exists() and not overwrite:
+        raise ModelError(f"{folder}: exists; choose another model name")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    config = config.model_copy(update={"package_version": __version__})
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        (tmp / CONFIG_FILE).write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+        _save_tensors(net, tmp / WEIGHTS_FILE)
+        if ema_net is not None:
+            _save_tensors(ema_net, tmp / EMA_WEIGHTS_FILE)
+        rows = history or []
+        with open(tmp / HISTORY_FILE, "w", newline="") as fh:
+            fields = sorted({k for row in rows for k in row})
+            writer = csv.DictWriter(fh, fieldnames=fields or ["step"])
+            writer.writeheader()
+            writer.writerows(rows)
+        if folder.exists():
+            backup = folder.with_name(f".{folder.name}.old")
+            os.replace(folder, backup)
+            os.replace(tmp, folder)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def import_torch_weights(path: str | os.PathLike) -> dict:
+    """A state dict from a legacy ``.pt``/``.pth`` file, never running pickled code.
+
+    Only ``torch.load(weights_only=True)`` is used: files holding anything other than
+    tensors and plain containers are refused.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as exc:
+        raise ModelError(
+            f"{path}: refused: the file is not a plain tensor checkpoint (it may carry code; "
+            "only weights are imported, never unpickled objects)"
+        ) from exc
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelError(f"{path}: expected a dict of tensors (a state dict)")
+    return obj

@@ -54,16 +54,16 @@ class NetworkRestorer:
         Sampler steps and number of samples (default: from the model config).
     seed
         Seed of the diffusion noise; each block gets its own stream derived from it.
-    max_halo
-        Cap on the context read around blocks, in input voxels. RCAN's channel
-        attention sees the whole block anyway, so beyond a few dozen voxels more halo
-        only costs time; blocks overlap and blend instead.
+    rcan_halo
+        Cap on RCAN's context around blocks, in input voxels. Its channel attention
+        pools over the whole block, so no finite halo makes tiles exact; beyond this,
+        more halo only costs time, and overlapping blocks are blended instead.
     plane_batch
         Planes per network call for 2D networks (bounds memory).
     """
 
     def __init__(self, model: LoadedModel, diffusion_steps=None, diffusion_samples=None,
-                 seed: int = 0, max_halo: int = 24, plane_batch: int = 32):
+                 seed: int = 0, rcan_halo: int = 16, plane_batch: int = 32):
         config = model.config
         self.model = model
         self.config = config
@@ -87,7 +87,9 @@ class NetworkRestorer:
         else:
             self.method = None
             self.outputs = ("restored",)
-        halo = tuple(min(h, max_halo) for h in net.halo)
+        # Global channel attention makes RCAN depend on the block: cap, then blend.
+        attention = self.family.value == "rcan"
+        halo = tuple(min(h, rcan_halo) if attention else h for h in net.halo)
         divisor = tuple(net.divisor)
         if self.spatial_dims == 3:
             self.halo, self.divisor = halo, divisor
@@ -97,8 +99,6 @@ class NetworkRestorer:
             # Planes are (z, lateral): lateral halo and divisor apply to y and x alike.
             self.halo = (halo[0], halo[1], halo[1])
             self.divisor = (divisor[0], divisor[1], divisor[1])
-        # Global channel attention makes RCAN depend on the block: blend overlaps.
-        attention = self.family.value == "rcan"
         self.overlap = tuple(max(h, 4) for h in self.halo) if attention else (0, 0, 0)
         width = _full_resolution_width(config)
         samples = self.n_samples if self.method is not None else 1
