@@ -1,0 +1,105 @@
+"""Supervised training: a network regresses the target from the degraded input."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from napari_volsr.engine.interp import upsample_z
+
+LOSSES = ("mae", "mse", "cubic_weighted")
+
+
+def cubic_weights(inputs: torch.Tensor, target: torch.Tensor, z_factor: int) -> torch.Tensor:
+    """Return the weights ``E / (2 max E) + 0.5`` of the cubic-weighted MSE (3D SR U-Net).
+
+    ``E`` is the squared error of the cubic-interpolated input against the target, so
+    voxels that interpolation gets wrong weigh up to twice as much as the ones it gets
+    right. The maximum is taken per sample, so a sample's weights do not depend on the
+    rest of the batch; where ``E`` is zero everywhere all weights are 0.5.
+
+    Parameters
+    ----------
+    inputs
+        Degraded input (B, C, D, ...).
+    target
+        Target (B, C, D * z_factor, ...).
+    z_factor
+        Upsampling factor along the first spatial axis (1: ``E`` compares the input itself).
+
+    Returns
+    -------
+    torch.Tensor
+        Weights shaped like ``target``, in [0.5, 1].
+    """
+    reference = upsample_z(inputs, z_factor, "cubic")
+    if reference.shape[2:] != target.shape[2:]:
+        raise ValueError(
+            f"input {tuple(inputs.shape)} upsampled by {z_factor} does not match target "
+            f"{tuple(target.shape)}"
+        )
+    error = (reference - target) ** 2
+    peak = error.flatten(1).amax(dim=1).view(-1, *[1] * (error.ndim - 1))
+    # Guard the all-zero case: E / max(E) -> 0 there, i.e. weight 0.5.
+    return error / (2 * peak.clamp_min(torch.finfo(error.dtype).tiny)) + 0.5
+
+
+class SupervisedMethod(nn.Module):
+    """Wrap a network with a pixel loss, its optimizer and one training step.
+
+    Parameters
+    ----------
+    net
+        The network (any of the families); saved and used for inference.
+    loss
+        ``"mae"``, ``"mse"`` or ``"cubic_weighted"`` (MSE weighted by how badly cubic
+        interpolation of the input does, see :func:`cubic_weights`).
+    """
+
+    def __init__(self, net: nn.Module, loss: str = "mae"):
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        self.net = net
+        self.loss = loss
+        self.z_factor = int(getattr(net, "z_factor", 1))
+        self.optimizers: list[torch.optim.Optimizer] = []
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Return the scalar loss of the net on ``batch`` ({"input", "target"})."""
+        inputs, target = batch["input"], batch["target"]
+        pred = self.net(inputs)
+        if self.loss == "mae":
+            return torch.mean(torch.abs(pred - target))
+        if self.loss == "mse":
+            return torch.mean((pred - target) ** 2)
+        with torch.no_grad():
+            weights = cubic_weights(inputs, target, self.z_factor)
+        return torch.mean(weights * (pred - target) ** 2)
+
+    def configure_optimizers(self, lr: float | None = None) -> list[torch.optim.Optimizer]:
+        """Create (and store on ``self.optimizers``) one Adam, lr 1e-4 by default."""
+        self.optimizers = [torch.optim.Adam(self.net.parameters(), lr=1e-4 if lr is None else lr)]
+        return self.optimizers
+
+    def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Run one optimisation step and return ``{"loss": value}``."""
+        if not self.optimizers:
+            self.configure_optimizers()
+        (optimizer,) = self.optimizers
+        self.train()
+        optimizer.zero_grad(set_to_none=True)
+        loss = self(batch)
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.item()}
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the net's output in eval mode, under ``torch.inference_mode()``."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                return self.net(x)
+        finally:
+            self.train(was_training)
