@@ -63,3 +63,35 @@ def test_cancel_adds_nothing_and_panel_recovers(qtbot, viewer_widget, rng):
     assert [l.name for l in viewer.layers] == ["big"]
     assert widget.worker is None and widget.run_button.enabled
     assert "cancel" in widget.status.value
+
+
+def test_saved_diffusion_model_adds_result_and_uncertainty(qtbot, make_napari_viewer, tmp_path,
+                                                            monkeypatch, smooth_volume):
+    import torch
+
+    from napari_volsr.engine.config import ModelConfig
+    from napari_volsr.engine.models import save_model
+    from napari_volsr.engine.registry import build_network, network_config
+
+    monkeypatch.setenv("NAPARI_VOLSR_MODELS", str(tmp_path))
+    torch.manual_seed(0)
+    config = ModelConfig(name="emdiffuse", task="isotropic", spatial_dims=2, z_factor=2,
+                         network=network_config("diffusion", "tiny", sample_steps=2, n_samples=2))
+    net = build_network(config)
+    save_model(tmp_path / "emdiffuse", config, net, ema_net=net)
+
+    viewer = make_napari_viewer()
+    widget = RestoreWidget(viewer)
+    layer = viewer.add_image(smooth_volume[:6, :16, :16], name="stack", scale=(0.8, 0.2, 0.2))
+    assert widget.z_factor.value == 4
+    widget.model.value = "emdiffuse"
+    assert widget.z_factor.value == 2 and not widget.z_factor.enabled
+    _run(qtbot, widget)
+    restored = viewer.layers["stack [diffusion x2]"]
+    uncertainty = viewer.layers["stack [diffusion x2] uncertainty"]
+    assert restored.data.shape == uncertainty.data.shape == (12, 16, 16)
+    np.testing.assert_allclose(uncertainty.scale, (0.4, 0.2, 0.2))
+    assert restored.metadata["volsr"]["method"] == "diffusion"
+    assert restored.metadata["volsr"]["model"] == "emdiffuse"
+    assert len(restored.metadata["volsr"]["config_hash"]) == 12
+    assert layer.data.shape == (6, 16, 16)

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 from magicgui.widgets import ComboBox, Container, Label, ProgressBar, PushButton, SpinBox
 
 from .._layers import LayerInputError, default_z_factor, layer_input, result_layers
-from ..engine.restorers import get_restorer, list_restorers
+from ..engine.models import ModelError, read_model_config
+from ..engine.restorers import BASELINES, get_restorer, list_restorers
 
 if TYPE_CHECKING:
     import napari
@@ -28,7 +29,8 @@ class RestoreWidget(Container):
         self._z_touched = False
 
         self.image = ComboBox(label="image", choices=self._image_layers, nullable=True)
-        self.model = ComboBox(label="model", choices=list_restorers(), value="cubic")
+        self.model = ComboBox(label="model", choices=lambda _w: list_restorers(), value="cubic",
+                              tooltip="interpolation baseline or a trained model from the library")
         self.z_factor = SpinBox(label="z-factor", min=1, max=16, value=1,
                                 tooltip="z upsampling factor (1 = same-shape restoration)")
         self.run_button = PushButton(text="Restore")
@@ -39,6 +41,7 @@ class RestoreWidget(Container):
                      self.cancel_button, self.progress_bar, self.status])
 
         self.image.changed.connect(self._on_image_changed)
+        self.model.changed.connect(self._on_model_changed)
         self.z_factor.changed.connect(self._on_z_edited)
         self.run_button.changed.connect(self._on_run)
         self.cancel_button.changed.connect(self._on_cancel)
@@ -60,11 +63,41 @@ class RestoreWidget(Container):
             if selected or choices:
                 self.image.value = (selected or choices)[-1]
 
+    def refresh_models(self):
+        """Re-read the model library (e.g. after training)."""
+        self.model.reset_choices()
+
+    def _set_z(self, value: int):
+        self.z_factor.changed.disconnect(self._on_z_edited)
+        self.z_factor.value = value
+        self.z_factor.changed.connect(self._on_z_edited)
+
+    def _model_config(self):
+        if self.model.value in BASELINES:
+            return None
+        try:
+            return read_model_config(self.model.value)
+        except ModelError as exc:
+            self.status.value = str(exc)
+            return None
+
     def _on_image_changed(self, layer):
-        if layer is not None and not self._z_touched:
-            self.z_factor.changed.disconnect(self._on_z_edited)
-            self.z_factor.value = default_z_factor(layer.scale)
-            self.z_factor.changed.connect(self._on_z_edited)
+        if layer is not None and not self._z_touched and self._model_config() is None:
+            self._set_z(default_z_factor(layer.scale))
+
+    def _on_model_changed(self, _name):
+        config = self._model_config()
+        # A trained model fixes the z-factor; baselines take any.
+        self.z_factor.enabled = config is None
+        if config is not None:
+            self._set_z(config.z_factor)
+            summary = config.training.get("summary", "")
+            self.status.value = (
+                f"{config.name}: {config.family} {config.task} x{config.z_factor}, "
+                f"{config.spatial_dims}D {summary}".rstrip()
+            )
+        elif self.image.value is not None and not self._z_touched:
+            self._set_z(default_z_factor(self.image.value.scale))
 
     def _on_z_edited(self, _value):
         self._z_touched = True
@@ -93,6 +126,14 @@ class RestoreWidget(Container):
         except (LayerInputError, ValueError) as exc:
             self._notify_error(str(exc))
             return
+        expected = default_z_factor(source["spacing"])
+        if restorer.z_factor != expected and restorer.z_factor > 1:
+            from napari.utils.notifications import show_warning
+
+            show_warning(
+                f"z-factor {restorer.z_factor} differs from the layer's anisotropy "
+                f"(z/x spacing suggests {expected}); the result's voxels will not be cubic"
+            )
         generator = iter_restore(
             source["data"], restorer, spacing=source["spacing"], origin=source["origin"]
         )

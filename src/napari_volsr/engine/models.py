@@ -95,6 +95,11 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
     raise ModelError(f"unknown model {text!r}; models in the library: {known}")
 
 
+def read_model_config(name_or_path: str | os.PathLike) -> ModelConfig:
+    """The config of a saved model, without loading its weights (cheap)."""
+    return _read_config(resolve_model_path(name_or_path))
+
+
 def _read_config(folder: Path) -> ModelConfig:
     path = folder / CONFIG_FILE
     if not path.is_file():

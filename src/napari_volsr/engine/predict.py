@@ -334,6 +334,7 @@ def iter_restore(
         "percentiles": list(percentiles),
         "device": str(torch_device),
         "precision": "fp32" if autocast_dtype is None else str(autocast_dtype).removeprefix("torch."),
+        **getattr(restorer, "metadata", {}),
     }
     return RestoreResult(outputs, spacing_out, origin_out, z_factor, plan.describe(), norms, settings)
 

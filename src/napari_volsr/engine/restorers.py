@@ -105,6 +105,15 @@ class NetworkRestorer:
         self.bytes_per_voxel = 4.0 * width * 6 * samples
         self.device = torch.device("cpu")
         self.description = f"{config.name} ({self.name}, {config.task}, x{self.z_factor})"
+        self.metadata = {
+            "model": config.name,
+            "model_folder": str(model.folder) if model.folder else None,
+            "config_hash": model.config_hash,
+            "family": self.family.value,
+            "task": config.task,
+        }
+        if self.method is not None:
+            self.metadata.update(diffusion_steps=self.steps, diffusion_samples=self.n_samples)
 
     def prepare(self, device, dtype) -> None:
         """Move the network (and the diffusion method) to ``device``."""
