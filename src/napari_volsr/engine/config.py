@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .degrade import DegradationConfig
+
 CONFIG_VERSION = 1
 PRESET_NAMES = ("tiny", "small", "default")
 
@@ -147,3 +149,98 @@ def describe_validation_error(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in loc) or "config"
         lines.append(f"{where}: {err['msg']}")
     return "; ".join(lines)
+
+
+DataSource = Literal["paired", "synthetic", "isotropic"]
+
+
+class TrainingConfig(StrictModel):
+    """How to train a model: data source, patches, budget, optimisation, checkpoints."""
+
+    version: int = Field(CONFIG_VERSION, ge=1, description="Config format version.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="What to train.")
+    source: DataSource = Field(
+        "paired",
+        description="paired: raw + target volumes; synthetic: targets degraded on the fly; "
+        "isotropic: self-supervised from the anisotropic volume alone.",
+    )
+    degradation: DegradationConfig = Field(
+        default_factory=lambda: DegradationConfig(),
+        description="Degradation ranges for the synthetic and isotropic sources.",
+    )
+    patch_shape: tuple[int, ...] | None = Field(
+        None, description="Patch on the input grid (z, y, x) or (y, x); None: per task default."
+    )
+    batch_size: int = Field(4, ge=1, le=512, description="Patches per step.")
+    steps: int | None = Field(1000, ge=1, description="Step budget (None: no step limit).")
+    epochs: float | None = Field(
+        None, gt=0, description="Epoch budget: one epoch sees the training region's voxels once."
+    )
+    minutes: float | None = Field(None, gt=0, description="Wall-clock budget in minutes.")
+    learning_rate: float | None = Field(
+        None, gt=0, lt=1, description="Adam learning rate; None: the family's default."
+    )
+    lr_decay: Literal["quarters", "none"] = Field(
+        "quarters", description="quarters: halve the learning rate every quarter of the step budget."
+    )
+    loss: Literal["mae", "mse", "cubic_weighted"] = Field(
+        "mae", description="Pixel loss of RCAN/SRUNet (cubic_weighted: the SR U-Net's)."
+    )
+    adversarial: Literal["vanilla", "lsgan", "wgangp"] = Field(
+        "lsgan", description="GAN adversarial loss."
+    )
+    content_weight: float = Field(100.0, ge=0, description="GAN content (L1) weight.")
+    gradient_weight: float = Field(0.0, ge=0, description="GAN image-gradient penalty weight.")
+    d_condition: bool = Field(True, description="GAN discriminator also sees the input.")
+    warmup_steps: int = Field(0, ge=0, description="GAN: content-only steps before adversarial.")
+    validate_every: int = Field(100, ge=1, description="Steps between validations.")
+    checkpoint_every: int = Field(500, ge=1, description="Steps between checkpoints.")
+    n_val: int = Field(8, ge=1, le=512, description="Fixed validation patches.")
+    val_fraction: float = Field(0.1, gt=0, lt=0.9, description="Share of each volume kept for validation.")
+    foreground: float = Field(
+        0.0, ge=0, le=1, description="Minimum share of bright voxels in a patch (0: keep all)."
+    )
+    seed: int = Field(0, ge=0, description="Seed for weights, patches and noise.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16/fp16 autocast on CUDA, fp32 on CPUs."
+    )
+    prefetch: int = Field(2, ge=0, le=16, description="Batches prepared ahead in a thread.")
+    diffusion_val_steps: int = Field(10, ge=1, le=2000, description="Sampler steps at validation.")
+
+    @model_validator(mode="after")
+    def _budget_and_patch(self):
+        if self.steps is None and self.epochs is None and self.minutes is None:
+            raise ValueError("set at least one budget: steps, epochs or minutes")
+        if self.version > CONFIG_VERSION:
+            raise ValueError(f"config version {self.version} is newer than this napari-volsr")
+        if self.source == "isotropic" and self.model.task != "isotropic":
+            raise ValueError("source 'isotropic' trains a model with task 'isotropic'")
+        if self.patch_shape is not None:
+            if len(self.patch_shape) != self.model.spatial_dims:
+                raise ValueError(
+                    f"patch_shape {self.patch_shape} needs {self.model.spatial_dims} values "
+                    f"for a {self.model.spatial_dims}D model"
+                )
+            if any(p < 4 for p in self.patch_shape):
+                raise ValueError(f"patch_shape values must be >= 4, got {self.patch_shape}")
+        network = self.model.network
+        if isinstance(network, GANConfig):
+            target = list(self.resolved_patch_shape())
+            target[0] *= self.model.z_factor
+            need = 2 ** (network.disc_layers + 1)
+            if min(target) < need:
+                raise ValueError(
+                    f"the GAN discriminator ({network.disc_layers} layers) needs target patches "
+                    f"of at least {need} voxels per axis, got {tuple(target)}: enlarge "
+                    "patch_shape or lower network.disc_layers"
+                )
+        return self
+
+    def resolved_patch_shape(self) -> tuple[int, ...]:
+        """The patch shape on the input grid, with a default per dimensionality."""
+        if self.patch_shape is not None:
+            return tuple(self.patch_shape)
+        if self.model.spatial_dims == 2:
+            return (64, 64)
+        return (max(4, 32 // self.model.z_factor), 64, 64)

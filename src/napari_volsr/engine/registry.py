@@ -102,3 +102,39 @@ def build_discriminator(config: ModelConfig, conditioned: bool):
         channels=config.network.disc_channels,
         n_layers=config.network.disc_layers,
     )
+
+
+def build_method(config):
+    """The training method (network inside) for a :class:`TrainingConfig`.
+
+    RCAN and SRUNet train supervised; GAN with its discriminator; diffusion as a
+    noise-prediction model with EMA weights.
+    """
+    model = config.model
+    fam = family(model.network.family)
+    net = build_network(model)
+    if fam is Family.GAN:
+        from .methods.gan import GANMethod
+
+        method = GANMethod(
+            net,
+            build_discriminator(model, conditioned=config.d_condition),
+            adversarial=config.adversarial,
+            content_weight=config.content_weight,
+            gradient_weight=config.gradient_weight,
+            d_condition=config.d_condition,
+        )
+    elif fam is Family.DIFFUSION:
+        from .methods.diffusion import DiffusionMethod
+
+        method = DiffusionMethod(net)
+    else:
+        from .methods.supervised import SupervisedMethod
+
+        method = SupervisedMethod(net, loss=config.loss)
+    return method
+
+
+def method_network(method):
+    """The network a method trains (the generator of a GAN)."""
+    return getattr(method, "generator", None) or method.net

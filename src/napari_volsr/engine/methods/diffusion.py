@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_volsr.engine.interp import INTERPOLATION_MODES, upsample_z
+from napari_volsr.engine.methods._step import backward_step
 from napari_volsr.engine.nets.diffusion_unet import DiffusionUNet
 
 SAMPLERS = ("ddim", "ancestral")
@@ -117,6 +118,8 @@ class DiffusionMethod(nn.Module):
         self.z_factor = int(net.z_factor)
         self.output_divisor = tuple(int(d) for d in net.output_divisor)
         self.optimizers: list[torch.optim.Optimizer] = []
+        # One GradScaler per optimizer when training in fp16 (set by the trainer).
+        self.scalers: list = []
 
         betas = linear_beta_schedule(num_timesteps, beta_start, beta_end)
         alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
@@ -262,8 +265,7 @@ class DiffusionMethod(nn.Module):
         self.net.train()
         optimizer.zero_grad(set_to_none=True)
         loss = self(batch)
-        loss.backward()
-        optimizer.step()
+        backward_step(loss, optimizer, self.scalers[0] if self.scalers else None)
         self.update_ema()
         return {"loss": float(loss.detach())}
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_volsr.engine.interp import upsample_z
+from napari_volsr.engine.methods._step import backward_step
 
 ADVERSARIAL_LOSSES = ("vanilla", "lsgan", "wgangp")
 
@@ -127,6 +128,8 @@ class GANMethod(nn.Module):
         self.warmup = warmup
         self.z_factor = int(getattr(generator, "z_factor", 1))
         self.optimizers: list[torch.optim.Optimizer] = []
+        # One GradScaler per optimizer when training in fp16 (set by the trainer).
+        self.scalers: list = []
 
     # -- losses -------------------------------------------------------------------------
 
@@ -251,8 +254,7 @@ class GANMethod(nn.Module):
                 fake = self.generator(batch["input"])
         d_opt.zero_grad(set_to_none=True)
         losses = self.discriminator_losses(batch, fake)
-        losses["d_loss"].backward()
-        d_opt.step()
+        backward_step(losses["d_loss"], d_opt, self.scalers[1] if self.scalers else None)
         return {k: v.item() for k, v in losses.items()}
 
     def generator_step(
@@ -266,8 +268,7 @@ class GANMethod(nn.Module):
         g_opt.zero_grad(set_to_none=True)
         with _frozen(self.discriminator):
             losses = self.generator_losses(batch, fake, warmup)
-            losses["g_loss"].backward()
-        g_opt.step()
+            backward_step(losses["g_loss"], g_opt, self.scalers[0] if self.scalers else None)
         return {k: v.item() for k, v in losses.items()}
 
     def training_step(self, batch, warmup: bool | None = None) -> dict[str, float]:

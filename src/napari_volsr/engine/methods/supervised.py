@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from napari_volsr.engine.interp import upsample_z
+from napari_volsr.engine.methods._step import backward_step
 
 LOSSES = ("mae", "mse", "cubic_weighted")
 
@@ -64,6 +65,8 @@ class SupervisedMethod(nn.Module):
         self.loss = loss
         self.z_factor = int(getattr(net, "z_factor", 1))
         self.optimizers: list[torch.optim.Optimizer] = []
+        # One GradScaler per optimizer when training in fp16 (set by the trainer).
+        self.scalers: list = []
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Return the scalar loss of the net on ``batch`` ({"input", "target"})."""
@@ -90,8 +93,7 @@ class SupervisedMethod(nn.Module):
         self.train()
         optimizer.zero_grad(set_to_none=True)
         loss = self(batch)
-        loss.backward()
-        optimizer.step()
+        backward_step(loss, optimizer, self.scalers[0] if self.scalers else None)
         return {"loss": loss.item()}
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:

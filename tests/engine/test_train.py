@@ -1,0 +1,158 @@
+import csv
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from napari_volsr.engine.config import ModelConfig, TrainingConfig
+from napari_volsr.engine.models import ModelError, load_model
+from napari_volsr.engine.registry import network_config
+from napari_volsr.engine.train import (
+    checkpoint_dir_for, iter_train, make_training_data, train,
+)
+
+
+@pytest.fixture(autouse=True)
+def library(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_VOLSR_MODELS", str(tmp_path / "library"))
+    torch.set_num_threads(1)  # small models: one thread is faster and deterministic
+    return tmp_path / "library"
+
+
+@pytest.fixture(scope="module")
+def clean_volume():
+    rng = np.random.default_rng(3)
+    vol = ndimage.gaussian_filter(rng.random((24, 48, 48)), 2.0)
+    return ((vol - vol.min()) / np.ptp(vol) * 200 + 20).astype(np.float32)
+
+
+def config_for(family, steps=6, name="m", **kwargs):
+    extra = {"diffusion": {"sample_steps": 2, "n_samples": 1}, "gan": {"disc_layers": 2}}.get(family, {})
+    spatial_dims = kwargs.pop("spatial_dims", 3)
+    task = kwargs.pop("task", "upsample")
+    model = ModelConfig(name=name, task=task, z_factor=2, spatial_dims=spatial_dims,
+                        network=network_config(family, "tiny", **extra))
+    patch = (4, 16, 16) if spatial_dims == 3 else (16, 16)
+    defaults = dict(source="synthetic", patch_shape=patch, batch_size=2, steps=steps,
+                    validate_every=3, checkpoint_every=3, n_val=2, learning_rate=1e-3,
+                    diffusion_val_steps=2, prefetch=1)
+    defaults.update(kwargs)
+    return TrainingConfig(model=model, **defaults)
+
+
+def weights(model):
+    return {k: v.clone() for k, v in model.net.state_dict().items()}
+
+
+@pytest.mark.parametrize("family", ["rcan", "srunet", "gan", "diffusion"])
+def test_every_family_trains_saves_and_reports(library, clean_volume, family):
+    config = config_for(family)
+    data = make_training_data(config, targets=[clean_volume])
+    records = []
+    gen = iter_train(config, data, voxel_spacing=(2.0, 1.0, 1.0))
+    while True:
+        try:
+            records.append(next(gen))
+        except StopIteration as stop:
+            model = stop.value
+            break
+    steps = [r.step for r in records if r.losses]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert all(r.total == 6 for r in records)
+    assert [r.step for r in records if r.validation and r.losses] == [3, 6]
+    assert "model saved" in records[-1].message
+    assert "psnr" in records[-1].validation
+    assert model.folder == library / "m"
+    card = model.config.training
+    assert card["steps"] == 6 and card["voxel_spacing"] == [2.0, 1.0, 1.0]
+    assert card["final_validation"]["psnr"] == records[-1].validation["psnr"]
+    with open(model.folder / "history.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 6 and "val_psnr" in rows[-1]
+    assert load_model("m").config.family == family
+
+
+@pytest.mark.parametrize("family", ["rcan", "gan", "diffusion"])
+def test_resume_is_exact(tmp_path, clean_volume, family):
+    config = config_for(family, steps=6, checkpoint_every=100)
+    data = make_training_data(config, targets=[clean_volume])
+    straight = train(config, data, output_dir=tmp_path / "straight")
+
+    calls = []
+    half = iter_train(config, data, output_dir=tmp_path / "halves",
+                      should_stop=lambda: len(calls) >= 3)
+    for record in half:
+        if record.losses:
+            calls.append(record.step)
+    stopped = load_model(tmp_path / "halves")
+    assert stopped.config.training["steps"] == 3 and stopped.config.training["stopped_early"]
+    resumed = train(config, data, output_dir=tmp_path / "halves", resume=True)
+    assert resumed.config.training["steps"] == 6
+    for key, value in weights(straight).items():
+        torch.testing.assert_close(weights(resumed)[key], value, rtol=0, atol=0)
+
+
+def test_closing_the_generator_leaves_a_loadable_checkpoint(tmp_path, clean_volume):
+    config = config_for("srunet", steps=50)
+    data = make_training_data(config, targets=[clean_volume])
+    gen = iter_train(config, data, output_dir=tmp_path / "m")
+    for record in gen:
+        if record.step == 2:
+            break
+    gen.close()  # what napari's worker.quit() does
+    model = load_model(tmp_path / "m")
+    assert model.config.training["steps"] == 2
+    assert (checkpoint_dir_for(tmp_path / "m") / "weights.safetensors").is_file()
+    resumed = train(config.model_copy(update={"steps": 4}), data, output_dir=tmp_path / "m",
+                    resume=True)
+    assert resumed.config.training["steps"] == 4
+
+
+def test_minutes_budget_stops(tmp_path, clean_volume):
+    config = config_for("gan", steps=None, minutes=0.002)
+    data = make_training_data(config, targets=[clean_volume])
+    model = train(config, data, output_dir=tmp_path / "m")
+    assert 1 <= model.config.training["steps"] < 1000
+
+
+def test_existing_name_is_not_overwritten(library, clean_volume):
+    config = config_for("gan", steps=1)
+    data = make_training_data(config, targets=[clean_volume])
+    train(config, data)
+    with pytest.raises(ModelError, match="exists"):
+        train(config, data)
+    train(config, data, overwrite=True)
+
+
+def test_preview_is_restored_at_validation(tmp_path, clean_volume):
+    config = config_for("rcan", steps=3)
+    data = make_training_data(config, targets=[clean_volume])
+    previews = [r.preview for r in iter_train(config, data, output_dir=tmp_path / "m",
+                                              preview_input=clean_volume[:4, :16, :16])
+                if r.preview is not None]
+    assert len(previews) == 1 and previews[0].shape == (8, 16, 16)
+
+
+def test_data_and_model_must_agree(tmp_path, clean_volume):
+    config = config_for("rcan")
+    other = config_for("rcan", spatial_dims=2, source="isotropic", task="isotropic",
+                       patch_shape=(8, 8))
+    data = make_training_data(other, volumes=[clean_volume])
+    with pytest.raises(ValueError, match="2D"):
+        train(config, data, output_dir=tmp_path / "m")
+
+
+def test_gan_patch_must_fit_the_discriminator():
+    with pytest.raises(ValueError, match="disc_layers"):
+        config_for("gan", patch_shape=(4, 6, 6))
+
+
+def test_diverging_training_stops_with_a_message(tmp_path, clean_volume, monkeypatch):
+    from napari_volsr.engine.methods.supervised import SupervisedMethod
+
+    monkeypatch.setattr(SupervisedMethod, "training_step", lambda self, batch: {"loss": float("nan")})
+    config = config_for("rcan")
+    data = make_training_data(config, targets=[clean_volume])
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        train(config, data, output_dir=tmp_path / "m")

@@ -1,0 +1,306 @@
+import time
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_volsr.engine.data import (
+    Normalization,
+    TrainingData,
+    isotropic_data,
+    paired_data,
+    synthetic_data,
+)
+from napari_volsr.engine.degrade import DegradationConfig, slab_downsample
+
+# Percentiles 0/100 map min/max to 0/1, so tests can undo the normalisation exactly.
+FULL_RANGE = (0.0, 100.0)
+SHAPE = (24, 40, 36)
+
+
+@pytest.fixture
+def coords():
+    """v[z, y, x] = z + 100 y + 10000 x: every voxel value names its coordinates."""
+    z, y, x = np.meshgrid(*(np.arange(n) for n in SHAPE), indexing="ij")
+    return (z + 100 * y + 10000 * x).astype(np.float32)
+
+
+def decode(patch, norm: Normalization):
+    """(z, y, x) integer coordinate arrays of a normalised coordinate-encoded patch."""
+    value = np.rint(norm.inverse(patch)).astype(np.int64)
+    return value % 100, (value // 100) % 100, value // 10000
+
+
+def norm_of(data: TrainingData, i=0, key="normalization"):
+    return Normalization(*data.summary[key][i])
+
+
+def assert_is_crop(target, volume, norm):
+    """``target`` equals the normalised crop of ``volume`` starting at its first voxel."""
+    z0, y0, x0 = (int(c.flat[0]) for c in decode(target, norm))
+    crop = volume[z0:z0 + target.shape[0], y0:y0 + target.shape[1], x0:x0 + target.shape[2]]
+    np.testing.assert_array_equal(target, norm.forward(crop))
+    return z0, y0, x0
+
+
+def assert_z_structure(target):
+    """z runs 0, 1, 2... along axis 0 and y, x never change along it (3D batches)."""
+    z, y, x = target
+    np.testing.assert_array_equal(np.diff(z, axis=0), 1)
+    assert (np.diff(z, axis=1) == 0).all() and (np.diff(z, axis=2) == 0).all()
+    assert (np.diff(y, axis=0) == 0).all() and (np.diff(x, axis=0) == 0).all()
+
+
+# --- synthetic ---------------------------------------------------------------------------
+
+def test_synthetic_validation_pairs_are_aligned_crops(coords):
+    original = coords.copy()
+    data = synthetic_data(coords, 3, (4, 8, 8), DegradationConfig(), percentiles=FULL_RANGE,
+                          n_val=4)
+    norm = norm_of(data)
+    assert (data.spatial_dims, data.patch_shape, data.target_patch_shape) == (3, (4, 8, 8),
+                                                                              (12, 8, 8))
+    val_start = data.summary["validation_rows"][0][0]
+    assert len(data.validation) == 4
+    for inp, tgt in data.validation:
+        assert inp.shape == (1, 4, 8, 8) and tgt.shape == (1, 12, 8, 8)
+        assert inp.dtype == tgt.dtype == np.float32
+        np.testing.assert_array_equal(inp[0], slab_downsample(tgt[0], 3))
+        _, y0, _ = assert_is_crop(tgt[0], coords, norm)
+        assert y0 >= val_start
+    np.testing.assert_array_equal(coords, original)  # input not modified
+
+
+def test_synthetic_batches_keep_z_and_stay_in_training_rows(coords):
+    data = synthetic_data(coords, 2, (3, 6, 6), DegradationConfig(), percentiles=FULL_RANGE)
+    norm = norm_of(data)
+    inputs, targets = data.batch(0, 16)
+    assert inputs.shape == (16, 1, 3, 6, 6) and targets.shape == (16, 1, 6, 6, 6)
+    val_start = data.summary["validation_rows"][0][0]
+    for inp, tgt in zip(inputs[:, 0], targets[:, 0], strict=True):
+        np.testing.assert_allclose(inp, slab_downsample(tgt, 2), rtol=1e-6)
+        z, y, x = decode(tgt, norm)
+        assert_z_structure((z, y, x))
+        assert y.max() < val_start
+    # Augmentation does happen: some patches have y decreasing or x running along axis 1.
+    orientations = set()
+    for tgt in targets[:, 0]:
+        _, y, x = decode(tgt, norm)
+        orientations.add((int(np.sign(y[0, -1, 0] - y[0, 0, 0])),
+                          int(np.sign(x[0, -1, 0] - x[0, 0, 0]))))
+    assert len(orientations) > 1
+
+
+def test_synthetic_with_noise_stays_close_to_slab_mean(coords):
+    config = DegradationConfig(gaussian_sigma=(0.01, 0.02), poisson_peak=(200.0, 400.0))
+    data = synthetic_data(coords, 2, (4, 8, 8), config, n_val=2)
+    inp, tgt = data.validation[0]
+    clean = slab_downsample(tgt[0], 2)
+    assert not np.array_equal(inp[0], clean)
+    assert np.abs(inp[0] - clean).mean() < 0.1
+    assert data.summary["degradation"]["poisson_peak"] == [200.0, 400.0]
+
+
+def test_anisotropic_volume_batches_never_mix_z():
+    # Few slices, many rows: a rotation that mixed z with y/x could not even keep shapes,
+    # and decoded z must still run along axis 0 only.
+    z, y, x = np.meshgrid(np.arange(6), np.arange(30), np.arange(30), indexing="ij")
+    volume = (z + 100 * y + 10000 * x).astype(np.float32)
+    data = synthetic_data(volume, 1, (4, 8, 8), DegradationConfig(), percentiles=FULL_RANGE,
+                          n_val=1)
+    _, targets = data.batch(3, 12)
+    for tgt in targets[:, 0]:
+        assert_z_structure(decode(tgt, norm_of(data)))
+
+
+# --- paired ------------------------------------------------------------------------------
+
+def test_paired_pairs_are_aligned_on_the_slab_grid(coords):
+    raw = slab_downsample(coords, 3)  # (8, 40, 36)
+    data = paired_data(raw, coords, 3, (2, 8, 8), percentiles=FULL_RANGE, n_val=3)
+    assert data.warnings == []
+    target_norm, raw_norm = norm_of(data), norm_of(data, key="raw_normalization")
+    pairs = list(data.validation) + list(zip(*data.batch(1, 4), strict=True))
+    for k, (inp, tgt) in enumerate(pairs):
+        assert inp.shape == (1, 2, 8, 8) and tgt.shape == (1, 6, 8, 8)
+        if k < 3:  # validation pairs are not augmented: exact crops
+            z0, y0, x0 = assert_is_crop(tgt[0], coords, target_norm)
+            assert z0 % 3 == 0
+            expected = raw[z0 // 3:z0 // 3 + 2, y0:y0 + 8, x0:x0 + 8]
+            np.testing.assert_array_equal(inp[0], raw_norm.forward(expected))
+        # Raw voxel = mean of the target slab above it, in input units.
+        np.testing.assert_allclose(raw_norm.inverse(inp[0]),
+                                   slab_downsample(target_norm.inverse(tgt[0]), 3), atol=0.1)
+
+
+def test_paired_accepts_lists_and_dask(coords):
+    da = pytest.importorskip("dask.array")
+    raws = [coords, coords[:, :30]]
+    targets = [da.from_array(coords, chunks=8), coords[:, :30] * 2]
+    data = paired_data(raws, targets, 1, (4, 8, 8), n_val=2)
+    assert data.summary["n_volumes"] == 2
+    assert data.summary["shapes"] == [list(SHAPE), [24, 30, 36]]
+    assert data.batch(0, 2)[0].shape == (2, 1, 4, 8, 8)
+
+
+@pytest.fixture
+def smooth():
+    rng = np.random.default_rng(0)
+    return ndimage.gaussian_filter(rng.random((8, 48, 56)), (1, 2, 2)).astype(np.float32)
+
+
+def test_misaligned_pair_warns_and_aligned_pair_does_not(smooth):
+    target = smooth[:, :, 4:52]
+    aligned = paired_data(target + 0.01, target, 1, (4, 8, 8), n_val=1)
+    assert aligned.warnings == []
+    shifted = paired_data(smooth[:, :, 8:56], target, 1, (4, 8, 8), n_val=1)
+    assert len(shifted.warnings) == 1
+    assert "pair 0" in shifted.warnings[0] and "shifted" in shifted.warnings[0]
+    # With z upsampling, the raw is the slab mean of a shifted target.
+    shifted_up = paired_data(slab_downsample(smooth[:, :, 0:48], 2), target, 2, (2, 8, 8),
+                             n_val=1)
+    assert len(shifted_up.warnings) == 1
+
+
+def test_paired_shape_mismatch_explains_expected_shape(coords):
+    with pytest.raises(ValueError, match=r"expected \(48, 40, 36\)"):
+        paired_data(coords, coords, 2, (4, 8, 8))
+    with pytest.raises(ValueError, match="one target per raw"):
+        paired_data([coords, coords], [coords], 1, (4, 8, 8))
+    with pytest.raises(ValueError, match="ZYX"):
+        paired_data(coords[0], coords[0], 1, (4, 8, 8))
+
+
+# --- isotropic ---------------------------------------------------------------------------
+
+def test_isotropic_pairs_are_degraded_lateral_planes(coords):
+    data = isotropic_data(coords, 4, (3, 5), DegradationConfig(), percentiles=FULL_RANGE,
+                          n_val=3)
+    norm = norm_of(data)
+    assert data.spatial_dims == 2 and data.target_patch_shape == (12, 5)
+    for inp, tgt in data.validation:
+        assert inp.shape == (1, 3, 5) and tgt.shape == (1, 12, 5)
+        np.testing.assert_array_equal(inp[0], slab_downsample(tgt[0], 4, axis=0))
+        z, y, x = decode(tgt[0], norm)
+        assert (z == z.flat[0]).all()  # one YX plane
+        assert_is_crop(tgt[0][None], coords, norm)
+
+    inputs, targets = data.batch(2, 24)
+    assert inputs.shape == (24, 1, 3, 5) and targets.shape == (24, 1, 12, 5)
+    first_axis = set()
+    for inp, tgt in zip(inputs[:, 0], targets[:, 0], strict=True):
+        np.testing.assert_allclose(inp, slab_downsample(tgt, 4, axis=0), rtol=1e-6)
+        z, y, x = decode(tgt, norm)
+        assert (z == z.flat[0]).all()  # z never enters a training plane
+        # Axis 0 runs along exactly one lateral axis, in unit steps.
+        along = "y" if (np.diff(x, axis=0) == 0).all() else "x"
+        runs = y if along == "y" else x
+        assert (np.abs(np.diff(runs, axis=0)) == 1).all()
+        first_axis.add(along)
+    assert first_axis == {"y", "x"}  # transposed planes are used too
+
+
+def test_isotropic_patch_too_large(coords):
+    with pytest.raises(ValueError, match=r"\(24, 40, 36\)"):
+        isotropic_data(coords, 8, (6, 8), DegradationConfig())
+
+
+# --- shared behaviour --------------------------------------------------------------------
+
+SOURCES = {
+    "paired": lambda v, **kw: paired_data(slab_downsample(v, 2), v, 2, (2, 8, 8), **kw),
+    "synthetic": lambda v, **kw: synthetic_data(v, 2, (2, 8, 8), DegradationConfig(
+        gaussian_sigma=(0.0, 0.1)), **kw),
+    "isotropic": lambda v, **kw: isotropic_data(v, 2, (4, 8), DegradationConfig(
+        poisson_peak=(50.0, 100.0)), **kw),
+}
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_batches_are_deterministic_per_step(coords, source):
+    data = SOURCES[source](coords, seed=3, n_val=2)
+    again = SOURCES[source](coords, seed=3, n_val=2)  # as after a restart
+    first = data.batch(5, 4)
+    for a, b in zip(first, again.batch(5, 4), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(first, data.batch(5, 4), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[1], data.batch(6, 4)[1])
+    for (ia, ta), (ib, tb) in zip(data.validation, again.validation, strict=True):
+        np.testing.assert_array_equal(ia, ib)
+        np.testing.assert_array_equal(ta, tb)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_validation_region_is_disjoint_from_training(coords, source):
+    data = SOURCES[source](coords, percentiles=FULL_RANGE, n_val=6, val_fraction=0.25)
+    norm = norm_of(data)
+    val_start = data.summary["validation_rows"][0][0]
+    assert val_start == 30  # 25% of 40 rows
+    for _, tgt in data.validation:
+        assert decode(tgt, norm)[1].min() >= val_start
+    _, targets = data.batch(0, 32)
+    assert decode(targets, norm)[1].max() < val_start
+
+
+def test_summary_is_json_serialisable(coords):
+    import json
+
+    data = SOURCES["synthetic"](coords, n_val=2)
+    text = json.dumps(data.summary)
+    assert '"source": "synthetic"' in text
+    assert data.summary["foreground"]["crops_tried"] > 0
+    assert data.summary["train_voxels"] == 24 * 36 * data.summary["validation_rows"][0][0]
+
+
+def test_no_foreground_raises_quickly():
+    volume = np.zeros((16, 64, 64), dtype=np.float32)
+    volume[2:4, 2:4, 2:4] = 1.0  # a speck nowhere near half a patch
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="lower foreground or crop to the sample"):
+        synthetic_data(volume, 2, (4, 16, 16), DegradationConfig(), foreground=0.5,
+                       percentiles=FULL_RANGE)
+    assert time.perf_counter() - start < 5.0
+
+
+def test_scarce_foreground_warns_and_uses_best_crop():
+    volume = np.zeros((8, 60, 60), dtype=np.float32)
+    volume[:, :, :12] = 1.0  # a bright strip: few random crops contain enough of it
+    data = synthetic_data(volume, 1, (4, 8, 8), DegradationConfig(), foreground=0.5,
+                          percentiles=FULL_RANGE, max_tries=1, n_val=4)
+    assert any(w.startswith("only ") and "foreground" in w for w in data.warnings)
+    assert data.summary["foreground"]["patches_without_foreground"] > 0.5
+    plenty = synthetic_data(volume, 1, (4, 8, 8), DegradationConfig(), foreground=0.5,
+                            percentiles=FULL_RANGE, max_tries=100, n_val=4)
+    assert plenty.warnings == []
+    _, targets = plenty.batch(0, 8)
+    assert ((targets > 0.2).mean(axis=(1, 2, 3, 4)) >= 0.5).all()
+
+
+def test_patch_larger_than_volume_names_both_shapes(coords):
+    with pytest.raises(ValueError, match=r"\(26, 8, 8\).*\(24, 40, 36\)"):
+        synthetic_data(coords, 2, (13, 8, 8), DegradationConfig())
+
+
+def test_volume_too_small_for_validation_band(coords):
+    small = coords[:, :12]
+    with pytest.raises(ValueError, match="at least 16 rows"):
+        synthetic_data(small, 2, (4, 8, 8), DegradationConfig())
+    data = synthetic_data(small, 2, (4, 8, 8), DegradationConfig(), n_val=0)
+    assert data.validation == [] and data.batch(0, 1)[1].shape == (1, 1, 8, 8, 8)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"patch_shape": (4, 8)}, "patch_shape"),
+        ({"z_factor": 0}, "z_factor"),
+        ({"foreground": 1.5}, "foreground"),
+        ({"val_fraction": 1.0}, "val_fraction"),
+        ({"max_tries": 0}, "max_tries"),
+    ],
+)
+def test_bad_arguments_name_the_argument(coords, kwargs, match):
+    args = {"z_factor": 2, "patch_shape": (4, 8, 8)} | kwargs
+    with pytest.raises(ValueError, match=match):
+        synthetic_data(coords, degradation=DegradationConfig(), **args)
