@@ -333,8 +333,9 @@ def iter_train(
 
     def save_everything():
         _save_checkpoint(checkpoints, method, schedulers, step, elapsed(), history, config)
+        wait = prefetch.waited / max(time.monotonic() - start, 1e-9)
         return _save_final(folder, config, data, method, step, elapsed(), history,
-                           last_validation, stopped, voxel_spacing)
+                           last_validation, stopped, voxel_spacing, wait)
 
     try:
         while (total is None or step < total) and (deadline is None or elapsed() < deadline):
@@ -396,7 +397,7 @@ def iter_train(
 
 
 def _save_final(folder, config, data, method, step, elapsed, history, validation, stopped,
-                voxel_spacing) -> LoadedModel:
+                voxel_spacing, data_wait) -> LoadedModel:
     net = method_network(method)
     val_text = f", val PSNR {validation['psnr']:.2f} dB" if validation else ""
     training = {
@@ -407,6 +408,7 @@ def _save_final(folder, config, data, method, step, elapsed, history, validation
         "steps": step,
         "minutes": round(elapsed / 60, 3),
         "stopped_early": stopped,
+        "data_wait_share": round(data_wait, 4),
         "final_validation": validation,
         "settings": config.model_dump(mode="json", exclude={"model"}),
     }
