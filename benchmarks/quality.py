@@ -76,7 +76,7 @@ def run_iso(volume: np.ndarray, args, out_dir: Path) -> None:
         config = TrainingConfig(
             model=model, source="isotropic", patch_shape=patch, batch_size=args.batch,
             steps=None, minutes=args.minutes, learning_rate=args.lr.get(family),
-            lr_decay="none", validate_every=10_000, checkpoint_every=10_000,
+            validate_every=10_000, checkpoint_every=10_000,
             degradation=DegradationConfig(), loss="mae", n_val=4,
             warmup_steps=args.gan_warmup, seed=0,
         )
@@ -117,7 +117,7 @@ def run_denoise(volume: np.ndarray, args, out_dir: Path) -> None:
         config = TrainingConfig(
             model=model, source="paired", patch_shape=(16, p, p), batch_size=args.batch,
             steps=None, minutes=args.minutes, learning_rate=args.lr.get(family),
-            lr_decay="none", validate_every=10_000, checkpoint_every=10_000, n_val=4,
+            validate_every=10_000, checkpoint_every=10_000, n_val=4,
             warmup_steps=args.gan_warmup, seed=0,
         )
         start = time.perf_counter()

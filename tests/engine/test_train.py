@@ -156,3 +156,11 @@ def test_diverging_training_stops_with_a_message(tmp_path, clean_volume, monkeyp
     data = make_training_data(config, targets=[clean_volume])
     with pytest.raises(FloatingPointError, match="lower the learning rate"):
         train(config, data, output_dir=tmp_path / "m")
+
+
+def test_learning_rate_halves_every_quarter(tmp_path, clean_volume):
+    config = config_for("rcan", steps=8, learning_rate=1e-3)
+    data = make_training_data(config, targets=[clean_volume])
+    lrs = [r.lr for r in iter_train(config, data, output_dir=tmp_path / "m") if r.losses]
+    # lr used at step k (1-based record) was set from fraction (k - 1) / 8
+    assert lrs == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4, 1.25e-4, 1.25e-4])

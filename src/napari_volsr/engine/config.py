@@ -181,7 +181,8 @@ class TrainingConfig(StrictModel):
         None, gt=0, lt=1, description="Adam learning rate; None: the family's default."
     )
     lr_decay: Literal["quarters", "none"] = Field(
-        "quarters", description="quarters: halve the learning rate every quarter of the step budget."
+        "quarters",
+        description="quarters: halve the learning rate every quarter of the budget (steps or time).",
     )
     loss: Literal["mae", "mse", "cubic_weighted"] = Field(
         "mae", description="Pixel loss of RCAN/SRUNet (cubic_weighted: the SR U-Net's)."

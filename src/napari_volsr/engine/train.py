@@ -119,12 +119,14 @@ def _total_steps(config: TrainingConfig, data: TrainingData) -> int | None:
     return min(budgets) if budgets else None
 
 
-def _lr_lambda(total: int | None, mode: str):
-    # 3D-RCAN: halve the learning rate every quarter of training.
-    if mode == "none" or not total:
-        return lambda step: 1.0
-    quarter = max(1, total // 4)
-    return lambda step: 0.5 ** min(3, step // quarter)
+def lr_factor(fraction: float, mode: str) -> float:
+    """Learning-rate multiplier after ``fraction`` of the budget (steps or time).
+
+    3D-RCAN halves the rate every quarter of training; a time budget counts too.
+    """
+    if mode == "none":
+        return 1.0
+    return 0.5 ** min(3, int(4 * max(0.0, fraction)))
 
 
 class _Prefetcher:
@@ -204,7 +206,7 @@ def _preview(method, config: TrainingConfig, preview_input, device) -> np.ndarra
         method_network(method).train(was_training)
 
 
-def _save_checkpoint(folder: Path, method, schedulers, step: int, elapsed: float,
+def _save_checkpoint(folder: Path, method, step: int, elapsed: float,
                      history: list[dict], config: TrainingConfig) -> None:
     from safetensors.torch import save_file
 
@@ -215,7 +217,6 @@ def _save_checkpoint(folder: Path, method, schedulers, step: int, elapsed: float
         save_file(state, str(tmp / CHECKPOINT_WEIGHTS))
         torch.save({
             "optimizers": [o.state_dict() for o in method.optimizers],
-            "schedulers": [s.state_dict() for s in schedulers],
             "scalers": [s.state_dict() for s in method.scalers],
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -234,7 +235,7 @@ def _save_checkpoint(folder: Path, method, schedulers, step: int, elapsed: float
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _load_checkpoint(folder: Path, method, schedulers, config: TrainingConfig) -> tuple[int, float, list]:
+def _load_checkpoint(folder: Path, method, config: TrainingConfig) -> tuple[int, float, list]:
     from safetensors.torch import load_file
 
     meta_path = folder / CHECKPOINT_META
@@ -251,8 +252,6 @@ def _load_checkpoint(folder: Path, method, schedulers, config: TrainingConfig) -
     state = torch.load(folder / CHECKPOINT_STATE, map_location="cpu", weights_only=True)
     for opt, sd in zip(method.optimizers, state["optimizers"], strict=True):
         opt.load_state_dict(sd)
-    for sched, sd in zip(schedulers, state["schedulers"], strict=True):
-        sched.load_state_dict(sd)
     for scaler, sd in zip(method.scalers, state["scalers"]):
         scaler.load_state_dict(sd)
     torch.set_rng_state(state["torch_rng"])
@@ -312,13 +311,10 @@ def iter_train(
     if autocast_dtype == torch.float16 and device.type == "cuda":
         method.scalers = [torch.amp.GradScaler("cuda") for _ in method.optimizers]
     total = _total_steps(config, data)
-    schedulers = [
-        torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, config.lr_decay))
-        for opt in method.optimizers
-    ]
+    base_lrs = [group["lr"] for opt in method.optimizers for group in opt.param_groups]
     step, elapsed_before, history = 0, 0.0, []
     if resume:
-        step, elapsed_before, history = _load_checkpoint(checkpoints, method, schedulers, config)
+        step, elapsed_before, history = _load_checkpoint(checkpoints, method, config)
     for warning in data.warnings:
         yield TrainProgress(step, total, message=warning)
 
@@ -331,8 +327,15 @@ def iter_train(
     def elapsed() -> float:
         return elapsed_before + time.monotonic() - start
 
+    def set_learning_rate():
+        fractions = [step / total if total else 0.0, elapsed() / deadline if deadline else 0.0]
+        factor = lr_factor(max(fractions), config.lr_decay)
+        groups = [group for opt in method.optimizers for group in opt.param_groups]
+        for group, base in zip(groups, base_lrs, strict=True):
+            group["lr"] = base * factor
+
     def save_everything():
-        _save_checkpoint(checkpoints, method, schedulers, step, elapsed(), history, config)
+        _save_checkpoint(checkpoints, method, step, elapsed(), history, config)
         wait = prefetch.waited / max(time.monotonic() - start, 1e-9)
         return _save_final(folder, config, data, method, step, elapsed(), history,
                            last_validation, stopped, voxel_spacing, wait)
@@ -347,13 +350,12 @@ def iter_train(
                      "target": torch.from_numpy(targets).to(device)}
             if hasattr(method, "warmup"):
                 method.warmup = step < config.warmup_steps
+            set_learning_rate()
             if autocast_dtype is not None:
                 with torch.autocast(device.type, dtype=autocast_dtype):
                     losses = method.training_step(batch)
             else:
                 losses = method.training_step(batch)
-            for scheduler in schedulers:
-                scheduler.step()
             step += 1
             main_loss = losses.get("loss", losses.get("g_loss"))
             if main_loss is not None and not math.isfinite(main_loss):
@@ -374,7 +376,7 @@ def iter_train(
             history.append(row)
             message = ""
             if step % config.checkpoint_every == 0:
-                _save_checkpoint(checkpoints, method, schedulers, step, elapsed(), history, config)
+                _save_checkpoint(checkpoints, method, step, elapsed(), history, config)
                 message = f"checkpoint saved at step {step}"
             wait = prefetch.waited / max(time.monotonic() - start, 1e-9)
             yield TrainProgress(step, total, losses, lr, validation, preview, elapsed(), wait, message)
