@@ -58,12 +58,12 @@ class NetworkRestorer:
         Cap on RCAN's context around blocks, in input voxels. Its channel attention
         pools over the whole block, so no finite halo makes tiles exact; beyond this,
         more halo only costs time, and overlapping blocks are blended instead.
-    plane_batch
-        Planes per network call for 2D networks (bounds memory).
+    plane_pixels
+        Output pixels per network call for 2D networks (bounds activation memory).
     """
 
     def __init__(self, model: LoadedModel, diffusion_steps=None, diffusion_samples=None,
-                 seed: int = 0, rcan_halo: int = 16, plane_batch: int = 32):
+                 seed: int = 0, rcan_halo: int = 16, plane_pixels: int = 1_000_000):
         config = model.config
         self.model = model
         self.config = config
@@ -71,7 +71,7 @@ class NetworkRestorer:
         self.name = DISPLAY_NAMES[self.family]
         self.z_factor = config.z_factor
         self.spatial_dims = config.spatial_dims
-        self.plane_batch = plane_batch
+        self.plane_pixels = plane_pixels
         self.seed = seed
         self._calls = 0
         net = model.net
@@ -86,6 +86,7 @@ class NetworkRestorer:
             self.outputs = ("restored", "uncertainty")
         else:
             self.method = None
+            self.n_samples = 1
             self.outputs = ("restored",)
         # Global channel attention makes RCAN depend on the block: cap, then blend.
         attention = self.family.value == "rcan"
@@ -101,8 +102,13 @@ class NetworkRestorer:
             self.divisor = (divisor[0], divisor[1], divisor[1])
         self.overlap = tuple(max(h, 4) for h in self.halo) if attention else (0, 0, 0)
         width = _full_resolution_width(config)
-        samples = self.n_samples if self.method is not None else 1
-        self.bytes_per_voxel = 4.0 * width * 6 * samples
+        if self.spatial_dims == 3:
+            self.bytes_per_voxel = 4.0 * width * 6 * self.n_samples
+        else:
+            # Planes go through the net a few at a time (``plane_pixels``), so a block
+            # only holds its input, the outputs and their fused copy: whole volumes
+            # fit in one block and no halo is read twice.
+            self.bytes_per_voxel = 4.0 * 4
         self.device = torch.device("cpu")
         self.description = f"{config.name} ({self.name}, {config.task}, x{self.z_factor})"
         self.metadata = {
@@ -133,9 +139,9 @@ class NetworkRestorer:
         return torch.cat([mean, std], dim=1)
 
     def _apply_planes(self, planes):
-        chunks = [self._apply(planes[i : i + self.plane_batch])
-                  for i in range(0, planes.shape[0], self.plane_batch)]
-        return torch.cat(chunks)
+        per_plane = planes.shape[2] * planes.shape[3] * self.z_factor * self.n_samples
+        n = max(1, self.plane_pixels // per_plane)
+        return torch.cat([self._apply(planes[i : i + n]) for i in range(0, planes.shape[0], n)])
 
     def __call__(self, x):
         b, _, d, h, w = x.shape
