@@ -8,14 +8,13 @@ import json
 import os
 import pickle
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from .config import ModelConfig, describe_validation_error
+from .io import atomic_path
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -206,8 +205,8 @@ def save_model(
         raise ModelError(f"{folder}: exists; choose another model name")
     folder.parent.mkdir(parents=True, exist_ok=True)
     config = config.model_copy(update={"package_version": __version__})
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
         (tmp / CONFIG_FILE).write_text(json.dumps(config.model_dump(mode="json"), indent=2))
         _save_tensors(net, tmp / WEIGHTS_FILE)
         if ema_net is not None:
@@ -218,15 +217,6 @@ def save_model(
             writer = csv.DictWriter(fh, fieldnames=fields or ["step"])
             writer.writeheader()
             writer.writerows(rows)
-        if folder.exists():
-            backup = folder.with_name(f".{folder.name}.old")
-            os.replace(folder, backup)
-            os.replace(tmp, folder)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

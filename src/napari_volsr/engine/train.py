@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +16,7 @@ import torch
 
 from .config import TrainingConfig
 from .data import TrainingData
+from .io import atomic_path
 from .metrics import psnr, ssim
 from .models import LoadedModel, ModelError, library_dir, load_model, save_model
 from .predict import drain, resolve_device, resolve_precision, restore
@@ -211,8 +210,8 @@ def _save_checkpoint(folder: Path, method, step: int, elapsed: float,
     from safetensors.torch import save_file
 
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
         state = {k: v.detach().cpu().contiguous().clone() for k, v in method.state_dict().items()}
         save_file(state, str(tmp / CHECKPOINT_WEIGHTS))
         torch.save({
@@ -224,15 +223,6 @@ def _save_checkpoint(folder: Path, method, step: int, elapsed: float,
         meta = {"step": step, "elapsed": elapsed, "history": history,
                 "model": config.model.model_dump(mode="json")}
         (tmp / CHECKPOINT_META).write_text(json.dumps(meta))
-        if folder.exists():
-            backup = folder.with_name(f".{folder.name}.old")
-            os.replace(folder, backup)
-            os.replace(tmp, folder)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _load_checkpoint(folder: Path, method, config: TrainingConfig) -> tuple[int, float, list]:
