@@ -1,7 +1,42 @@
 import numpy as np
 import pytest
 
+from napari_volsr._qt import _restore_logic as logic
 from napari_volsr._qt.restore_widget import RestoreWidget
+
+
+def _save_tiny(folder, family="rcan", seed=0, **fields):
+    """Save an untrained tiny model folder; returns its path."""
+    import torch
+
+    from napari_volsr.engine.config import ModelConfig
+    from napari_volsr.engine.models import save_model
+    from napari_volsr.engine.registry import build_network, network_config
+
+    overrides = fields.pop("network", {})
+    torch.manual_seed(seed)
+    config = ModelConfig(name=folder.name, network=network_config(family, "tiny", **overrides),
+                         **fields)
+    net = build_network(config)
+    ema = net if family == "diffusion" else None
+    return save_model(folder, config, net, ema_net=ema)
+
+
+@pytest.fixture
+def library(tmp_path, monkeypatch):
+    """An empty model library in a temporary folder."""
+    root = tmp_path / "library"
+    root.mkdir()
+    monkeypatch.setenv("NAPARI_VOLSR_MODELS", str(root))
+    return root
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Messages the panel shows as error notifications."""
+    messages = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", messages.append)
+    return messages
 
 
 @pytest.fixture
@@ -12,11 +47,16 @@ def viewer_widget(make_napari_viewer):
     return viewer, widget
 
 
+def _wait(qtbot, widget):
+    # The panel forgets its worker in the 'finished' handler, on the main thread; a
+    # waitSignal set up after start could miss a very quick worker's signal.
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+
+
 def _run(qtbot, widget):
     widget._on_run()
     assert widget.worker is not None
-    with qtbot.waitSignal(widget.worker.finished, timeout=60_000):
-        pass
+    _wait(qtbot, widget)
 
 
 def test_restore_adds_layer_with_slab_geometry(qtbot, viewer_widget, smooth_volume):
@@ -60,32 +100,29 @@ def test_cancel_adds_nothing_and_panel_recovers(qtbot, viewer_widget, rng):
     # Cancel right away: GeneratorWorker stops at the next yield (the first block).
     with qtbot.waitSignal(worker.finished, timeout=60_000):
         widget._on_cancel()
-    assert [l.name for l in viewer.layers] == ["big"]
+    assert [layer.name for layer in viewer.layers] == ["big"]
     assert widget.worker is None and widget.run_button.enabled
     assert "cancel" in widget.status.value
 
 
-def test_saved_diffusion_model_adds_result_and_uncertainty(qtbot, make_napari_viewer, tmp_path,
-                                                            monkeypatch, smooth_volume):
-    import torch
-
-    from napari_volsr.engine.config import ModelConfig
-    from napari_volsr.engine.models import save_model
-    from napari_volsr.engine.registry import build_network, network_config
-
-    monkeypatch.setenv("NAPARI_VOLSR_MODELS", str(tmp_path))
-    torch.manual_seed(0)
-    config = ModelConfig(name="emdiffuse", task="isotropic", spatial_dims=2, z_factor=2,
-                         network=network_config("diffusion", "tiny", sample_steps=2, n_samples=2))
-    net = build_network(config)
-    save_model(tmp_path / "emdiffuse", config, net, ema_net=net)
+def test_saved_diffusion_model_adds_result_and_uncertainty(qtbot, make_napari_viewer, library,
+                                                            smooth_volume):
+    _save_tiny(library / "emdiffuse", "diffusion", task="isotropic", spatial_dims=2, z_factor=2,
+               network={"sample_steps": 2, "n_samples": 2})
 
     viewer = make_napari_viewer()
     widget = RestoreWidget(viewer)
     layer = viewer.add_image(smooth_volume[:6, :16, :16], name="stack", scale=(0.8, 0.2, 0.2))
     assert widget.z_factor.value == 4
+    assert widget.diffusion_steps.native.isHidden()  # cubic: no sampler settings
     widget.model.value = "emdiffuse"
     assert widget.z_factor.value == 2 and not widget.z_factor.enabled
+    assert not widget.diffusion_steps.native.isHidden()
+    assert not widget.diffusion_samples.native.isHidden()
+    assert (widget.diffusion_steps.value, widget.diffusion_samples.value) == (2, 2)
+    assert "diffusion" in widget.model_card.value and "x2" in widget.model_card.value
+    widget.diffusion_steps.value = 1
+    widget.diffusion_samples.value = 3
     _run(qtbot, widget)
     restored = viewer.layers["stack [diffusion x2]"]
     uncertainty = viewer.layers["stack [diffusion x2] uncertainty"]
@@ -94,4 +131,259 @@ def test_saved_diffusion_model_adds_result_and_uncertainty(qtbot, make_napari_vi
     assert restored.metadata["volsr"]["method"] == "diffusion"
     assert restored.metadata["volsr"]["model"] == "emdiffuse"
     assert len(restored.metadata["volsr"]["config_hash"]) == 12
+    assert restored.metadata["volsr"]["diffusion_steps"] == 1
+    assert restored.metadata["volsr"]["diffusion_samples"] == 3
     assert layer.data.shape == (6, 16, 16)
+    widget.model.value = "cubic"
+    assert widget.diffusion_steps.native.isHidden()
+
+
+# ---------------------------------------------------------------- pure helpers
+def test_restore_logic_imports_no_gui():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, napari_volsr._qt._restore_logic\n"
+        "gui = ('qtpy', 'PyQt5', 'napari', 'magicgui', 'superqt')\n"
+        "gui = [m for m in gui if m in sys.modules]\n"
+        "assert not gui, gui"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("auto", "auto"), ("", "auto"), (" AUTO ", "auto"), ("16,128,128", (16, 128, 128)),
+    ("4x32x32", (4, 32, 32)), ("8 16 16", (8, 16, 16)), ("32", (32, 32, 32)),
+])
+def test_parse_block_shape(text, expected):
+    assert logic.parse_block_shape(text) == expected
+
+
+@pytest.mark.parametrize("text", ["abc", "1,2", "0,8,8", "4,-8,8", "1,2,3,4"])
+def test_parse_block_shape_refuses_with_a_hint(text):
+    with pytest.raises(ValueError, match="Z,Y,X"):
+        logic.parse_block_shape(text)
+
+
+def test_plan_for_matches_what_iter_restore_uses(smooth_volume):
+    from napari_volsr.engine.predict import restore
+    from napari_volsr.engine.restorers import InterpolationRestorer
+
+    geometry = logic.restorer_geometry("cubic", 4)
+    assert geometry.halo == (2, 0, 0)
+    plan = logic.plan_for(smooth_volume.shape, geometry, (4, 10, 12), 2**30)
+    assert (plan.n_blocks, plan.grid, plan.block_shape) == (12, (3, 2, 2), (4, 10, 12))
+    assert plan.out_shape == (48, 20, 24)
+    # memory estimate: padded input voxels x z-factor x bytes per voxel
+    assert plan.block_bytes == (4 + 4) * 10 * 12 * 4 * geometry.bytes_per_voxel
+    result = restore(smooth_volume, InterpolationRestorer("cubic", 4), block_shape=(4, 10, 12),
+                     device="cpu")
+    assert tuple(result.settings["block_shape"]) == plan.block_shape
+    tight = logic.plan_for(smooth_volume.shape, geometry, "auto", plan.block_bytes)
+    assert tight.auto and tight.block_bytes <= plan.block_bytes and tight.n_blocks > 1
+
+
+def test_model_geometry_without_weights(library):
+    folder = _save_tiny(library / "tiny-srunet", "srunet", task="upsample", z_factor=2)
+    (folder / "weights.safetensors").write_bytes(b"not weights")  # never read for plans
+    geometry = logic.restorer_geometry("tiny-srunet", 2)
+    assert geometry.z_factor == 2 and geometry.divisor[1] > 1 and min(geometry.halo) > 0
+    with pytest.raises(ValueError, match="unknown model"):
+        logic.restorer_geometry("no-such-model", 1)
+
+
+def test_visible_region_clips_and_keeps_slices_around_the_current_one():
+    shape = (12, 20, 24)
+    # z sliced at 6.2 (slice 6), y visible from -3.0 to 7.4, x from 10.6 to 40
+    region = logic.visible_region(shape, (6.2, -3.0, 10.6), (6.2, 7.4, 40.0),
+                                  (True, False, False), context=2)
+    assert region == (slice(4, 9), slice(0, 8), slice(11, 24))
+    assert logic.visible_region(shape, (12.6, 0, 0), (12.6, 5, 5), (True, False, False)) is None
+    assert logic.visible_region(shape, (3, 0, 30), (3, 5, 40), (True, False, False)) is None
+    read = logic.expand_region(region, (2, 3, 3), shape)
+    assert read == (slice(2, 11), slice(0, 11), slice(8, 24))
+    assert logic.trim_slices(read, region, 4) == (slice(8, 28), slice(0, 8), slice(3, 16))
+
+
+def test_region_geometry_follows_the_slab_convention():
+    from napari_volsr.engine.predict import output_geometry
+
+    spacing, origin = (0.8, 0.2, 0.2), (1.0, 2.0, 3.0)
+    full_scale, full_origin = output_geometry(spacing, origin, 4)
+    scale, translate = logic.region_geometry(spacing, origin, (3, 5, 7), 4)
+    np.testing.assert_allclose(scale, full_scale)
+    # the crop's first output voxel is output voxel (3 * 4, 5, 7) of the whole volume
+    np.testing.assert_allclose(translate, np.add(full_origin, np.multiply((12, 5, 7), scale)))
+
+
+def test_renormalized_restorer_undoes_crop_normalisation():
+    import torch
+
+    from napari_volsr.engine.data import Normalization
+
+    class Square:  # a non-linear "network" with an uncertainty output
+        outputs = ("restored", "uncertainty")
+
+        def __call__(self, x):
+            return torch.cat([x**2, x.abs()], dim=1)
+
+    crop, volume = Normalization(10.0, 30.0), Normalization(0.0, 100.0)
+    wrapped = logic.RenormalizedRestorer(Square(), crop, volume)
+    raw = torch.tensor([[[[[12.0, 25.0]]]]])
+    out = wrapped(torch.from_numpy(crop.forward(raw.numpy())))
+    expected = volume.inverse((volume.forward(raw.numpy())) ** 2)
+    np.testing.assert_allclose(crop.inverse(out[:, :1].numpy()), expected, rtol=1e-5)
+    expected_std = np.abs(volume.forward(raw.numpy())) * volume.span
+    np.testing.assert_allclose(out[:, 1:].numpy() * crop.span, expected_std, rtol=1e-5)
+
+
+def test_model_card_reads_the_training_summary():
+    from napari_volsr.engine.config import ModelConfig
+    from napari_volsr.engine.registry import network_config
+
+    config = ModelConfig(
+        name="m", task="upsample", z_factor=4, network=network_config("rcan", "tiny"),
+        training={"source": "synthetic", "data": {"shapes": [[64, 128, 128]]},
+                  "voxel_spacing": [0.2, 0.2, 0.2], "steps": 1200, "minutes": 18.25,
+                  "final_validation": {"psnr": 31.234, "ssim": 0.9}},
+    )
+    card = logic.model_card(config)
+    for text in ("RCAN", "upsample", "x4", "3D", "synthetic data", "1 volume 64x128x128",
+                 "spacing 0.2 x 0.2 x 0.2", "1200 steps", "PSNR 31.23 dB"):
+        assert text in card
+    bare = logic.model_card(config.model_copy(update={"training": {}}))
+    assert "no training record" in bare
+
+
+# ---------------------------------------------------------------- panel
+def test_plan_label_follows_block_override_and_restore_honours_it(qtbot, viewer_widget,
+                                                                  smooth_volume, errors):
+    viewer, widget = viewer_widget
+    viewer.add_image(smooth_volume, name="stack", scale=(0.8, 0.2, 0.2))
+    assert widget.plan.auto and widget.plan.n_blocks == 1
+    assert widget.plan_label.value.startswith("auto: 1 block of 12x20x24")
+    assert "halo 2x0x0" in widget.plan_label.value and "per block" in widget.plan_label.value
+    widget.block_shape.value = "4,10,12"
+    assert widget.plan_label.value.startswith("fixed: 12 blocks of 4x10x12 (grid 3x2x2)")
+    widget.z_factor.value = 2  # plan follows the z-factor too (halo of cubic stays 2)
+    assert "output 24x20x24" in widget.plan_label.value
+    widget.z_factor.value = 4
+    _run(qtbot, widget)
+    out = viewer.layers["stack [cubic x4]"]
+    assert out.metadata["volsr"]["block_shape"] == [4, 10, 12]
+    widget.block_shape.value = "4,ten,12"
+    assert "Z,Y,X" in widget.plan_label.value and widget.plan is None
+    widget._on_run()
+    assert widget.worker is None and "Z,Y,X" in errors[-1]
+
+
+def _zoom_onto(viewer, center_yx, width):
+    """Show about ``width`` world units around ``center_yx`` in the 2D view."""
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    size = np.asarray(viewer.canvas.viewbox_size(viewer.layers), dtype=float)
+    camera.center = (0.0, *center_yx)
+    camera.zoom = float(size.min()) / width
+
+
+def test_preview_restores_only_the_visible_region_in_place(qtbot, viewer_widget, smooth_volume):
+    viewer, widget = viewer_widget
+    layer = viewer.add_image(smooth_volume, name="stack", scale=(0.8, 0.2, 0.2),
+                             translate=(1.0, 2.0, 3.0))
+    viewer.dims.set_point(0, 1.0 + 6 * 0.8)  # slice 6
+    _zoom_onto(viewer, (2.0 + 8 * 0.2, 3.0 + 15 * 0.2), 1.6)  # about 8 voxels wide
+    widget.model.value = "linear"
+    widget._on_preview()
+    assert widget.worker is not None
+    _wait(qtbot, widget)
+    preview = viewer.layers["stack [linear x4] preview"]
+    start = [a for a, _ in preview.metadata["volsr"]["preview_region"]]
+    assert preview.data.shape[0] == 5 * 4  # slice 6 +- 2, upsampled
+    assert 4 <= preview.data.shape[1] < 20 and 4 <= preview.data.shape[2] < 24
+    assert start[0] == 4
+    np.testing.assert_allclose(preview.scale, (0.2, 0.2, 0.2))
+    # slab convention from the crop's corner: origin + start * spacing - 1.5 * scale_z_out
+    np.testing.assert_allclose(
+        preview.translate, (1.0 + 4 * 0.8 - 1.5 * 0.2, 2.0 + start[1] * 0.2, 3.0 + start[2] * 0.2))
+
+    _run(qtbot, widget)  # a full restore still works after a preview
+    full = viewer.layers["stack [linear x4]"]
+    offset = np.round((preview.translate - full.translate) / full.scale).astype(int)
+    np.testing.assert_allclose((preview.translate - full.translate) / full.scale, offset,
+                               atol=1e-6)
+    window = tuple(slice(o, o + n) for o, n in zip(offset, preview.data.shape, strict=True))
+    np.testing.assert_allclose(preview.data, full.data[window], atol=1e-5)
+
+    # panning and previewing again updates the same layer
+    _zoom_onto(viewer, (2.0 + 14 * 0.2, 3.0 + 5 * 0.2), 1.6)
+    n_layers = len(viewer.layers)
+    widget._on_preview()
+    assert widget.worker is not None
+    _wait(qtbot, widget)
+    assert len(viewer.layers) == n_layers
+    assert viewer.layers["stack [linear x4] preview"].translate[2] < preview.translate[2] + 1e-9
+    np.testing.assert_array_equal(layer.data, smooth_volume)
+
+
+def test_preview_outside_the_layer_explains_itself(viewer_widget, smooth_volume, errors):
+    viewer, widget = viewer_widget
+    viewer.add_image(smooth_volume, name="stack")
+    _zoom_onto(viewer, (500.0, 500.0), 10)
+    widget._on_preview()
+    assert widget.worker is None and "not in view" in errors[-1]
+
+
+def test_load_model_folder(qtbot, viewer_widget, library, tmp_path, smooth_volume, errors):
+    viewer, widget = viewer_widget
+    viewer.add_image(smooth_volume, name="stack", scale=(0.4, 0.2, 0.2))
+    before = list(widget.model.choices)
+    bad = tmp_path / "not-a-model"
+    bad.mkdir()
+    assert not widget.add_model_folder(bad)
+    assert "config.json" in errors[-1]
+    assert list(widget.model.choices) == before
+
+    folder = _save_tiny(tmp_path / "elsewhere" / "my-rcan", "rcan", task="upsample", z_factor=2)
+    assert widget.add_model_folder(folder)
+    assert widget.model.value == str(folder.resolve())
+    assert len(widget.model.choices) == len(before) + 1
+    assert widget.z_factor.value == 2 and "RCAN" in widget.model_card.value
+    assert "no training record" in widget.model_card.value
+    assert "auto: " in widget.plan_label.value
+    _run(qtbot, widget)
+    out = viewer.layers["stack [RCAN x2]"]
+    assert out.data.shape == (24, 20, 24)
+    assert out.metadata["volsr"]["model_folder"] == str(folder.resolve())
+    widget.refresh_models()  # e.g. after training: the folder stays selectable
+    assert str(folder.resolve()) in widget.model.choices
+
+
+def _start_long_restore(viewer, widget, rng):
+    viewer.add_image(rng.random((16, 64, 64), dtype=np.float32), name="big", scale=(2, 1, 1))
+    widget.model.value = "linear"
+    widget.block_shape.value = "2,8,8"  # 512 blocks: still running when closed
+    widget._on_run()
+    assert widget.worker is not None
+    return widget.worker
+
+
+def test_closing_the_panel_stops_its_worker(qtbot, viewer_widget, rng):
+    viewer, widget = viewer_widget
+    worker = _start_long_restore(viewer, widget, rng)
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        viewer.window.remove_dock_widget(widget.native)  # the dock's close button
+    assert worker.abort_requested
+    assert [layer.name for layer in viewer.layers] == ["big"]
+    assert widget.worker is None
+
+
+def test_closing_the_viewer_stops_the_worker(qtbot, make_napari_viewer, rng):
+    viewer = make_napari_viewer()
+    widget = RestoreWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Restore")
+    worker = _start_long_restore(viewer, widget, rng)
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        viewer.close()
+    assert worker.abort_requested
+    assert widget.worker is None
+    assert widget._closed  # the destroyed native told the panel

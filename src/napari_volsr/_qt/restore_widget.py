@@ -1,15 +1,46 @@
-"""The Restore panel: pick a layer and a model, restore in a worker, add the result."""
+"""The Restore panel: pick a layer and a model, preview or restore in a worker, add the result.
+
+The form only gathers values; plans, model cards, preview regions and the worker's
+generators live in :mod:`._restore_logic` (no Qt there).
+"""
 
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import ComboBox, Container, Label, ProgressBar, PushButton, SpinBox
+import numpy as np
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+from qtpy.QtCore import QEvent, QObject
 
-from .._layers import LayerInputError, default_z_factor, layer_input, result_layers
-from ..engine.models import ModelError, read_model_config
-from ..engine.restorers import BASELINES, get_restorer, list_restorers
+from .._layers import LayerInputError, default_z_factor, layer_input, result_layers, result_name
+from ..engine.data import DEFAULT_PERCENTILES
+from ..engine.models import ModelError, list_library, read_model_config, resolve_model_path
+from ..engine.predict import DEVICES, OUTPUT_DTYPES, PRECISIONS
+from ..engine.restorers import BASELINES
+from ._restore_logic import (
+    BASELINE_DESCRIPTIONS,
+    device_budget,
+    expand_region,
+    iter_preview_job,
+    iter_restore_job,
+    model_card,
+    parse_block_shape,
+    plan_for,
+    restorer_geometry,
+    visible_region,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -17,37 +48,177 @@ if TYPE_CHECKING:
 # Debugging aid: run the same generator on the main thread (tracebacks, breakpoints).
 NO_THREADS = os.environ.get("NAPARI_VOLSR_NOTHREADS", "") not in ("", "0")
 
+STAGES = ("load", "normalise", "blocks", "finalise")
+WARN_STYLE = "color: #e6a23c;"
+MUTED_STYLE = "color: #a0a4ab;"
+
+
+class _FormError(ValueError):
+    """The form cannot be run as it is; the message says what to change."""
+
+
+class _NativeWatcher(QObject):
+    """Calls back when the panel is shown, and when it loses its parent (dock closed)."""
+
+    def __init__(self, on_show, on_orphaned, parent):
+        super().__init__(parent)
+        self._on_show = on_show
+        self._on_orphaned = on_orphaned
+
+    def eventFilter(self, obj, event):  # noqa: N802 (Qt name)
+        if event.type() == QEvent.Type.ParentChange and obj.parent() is None:
+            self._on_orphaned()
+        elif event.type() == QEvent.Type.Show:
+            self._on_show()
+        return False
+
 
 class RestoreWidget(Container):
-    """Restore an image layer with a model or the interpolation baseline."""
+    """Restore an image layer with a trained model or an interpolation baseline."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
-        super().__init__(labels=True)
+        super().__init__(labels=False)
         self.viewer = viewer
         self.worker = None
+        self._job = None  # "restore" or "preview" while a worker runs
+        self._source = None
         self._progress = None
+        self._block_progress = None
+        self._block_clock = None
+        self._started = None
+        self._updating = 0  # depth of progress-bar updates (they process events)
+        self._bars_done = False  # the run ended: close the bars when not updating
+        self._closed = False
         self._z_touched = False
+        self._folders: dict[str, str] = {}  # label in the dropdown -> model folder
+        self.plan = None  # the PlanSummary shown in the tiles line
+        self._diffusion = False  # the chosen model samples (steps and samples apply)
 
-        self.image = ComboBox(label="image", choices=self._image_layers, nullable=True)
-        self.model = ComboBox(label="model", choices=lambda _w: list_restorers(), value="cubic",
-                              tooltip="interpolation baseline or a trained model from the library")
+        # -- what to restore, with what
+        self.image = ComboBox(label="image", choices=self._image_layers, nullable=True,
+                              tooltip="the 3D image layer to restore (never modified)")
+        self.model = ComboBox(
+            label="model", choices=self._model_choices, value="cubic",
+            tooltip="an interpolation baseline or a trained model from your library",
+        )
+        self.model_card = Label(label="", value="")
+        self.load_model_button = PushButton(
+            text="load model folder...", label="",
+            tooltip="use a saved model folder (config.json + weights) from anywhere",
+        )
         self.z_factor = SpinBox(label="z-factor", min=1, max=16, value=1,
-                                tooltip="z upsampling factor (1 = same-shape restoration)")
-        self.run_button = PushButton(text="Restore")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
+                                tooltip="z upsampling factor (1 = same-shape restoration); "
+                                        "trained models fix it")
+        self.z_warning = Label(label="", value="", visible=False)
+        self.diffusion_steps = SpinBox(
+            label="diffusion steps", min=1, max=2000, value=50, visible=False,
+            tooltip="sampler steps per sample: more is slower and usually cleaner",
+        )
+        self.diffusion_samples = SpinBox(
+            label="samples", min=1, max=64, value=4, visible=False,
+            tooltip="samples averaged into the result; their spread is the uncertainty layer",
+        )
+        self.plan_label = Label(label="tiles", value="")
+        form = Container(labels=True, widgets=[
+            self.image, self.model, self.model_card, self.load_model_button, self.z_factor,
+            self.z_warning, self.diffusion_steps, self.diffusion_samples, self.plan_label,
+        ])
+
+        # -- advanced settings, folded away
+        self.block_shape = LineEdit(
+            label="block shape", value="auto",
+            tooltip="'auto' picks the largest block that fits in memory; or type the core "
+                    "block size in input voxels as Z,Y,X, e.g. 16,128,128",
+        )
+        self.device = ComboBox(label="device", choices=DEVICES, value="auto",
+                               tooltip="auto: CUDA GPU, then Apple MPS, then CPU")
+        self.precision = ComboBox(label="precision", choices=PRECISIONS, value="auto",
+                                  tooltip="auto: bf16/fp16 on GPUs, fp32 on CPUs")
+        self.output_dtype = ComboBox(
+            label="output type", choices=OUTPUT_DTYPES, value="float32",
+            tooltip="float32 keeps every value; 'input' and 8/16-bit are clipped to their range",
+        )
+        self.percentile_low = FloatSpinBox(
+            label="low percentile", min=0.0, max=100.0, step=0.1, value=DEFAULT_PERCENTILES[0],
+            tooltip="intensity percentile mapped to 0 before the network (default: the model's)",
+        )
+        self.percentile_high = FloatSpinBox(
+            label="high percentile", min=0.0, max=100.0, step=0.1,
+            value=DEFAULT_PERCENTILES[1],
+            tooltip="intensity percentile mapped to 1 before the network (default: the model's)",
+        )
+        self.advanced = Container(labels=True, widgets=[
+            self.block_shape, self.device, self.precision, self.output_dtype,
+            self.percentile_low, self.percentile_high,
+        ])
+
+        # -- actions and feedback
+        self.preview_button = PushButton(
+            text="Preview", tooltip="restore only what the 2D view shows (current slice ± a "
+                                    "few), as a quick check before the whole volume")
+        self.run_button = PushButton(text="Restore", tooltip="restore the whole volume")
+        self.cancel_button = PushButton(text="Cancel", enabled=False,
+                                        tooltip="stop after the current block; nothing is added")
+        buttons = Container(layout="horizontal", labels=False,
+                            widgets=[self.preview_button, self.run_button, self.cancel_button])
+        buttons.margins = (0, 0, 0, 0)
         self.progress_bar = ProgressBar(label="progress", value=0, max=1, visible=False)
         self.status = Label(label="status", value="ready")
-        self.extend([self.image, self.model, self.z_factor, self.run_button,
-                     self.cancel_button, self.progress_bar, self.status])
+        footer = Container(labels=True, widgets=[self.progress_bar, self.status])
+        self._labelled = (form, self.advanced, footer)
+        self.extend([form, buttons, footer])
+        self._add_collapsible(after=form)
+        for label in (self.model_card, self.plan_label, self.z_warning, self.status):
+            label.native.setWordWrap(True)
+        self.model_card.native.setStyleSheet(MUTED_STYLE)
+        self.z_warning.native.setStyleSheet(WARN_STYLE)
 
         self.image.changed.connect(self._on_image_changed)
         self.model.changed.connect(self._on_model_changed)
         self.z_factor.changed.connect(self._on_z_edited)
+        for widget in (self.block_shape, self.device, self.diffusion_samples):
+            widget.changed.connect(self._update_plan)
+        self.load_model_button.changed.connect(self._on_load_model_folder)
+        self.preview_button.changed.connect(self._on_preview)
         self.run_button.changed.connect(self._on_run)
         self.cancel_button.changed.connect(self._on_cancel)
         viewer.layers.events.inserted.connect(self._refresh_layers)
         viewer.layers.events.removed.connect(self._refresh_layers)
+        # Closing the panel (or the viewer, which deletes it) stops a running worker.
+        self._watcher = _NativeWatcher(self._align_labels, self._stop_worker, self.native)
+        self.native.installEventFilter(self._watcher)
+        self.native.destroyed.connect(self._on_destroyed)
         self._refresh_layers()
+        self._on_model_changed(self.model.value)
+
+    def _add_collapsible(self, after):
+        from superqt import QCollapsible
+
+        self.advanced_section = QCollapsible("Advanced: tiles, device, precision, intensities")
+        self.advanced_section.addWidget(self.advanced.native)
+        # No indent: the advanced rows line up with the form's.
+        self.advanced_section.layout().setContentsMargins(0, 0, 0, 0)
+        self.advanced_section.content().layout().setContentsMargins(0, 0, 0, 0)
+        self.advanced.margins = after.margins
+        layout = self.native.layout()
+        layout.insertWidget(layout.indexOf(after.native) + 1, self.advanced_section)
+
+    def _align_labels(self):
+        """One label column for all sections, measured in the font napari styles."""
+        label = self.status.native
+        label.ensurePolished()
+        metrics = label.fontMetrics()
+        rows = [(w, w._labeled_widget()) for c in self._labelled for w in c]
+        rows = [(w, row) for w, row in rows if row is not None]
+        if not rows:
+            return
+        width = max(
+            max(metrics.horizontalAdvance(w.label) + 6,
+                row._label_widget.native.sizeHint().width())
+            for w, row in rows
+        )
+        for _, row in rows:
+            row.label_width = width
 
     # ------------------------------------------------------------ form state
     def _image_layers(self, _widget=None):
@@ -55,25 +226,65 @@ class RestoreWidget(Container):
 
         return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
 
+    def _model_choices(self, _widget=None):
+        choices = [(name, name) for name in (*BASELINES, *list_library())]
+        return choices + list(self._folders.items())
+
     def _refresh_layers(self, _event=None):
+        if self._closed:
+            return
         self.image.reset_choices()
         if self.image.value is None:
-            selected = [l for l in self.viewer.layers.selection if l in self._image_layers()]
+            selected = [x for x in self.viewer.layers.selection if x in self._image_layers()]
             choices = self._image_layers()
             if selected or choices:
                 self.image.value = (selected or choices)[-1]
+        self._update_plan()
 
     def refresh_models(self):
         """Re-read the model library (e.g. after training)."""
         self.model.reset_choices()
+        self._on_model_changed(self.model.value)
 
-    def _set_z(self, value: int):
-        self.z_factor.changed.disconnect(self._on_z_edited)
-        self.z_factor.value = value
-        self.z_factor.changed.connect(self._on_z_edited)
+    def add_model_folder(self, folder) -> bool:
+        """Validate a model folder and make it selectable; a notification if it is not one."""
+        folder = Path(folder).expanduser()
+        try:
+            if not folder.is_dir():
+                raise ModelError(f"{folder}: no such folder")
+            config = read_model_config(folder)
+        except ModelError as exc:
+            self._notify_error(
+                f"Not a usable model folder: {exc}. Choose the folder that holds config.json "
+                "and weights.safetensors (as saved by Train)."
+            )
+            return False
+        resolved = folder.resolve()
+        library = {resolve_model_path(n).resolve(): n for n in list_library()}
+        if resolved in library:  # already in the library: just select it
+            self.model.value = library[resolved]
+            return True
+        label = f"{config.name} ({resolved.name} folder)"
+        self._folders[label] = str(resolved)
+        self.model.reset_choices()
+        self.model.value = str(resolved)
+        self.status.value = f"model folder added: {resolved}"
+        return True
+
+    def _on_load_model_folder(self, _=None):
+        from qtpy.QtWidgets import QFileDialog
+
+        folder = QFileDialog.getExistingDirectory(self.native, "Choose a model folder")
+        if folder:
+            self.add_model_folder(folder)
+
+    def _set_quietly(self, widget, value, handler):
+        widget.changed.disconnect(handler)
+        widget.value = value
+        widget.changed.connect(handler)
 
     def _model_config(self):
-        if self.model.value in BASELINES:
+        if self.model.value in BASELINES or self.model.value is None:
             return None
         try:
             return read_model_config(self.model.value)
@@ -83,72 +294,233 @@ class RestoreWidget(Container):
 
     def _on_image_changed(self, layer):
         if layer is not None and not self._z_touched and self._model_config() is None:
-            self._set_z(default_z_factor(layer.scale))
+            self._set_quietly(self.z_factor, default_z_factor(layer.scale), self._on_z_edited)
+        self._update_plan()
 
     def _on_model_changed(self, _name):
+        if self._closed:
+            return
         config = self._model_config()
         # A trained model fixes the z-factor; baselines take any.
         self.z_factor.enabled = config is None
+        self.z_factor.tooltip = (
+            "z upsampling factor (1 = same-shape restoration)" if config is None
+            else f"set by the model: '{config.name}' was trained for x{config.z_factor}"
+        )
+        diffusion = self._diffusion = config is not None and config.family == "diffusion"
+        self.diffusion_steps.visible = self.diffusion_samples.visible = diffusion
+        percentiles = config.percentiles if config is not None else DEFAULT_PERCENTILES
+        self.percentile_low.value, self.percentile_high.value = percentiles
         if config is not None:
-            self._set_z(config.z_factor)
-            summary = config.training.get("summary", "")
-            self.status.value = (
-                f"{config.name}: {config.family} {config.task} x{config.z_factor}, "
-                f"{config.spatial_dims}D {summary}".rstrip()
-            )
-        elif self.image.value is not None and not self._z_touched:
-            self._set_z(default_z_factor(self.image.value.scale))
+            self._set_quietly(self.z_factor, config.z_factor, self._on_z_edited)
+            self.model_card.value = model_card(config)
+            if diffusion:
+                self.diffusion_steps.changed.block()
+                self.diffusion_steps.value = config.network.sample_steps
+                self.diffusion_steps.changed.unblock()
+                self.diffusion_samples.changed.block()
+                self.diffusion_samples.value = config.network.n_samples
+                self.diffusion_samples.changed.unblock()
+        else:
+            self.model_card.value = BASELINE_DESCRIPTIONS.get(self.model.value, "")
+            if self.image.value is not None and not self._z_touched:
+                self._set_quietly(self.z_factor, default_z_factor(self.image.value.scale),
+                                  self._on_z_edited)
+        self._update_plan()
 
     def _on_z_edited(self, _value):
         self._z_touched = True
+        self._update_plan()
 
-    # ------------------------------------------------------------ actions
+    def _restorer_options(self) -> dict:
+        if self._diffusion:
+            return {"diffusion_steps": int(self.diffusion_steps.value),
+                    "diffusion_samples": int(self.diffusion_samples.value)}
+        return {}
+
+    def _update_plan(self, _=None):
+        """Recompute the tiles line and the anisotropy warning (cheap: no weights)."""
+        if self._closed:
+            return
+        self.plan = None
+        layer = self.image.value
+        self._update_z_warning(layer)
+        if layer is None:
+            self.plan_label.value = "choose an image layer"
+            return
+        try:
+            shape = layer_input(layer)["data"].shape
+            geometry = restorer_geometry(
+                self.model.value, self.z_factor.value,
+                self._restorer_options().get("diffusion_samples"),
+            )
+            block_shape = parse_block_shape(self.block_shape.value)
+            device, budget = device_budget(self.device.value)
+            self.plan = plan_for(shape, geometry, block_shape, budget)
+        except (ValueError, ModelError) as exc:
+            self.plan_label.value = str(exc)
+            self.plan_label.native.setStyleSheet(WARN_STYLE)
+            return
+        self.plan_label.value = f"{self.plan.describe()} ({device})"
+        self.plan_label.native.setStyleSheet(WARN_STYLE if self.plan.over_budget else "")
+
+    def _update_z_warning(self, layer):
+        text = ""
+        if layer is not None and len(layer.scale) >= 3:
+            f, expected = self.z_factor.value, default_z_factor(layer.scale)
+            if f > 1 and f != expected:
+                text = (f"layer spacing suggests x{expected} (z {layer.scale[-3]:g} / "
+                        f"x {layer.scale[-1]:g}); with x{f} the voxels will not be cubic")
+        self.z_warning.value = text
+        self.z_warning.visible = bool(text)
+
+    # ------------------------------------------------------------ reading the form
     def _notify_error(self, message: str):
         from napari.utils.notifications import show_error
 
-        self.status.value = message
+        if not self._closed:
+            self.status.value = message
         show_error(message)
 
-    def _on_run(self, _=None):
-        """Validate the form on the main thread, then restore in a worker."""
-        from ..engine.predict import iter_restore
+    def _busy_message(self) -> str | None:
+        if self.worker is None:
+            return None
+        what = "A preview" if self._job == "preview" else "A restoration"
+        return f"{what} is already running: wait for it to finish or press Cancel."
 
-        if self.worker is not None:
-            self._notify_error("A restoration is already running: wait for it or press Cancel.")
-            return
+    def _form(self) -> dict:
+        """Read and check the form on the main thread; raise _FormError if unusable."""
         layer = self.image.value
         if layer is None:
-            self._notify_error("No image layer: open a volume (File > Open) and select it.")
-            return
+            raise _FormError("No image layer: open a volume (File > Open) and select it.")
         try:
             source = layer_input(layer)
-            restorer = get_restorer(self.model.value, self.z_factor.value)
+            block_shape = parse_block_shape(self.block_shape.value)
+            device_budget(self.device.value)  # a missing GPU is reported now, not later
         except (LayerInputError, ValueError) as exc:
+            raise _FormError(str(exc)) from None
+        low, high = float(self.percentile_low.value), float(self.percentile_high.value)
+        if not low < high:
+            raise _FormError(f"The low percentile ({low:g}) must be below the high one "
+                             f"({high:g}): change them under Advanced.")
+        model = self.model.value
+        z = int(self.z_factor.value)
+        if model not in BASELINES:
+            try:
+                config = read_model_config(model)
+            except ModelError as exc:
+                raise _FormError(f"{exc}. Pick another model or retrain it.") from None
+            z = config.z_factor
+        return {
+            "layer": layer, "source": source, "model": model, "z_factor": z,
+            "restorer_options": self._restorer_options(),
+            "restore_kwargs": {
+                "block_shape": block_shape, "percentiles": (low, high),
+                "output_dtype": self.output_dtype.value, "device": self.device.value,
+                "precision": self.precision.value,
+            },
+        }
+
+    # ------------------------------------------------------------ actions
+    def _on_run(self, _=None):
+        """Validate the form on the main thread, then restore in a worker."""
+        busy = self._busy_message()
+        if busy:
+            self._notify_error(busy)
+            return
+        try:
+            form = self._form()
+        except _FormError as exc:
             self._notify_error(str(exc))
             return
+        source = form["source"]
         expected = default_z_factor(source["spacing"])
-        if restorer.z_factor != expected and restorer.z_factor > 1:
+        if form["z_factor"] != expected and form["z_factor"] > 1:
             from napari.utils.notifications import show_warning
 
             show_warning(
-                f"z-factor {restorer.z_factor} differs from the layer's anisotropy "
+                f"z-factor {form['z_factor']} differs from the layer's anisotropy "
                 f"(z/x spacing suggests {expected}); the result's voxels will not be cubic"
             )
-        generator = iter_restore(
-            source["data"], restorer, spacing=source["spacing"], origin=source["origin"]
+        generator = iter_restore_job(
+            source["data"], form["model"], form["z_factor"],
+            restorer_options=form["restorer_options"], spacing=source["spacing"],
+            origin=source["origin"], **form["restore_kwargs"],
         )
         self._source = source
-        self._start(generator)
+        self._start(generator, "restore")
 
-    def _start(self, generator):
+    def _view_region(self, layer, halo):
+        """(keep, read) regions of ``layer`` for the current 2D view."""
+        viewer = self.viewer
+        if viewer.dims.ndisplay != 2:
+            raise _FormError("Preview works in the 2D view: switch the viewer to 2D "
+                             "(the square/cube button, bottom left) or press Restore.")
+        displayed = list(viewer.dims.displayed)
+        camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+        center = np.asarray(camera.center, dtype=float)[-2:]
+        size = np.asarray(viewer.canvas.viewbox_size(viewer.layers), dtype=float)
+        half = size / max(float(camera.zoom), 1e-12) / 2
+        point = np.asarray(viewer.dims.point, dtype=float)
+        corners = []
+        for sy in (-1, 1):
+            for sx in (-1, 1):
+                world = point.copy()
+                world[displayed[0]] = center[0] + sy * half[0]
+                world[displayed[1]] = center[1] + sx * half[1]
+                corners.append(np.asarray(layer.world_to_data(world), dtype=float))
+        corners = np.array(corners)
+        # Layer axes that map to displayed world axes vary across the corners.
+        offset = viewer.dims.ndim - layer.ndim
+        sliced = [axis + offset not in displayed for axis in range(layer.ndim)]
+        shape = layer_input(layer)["data"].shape
+        keep = visible_region(shape, corners.min(0), corners.max(0), sliced)
+        if keep is None:
+            raise _FormError(f"'{layer.name}' is not in view: pan/zoom onto it or move the "
+                             "slider into its range, then press Preview again.")
+        return keep, expand_region(keep, halo, shape)
+
+    def _on_preview(self, _=None):
+        """Restore what the 2D view shows into a '... preview' layer."""
+        busy = self._busy_message()
+        if busy:
+            self._notify_error(busy)
+            return
+        try:
+            form = self._form()
+            geometry = restorer_geometry(form["model"], form["z_factor"],
+                                         form["restorer_options"].get("diffusion_samples"))
+            keep, read = self._view_region(form["layer"], geometry.halo)
+        except (_FormError, ValueError) as exc:
+            self._notify_error(str(exc))
+            return
+        source = form["source"]
+        generator = iter_preview_job(
+            source["data"], form["model"], form["z_factor"], keep=keep, read=read,
+            restorer_options=form["restorer_options"], spacing=source["spacing"],
+            origin=source["origin"], **form["restore_kwargs"],
+        )
+        self._source = source
+        self._start(generator, "preview")
+
+    def _start(self, generator, job: str):
         from napari.utils import progress
 
-        self.run_button.enabled = False
+        self._job = job
+        self._started = time.monotonic()
+        self.run_button.enabled = self.preview_button.enabled = False
         self.cancel_button.enabled = True
         self.progress_bar.visible = True
         self.progress_bar.value = 0
-        self.status.value = "restoring..."
-        self._progress = progress(total=0, desc="volsr restore")
+        self.status.value = f"{job}: starting..."
+        # Two bars in the activity dock: stages of the volume, then its blocks. Both are
+        # made here: napari's bars process events while they update, so one made from a
+        # signal handler could meet the worker's 'finished' half-built. They are not
+        # nested: napari 0.9's nest_under groups crash Qt when closed (deleteLater).
+        name = self._source["name"]
+        self._progress = progress(total=len(STAGES), desc=f"volsr {job} '{name}'")
+        self._block_progress = progress(total=0, desc=f"volsr {job} '{name}': blocks")
+        self._block_clock = None
         if NO_THREADS:
             from ..engine.predict import drain
 
@@ -170,41 +542,135 @@ class RestoreWidget(Container):
 
     def _on_cancel(self, _=None):
         if self.worker is not None:
-            self.status.value = "cancelling..."
+            self.status.value = "cancelling after the current block..."
             self.worker.quit()
+
+    def _stop_worker(self):
+        """Ask a running worker to stop at its next yield (panel or viewer closing)."""
+        if self.worker is not None:
+            self.worker.quit()
+
+    def _on_destroyed(self, _obj=None):
+        self._closed = True
+        self._stop_worker()
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.disconnect(self._refresh_layers)
 
     # ------------------------------------------------------------ worker signals
     def _on_yielded(self, record):
+        # Updating a napari bar processes events, which may run _on_finished: it then
+        # leaves closing the bars to us (see _close_bars).
+        self._updating += 1
+        try:
+            self._update_bars(record)
+        finally:
+            self._updating -= 1
+            self._close_bars()
+        if self._closed or self._job is None:  # closed, or finished meanwhile
+            return
         self.progress_bar.max = max(record.total, 1)
         self.progress_bar.value = record.done
-        self.status.value = f"{record.stage}: {record.done}/{record.total} {record.message}"
-        bar = self._progress
-        if bar is not None and record.stage == "blocks":
-            bar.total = record.total
-            bar.n = record.done
-            bar.set_description("volsr restore")
-            bar.refresh()
+        self.status.value = self._status_text(record)
+
+    def _update_bars(self, record):
+        outer, inner = self._progress, self._block_progress
+        if outer is not None and record.stage in STAGES:
+            n = STAGES.index(record.stage) + (record.done >= record.total)
+            if outer.n != n:
+                outer.n = n
+                outer.refresh()
+        if inner is not None and record.stage == "blocks" and not self._bars_done:
+            if inner.total != record.total:
+                inner.total = record.total
+            inner.n = record.done
+            inner.refresh()
+
+    def _close_bars(self):
+        if not self._bars_done or self._updating:
+            return
+        for bar in (self._block_progress, self._progress):
+            if bar is not None:
+                bar.close()
+        self._progress = self._block_progress = None
+        self._bars_done = False
+
+    def _status_text(self, record) -> str:
+        job = self._job or "restore"
+        if record.stage != "blocks":
+            return f"{job}: {record.stage} {record.message}".rstrip()
+        now = time.monotonic()
+        if self._block_clock is None or record.done == 0:
+            self._block_clock = (now, record.done)
+        start, first = self._block_clock
+        text = f"{job}: block {record.done}/{record.total}"
+        done = record.done - first
+        if done > 0:
+            left = (now - start) / done * (record.total - record.done)
+            text += f", {now - start:.0f} s elapsed, ~{left:.0f} s left"
+        return text
 
     def _on_returned(self, result):
+        if self._closed:
+            return
+        if self._job == "preview":
+            self._show_preview(result)
+            return
         from napari.layers import Layer
 
         source = self._source
+        names = []
         for data, kwargs, layer_type in result_layers(result, source["name"], source["metadata"]):
+            names.append(self.viewer.add_layer(Layer.create(data, kwargs, layer_type)).name)
+        shape = "x".join(map(str, result.data.shape))
+        self.status.value = (f"done in {self._elapsed():.1f} s: added '{names[0]}' ({shape})"
+                             + (f" and {len(names) - 1} more" if len(names) > 1 else ""))
+
+    def _show_preview(self, result):
+        from napari.layers import Layer
+
+        source = self._source
+        data, kwargs, layer_type = result_layers(result, source["name"], source["metadata"])[0]
+        name = result_name(source["name"], result.settings.get("method", "restored"),
+                           result.z_factor) + " preview"
+        kwargs["name"] = name
+        existing = next((x for x in self.viewer.layers
+                         if x.name == name and x.metadata.get("volsr", {}).get("preview")), None)
+        if existing is None:
             self.viewer.add_layer(Layer.create(data, kwargs, layer_type))
-        self.status.value = f"done: {result.plan}"
+        else:  # only a layer this panel made is updated
+            existing.data = data
+            existing.scale = kwargs["scale"]
+            existing.translate = kwargs["translate"]
+            existing.metadata = kwargs["metadata"]
+            existing.contrast_limits = kwargs["contrast_limits"]
+        region = " ".join(f"{k[0]}:{k[1]}" for k in result.settings["preview_region"])
+        self.status.value = f"preview of z,y,x {region} in '{name}'; press Restore for all"
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self._started if self._started is not None else 0.0
 
     def _on_errored(self, exc):
-        self._notify_error(f"Restoration failed: {exc}")
+        text = str(exc)
+        hint = ""
+        if isinstance(exc, MemoryError) or "out of memory" in text.lower():
+            hint = " Set smaller blocks under Advanced (e.g. 8,64,64) or choose device cpu."
+        elif "cuda" in text.lower() or "mps" in text.lower():
+            hint = " Try device cpu under Advanced."
+        job = "Preview" if self._job == "preview" else "Restoration"
+        self._notify_error(f"{job} failed: {text}.{hint}".replace("..", "."))
 
     def _on_aborted(self):
-        self.status.value = "cancelled: nothing was added"
+        if not self._closed:
+            self.status.value = "cancelled: nothing was added"
 
     def _on_finished(self):
         self.worker = None
-        if self._progress is not None:
-            self._progress.close()
-            self._progress = None
-        self.run_button.enabled = True
+        self._job = None
+        self._bars_done = True
+        self._close_bars()
+        if self._closed:
+            return
+        self.run_button.enabled = self.preview_button.enabled = True
         self.cancel_button.enabled = False
         self.progress_bar.visible = False
 
