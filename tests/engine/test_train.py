@@ -164,3 +164,10 @@ def test_learning_rate_halves_every_quarter(tmp_path, clean_volume):
     lrs = [r.lr for r in iter_train(config, data, output_dir=tmp_path / "m") if r.losses]
     # lr used at step k (1-based record) was set from fraction (k - 1) / 8
     assert lrs == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4, 1.25e-4, 1.25e-4])
+
+
+def test_bf16_autocast_on_cpu_trains(tmp_path, clean_volume):
+    config = config_for("srunet", steps=2, precision="bf16")
+    data = make_training_data(config, targets=[clean_volume])
+    records = [r for r in iter_train(config, data, output_dir=tmp_path / "m") if r.losses]
+    assert len(records) == 2 and all(np.isfinite(r.losses["loss"]) for r in records)
