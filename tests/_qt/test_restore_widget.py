@@ -387,3 +387,19 @@ def test_closing_the_viewer_stops_the_worker(qtbot, make_napari_viewer, rng):
     assert worker.abort_requested
     assert widget.worker is None
     assert widget._closed  # the destroyed native told the panel
+
+
+def test_an_error_in_the_worker_becomes_a_notification(qtbot, viewer_widget, smooth_volume,
+                                                        errors, monkeypatch):
+    from napari_volsr.engine.restorers import InterpolationRestorer
+
+    def explode(self, x):
+        raise RuntimeError("out of memory while restoring")
+
+    monkeypatch.setattr(InterpolationRestorer, "__call__", explode)
+    viewer, widget = viewer_widget
+    viewer.add_image(smooth_volume, name="stack", scale=(0.8, 0.2, 0.2))
+    _run(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == ["stack"]
+    assert any("out of memory" in message for message in errors)
+    assert widget.run_button.enabled and widget.worker is None

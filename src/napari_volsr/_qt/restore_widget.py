@@ -29,6 +29,7 @@ from ..engine.data import DEFAULT_PERCENTILES
 from ..engine.models import ModelError, list_library, read_model_config, resolve_model_path
 from ..engine.predict import DEVICES, OUTPUT_DTYPES, PRECISIONS
 from ..engine.restorers import BASELINES
+from ._workers import reporting_errors
 from ._restore_logic import (
     BASELINE_DESCRIPTIONS,
     device_budget,
@@ -532,7 +533,11 @@ class RestoreWidget(Container):
             return
         from napari.qt.threading import create_worker
 
-        self.worker = create_worker(lambda: (yield from generator), _start_thread=False)
+        # _ignore_errors: failures become notifications in _on_errored, not re-raised.
+        self.worker = create_worker(
+            lambda: (yield from reporting_errors(generator)), _start_thread=False,
+            _ignore_errors=True,
+        )
         self.worker.yielded.connect(self._on_yielded)
         self.worker.returned.connect(self._on_returned)
         self.worker.errored.connect(self._on_errored)

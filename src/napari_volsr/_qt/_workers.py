@@ -1,0 +1,20 @@
+"""What both panels need to run engine generators in napari thread workers."""
+
+from __future__ import annotations
+
+
+class WorkerFailed(Exception):
+    """An error raised in a worker, re-raised under a type the worker reports.
+
+    superqt's GeneratorWorker takes a RuntimeError for a deleted Qt object: it would
+    warn and never emit ``errored`` or ``finished``. Torch reports most failures (out
+    of memory, shape mismatches) as RuntimeError.
+    """
+
+
+def reporting_errors(generator):
+    """Yield from ``generator`` and return its value; RuntimeErrors become WorkerFailed."""
+    try:
+        return (yield from generator)
+    except RuntimeError as exc:
+        raise WorkerFailed(str(exc) or type(exc).__name__) from exc

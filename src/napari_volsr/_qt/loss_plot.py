@@ -1,0 +1,216 @@
+"""A small live plot of training loss and validation PSNR, drawn with QPainter."""
+
+from __future__ import annotations
+
+import math
+
+from qtpy.QtCore import QPointF, QRectF, Qt, QTimer
+from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
+from qtpy.QtWidgets import QSizePolicy, QWidget
+
+LOSS_COLOR = QColor(255, 159, 67)
+PSNR_COLOR = QColor(79, 195, 247)
+# Redraw at most this often: training may yield hundreds of steps per second.
+REDRAW_MS = 250
+
+
+def _smooth(values: list[float], weight: float = 0.9) -> list[float]:
+    """Bias-corrected exponential moving average (what TensorBoard shows)."""
+    out, avg = [], 0.0
+    for i, v in enumerate(values, start=1):
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight**i))
+    return out
+
+
+def _bin(steps: list[int], values: list[float], n_bins: int) -> tuple[list[float], list[float]]:
+    """Mean of consecutive runs so a long curve has about one point per pixel."""
+    if len(steps) <= n_bins or n_bins < 2:
+        return [float(s) for s in steps], list(values)
+    size = math.ceil(len(steps) / n_bins)
+    xs, ys = [], []
+    for i in range(0, len(steps), size):
+        chunk = slice(i, i + size)
+        xs.append(sum(steps[chunk]) / len(steps[chunk]))
+        ys.append(sum(values[chunk]) / len(values[chunk]))
+    return xs, ys
+
+
+class LossPlot(QWidget):
+    """Training loss (left axis, log scale) and validation PSNR (right axis) by step.
+
+    ``add_loss`` / ``add_psnr`` store points at once; the repaint is throttled.
+    """
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.loss_steps: list[int] = []
+        self.loss_values: list[float] = []
+        self.psnr_steps: list[int] = []
+        self.psnr_values: list[float] = []
+        self.total: int | None = None
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(REDRAW_MS)
+        self._timer.timeout.connect(self.update)
+        self.setMinimumHeight(170)
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
+        self.setToolTip(
+            "Orange: training loss per step (faint) and its moving average, log scale, "
+            "left axis. Blue: PSNR on the held-out validation patches (dB, right axis; "
+            "higher is better). Stop when the blue curve stops rising."
+        )
+
+    # ------------------------------------------------------------ data
+    def clear(self):
+        """Forget all points."""
+        self.loss_steps.clear()
+        self.loss_values.clear()
+        self.psnr_steps.clear()
+        self.psnr_values.clear()
+        self.total = None
+        self.update()
+
+    def set_total(self, total: int | None):
+        """Set the step budget, so the x axis spans the whole run."""
+        self.total = total
+        self._schedule()
+
+    def add_loss(self, step: int, value: float):
+        """Append one training-loss point (non-finite values are skipped)."""
+        if math.isfinite(value):
+            self.loss_steps.append(int(step))
+            self.loss_values.append(float(value))
+            self._schedule()
+
+    def add_psnr(self, step: int, value: float):
+        """Append (or, at the same step, replace) one validation PSNR point."""
+        if not math.isfinite(value):
+            return
+        if self.psnr_steps and self.psnr_steps[-1] == step:
+            self.psnr_values[-1] = float(value)
+        else:
+            self.psnr_steps.append(int(step))
+            self.psnr_values.append(float(value))
+        self._schedule()
+
+    def set_history(self, rows: list[dict]):
+        """Points from saved history rows (``step``, ``loss``/``g_loss``, ``val_psnr``)."""
+        self.clear()
+        for row in rows:
+            loss = row.get("loss", row.get("g_loss"))
+            if loss is not None:
+                self.add_loss(row["step"], float(loss))
+            if row.get("val_psnr") is not None:
+                self.add_psnr(row["step"], float(row["val_psnr"]))
+
+    def _schedule(self):
+        if not self._timer.isActive():
+            self._timer.start()
+
+    # ------------------------------------------------------------ drawing
+    def paintEvent(self, _event):
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.Antialiasing)
+        text = self.palette().color(self.foregroundRole())
+        faint = QColor(text)
+        faint.setAlpha(60)
+        font = QFont(painter.font())
+        font.setPointSizeF(max(7.0, font.pointSizeF() * 0.85))
+        painter.setFont(font)
+        metrics = painter.fontMetrics()
+        line = metrics.height()
+
+        left = 8 + metrics.horizontalAdvance("0.000e-00")
+        right = 8 + metrics.horizontalAdvance("000.0")
+        top, bottom = line + 8, line + 6
+        area = QRectF(left, top, max(10, self.width() - left - right),
+                      max(10, self.height() - top - bottom))
+        painter.setPen(QPen(faint, 1))
+        painter.drawRect(area)
+
+        # Legend.
+        x = area.left()
+        psnr_label = "validation PSNR"
+        if self.psnr_values:
+            psnr_label += f" {self.psnr_values[-1]:.2f} dB"
+        for color, label in ((LOSS_COLOR, "training loss"), (PSNR_COLOR, psnr_label)):
+            painter.setPen(QPen(color, 2))
+            painter.drawLine(QPointF(x, line / 2 + 2), QPointF(x + 14, line / 2 + 2))
+            painter.setPen(text)
+            painter.drawText(QPointF(x + 18, line - 1), label)
+            x += 18 + metrics.horizontalAdvance(label) + 14
+
+        if not self.loss_steps and not self.psnr_steps:
+            painter.setPen(text)
+            painter.drawText(area, Qt.AlignCenter | Qt.TextWordWrap,
+                             "loss and validation PSNR appear here during training")
+            painter.end()
+            return
+
+        last = max(self.loss_steps[-1:] + self.psnr_steps[-1:])
+        x_max = max(self.total or 0, last, 1)
+
+        def to_x(step: float) -> float:
+            return area.left() + area.width() * step / x_max
+
+        painter.setPen(text)
+        painter.drawText(QPointF(area.left(), area.bottom() + line), "0")
+        label = f"step {x_max}"
+        painter.drawText(QPointF(area.right() - metrics.horizontalAdvance(label),
+                                 area.bottom() + line), label)
+
+        if self.loss_values:
+            positive = all(v > 0 for v in self.loss_values)
+            transform = math.log10 if positive else (lambda v: v)
+            xs, ys = _bin(self.loss_steps, self.loss_values, int(area.width()))
+            ys = [transform(v) for v in ys]
+            smooth = _smooth(ys, 0.9 if len(ys) > 20 else 0.0)
+            low, high = min(ys), max(ys)
+            if high - low < 1e-12:
+                low, high = low - 0.5, high + 0.5
+
+            def to_y(v: float) -> float:
+                return area.bottom() - area.height() * (v - low) / (high - low)
+
+            raw = QColor(LOSS_COLOR)
+            raw.setAlpha(90)
+            noisy = [(to_x(a), to_y(b)) for a, b in zip(xs, ys, strict=True)]
+            self._polyline(painter, noisy, raw, 1)
+            trend = [(to_x(a), to_y(b)) for a, b in zip(xs, smooth, strict=True)]
+            self._polyline(painter, trend, LOSS_COLOR, 2)
+            painter.setPen(LOSS_COLOR)
+            for value, y in ((high, area.top() + line * 0.8), (low, area.bottom())):
+                shown = 10**value if positive else value
+                painter.drawText(QPointF(2, y), f"{shown:.3g}")
+
+        if self.psnr_values:
+            low, high = min(self.psnr_values), max(self.psnr_values)
+            pad = max(0.5, 0.05 * (high - low))
+            low, high = low - pad, high + pad
+
+            def to_y2(v: float) -> float:
+                return area.bottom() - area.height() * (v - low) / (high - low)
+
+            pairs = zip(self.psnr_steps, self.psnr_values, strict=True)
+            points = [(to_x(s), to_y2(v)) for s, v in pairs]
+            self._polyline(painter, points, PSNR_COLOR, 2)
+            painter.setBrush(PSNR_COLOR)
+            painter.setPen(Qt.NoPen)
+            for px, py in points[-200:]:
+                painter.drawEllipse(QPointF(px, py), 2.5, 2.5)
+            painter.setPen(PSNR_COLOR)
+            painter.drawText(QPointF(area.right() + 4, area.top() + line * 0.8), f"{high:.1f}")
+            painter.drawText(QPointF(area.right() + 4, area.bottom()), f"{low:.1f}")
+        painter.end()
+
+    @staticmethod
+    def _polyline(painter: QPainter, points: list[tuple[float, float]], color: QColor, width: int):
+        if not points:
+            return
+        path = QPainterPath(QPointF(*points[0]))
+        for point in points[1:]:
+            path.lineTo(QPointF(*point))
+        painter.setBrush(Qt.NoBrush)
+        painter.setPen(QPen(color, width))
+        painter.drawPath(path)
