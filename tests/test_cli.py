@@ -86,3 +86,23 @@ def test_headless_demo_writes_a_file(capsys, tmp_path):
     assert code == 0
     vol = read_volume(out)
     assert vol.data.shape == (160, 152, 126)
+
+
+def test_restore_with_a_saved_model_uses_its_z_factor(capsys, tmp_path, anisotropic_tiff, monkeypatch):
+    from napari_volsr.engine.config import ModelConfig
+    from napari_volsr.engine.models import save_model
+    from napari_volsr.engine.registry import build_network, network_config
+
+    monkeypatch.setenv("NAPARI_VOLSR_MODELS", str(tmp_path / "lib"))
+    config = ModelConfig(name="up2", task="upsample", z_factor=2, network=network_config("gan", "tiny"))
+    save_model(tmp_path / "lib" / "up2", config, build_network(config))
+    out = tmp_path / "up.tif"
+    code, _, stderr = run(capsys, "restore", "-m", "up2", "-i", str(anisotropic_tiff[0]),
+                          "-o", str(out), "-q")
+    assert code == 0, stderr
+    vol = read_volume(out)
+    assert vol.data.shape == (16, 24, 20)  # the model's x2, not the spacing's x4
+    np.testing.assert_allclose(vol.spacing, (0.4, 0.2, 0.2))
+    code, _, stderr = run(capsys, "restore", "-m", "up2", "-z", "4", "-i",
+                          str(anisotropic_tiff[0]), "-o", str(tmp_path / "x.tif"))
+    assert code == 1 and "trained for z-factor 2" in stderr

@@ -68,9 +68,10 @@ def info(path: Path):
 @click.option("-o", "--output", "output_path", required=True, type=click.Path(path_type=Path),
               help="Where to write the result; the format follows the suffix.")
 @click.option("-m", "--method", "--model", "model", default="cubic", show_default=True,
-              help="Model or baseline: nearest, linear, cubic.")
+              help="A model from the library (name or folder) or a baseline: nearest, linear, cubic.")
 @click.option("-z", "--z-factor", default="auto", show_default=True,
-              help="z upsampling factor 1..16, or 'auto' = round(z spacing / x spacing).")
+              help="z upsampling factor 1..16, or 'auto': the model's, or round(z spacing / "
+              "x spacing) for baselines.")
 @click.option("--block-shape", default="auto", show_default=True,
               help="'auto' (from the memory budget) or Z,Y,X block core in input voxels.")
 @click.option("--percentiles", default="1,99.8", show_default=True,
@@ -86,7 +87,7 @@ def restore(input_path, output_path, model, z_factor, block_shape, percentiles, 
             device, precision, overwrite, quiet):
     """Restore (and z-upsample) a volume file; the output is written atomically."""
     from ._layers import default_z_factor
-    from .engine.restorers import get_restorer
+    from .engine.restorers import BASELINES, get_restorer
     from .engine.predict import RestoreCancelled, iter_restore
 
     if input_path.resolve() == output_path.resolve():
@@ -110,8 +111,14 @@ def restore(input_path, output_path, model, z_factor, block_shape, percentiles, 
                 f"{input_path} is a 2D image {tuple(volume.data.shape)}; "
                 "restoration needs a 3D volume (Z, Y, X)"
             )
-        factor = default_z_factor(volume.spacing) if z_factor == "auto" else _z(z_factor)
+        if z_factor != "auto":
+            factor = _z(z_factor)
+        elif model in BASELINES:
+            factor = default_z_factor(volume.spacing)
+        else:
+            factor = None  # a trained model brings its own
         restorer = get_restorer(model, factor)
+        factor = restorer.z_factor
         generator = iter_restore(
             volume.data, restorer, spacing=volume.spacing, origin=volume.origin,
             block_shape=blocks, percentiles=(low, high), output_dtype=output_dtype,
