@@ -33,6 +33,7 @@ from napari_volsr.engine.config import ModelConfig, TrainingConfig
 from napari_volsr.engine.degrade import DegradationConfig, add_noise, slab_downsample
 from napari_volsr.engine.io import read_volume
 from napari_volsr.engine.metrics import psnr, ssim
+from napari_volsr.engine.models import load_model
 from napari_volsr.engine.predict import restore
 from napari_volsr.engine.registry import network_config
 from napari_volsr.engine.restorers import InterpolationRestorer, NetworkRestorer
@@ -57,6 +58,17 @@ def family_overrides(family: str, args) -> dict:
     return {}
 
 
+def train_or_reuse(config, folder: Path, args, **sources):
+    """Train (or, with --reuse, load the model a previous run of this script saved)."""
+    if args.reuse and (folder / "config.json").is_file():
+        trained = load_model(folder)
+        settings = trained.config.training.get("settings", {})
+        if settings.get("minutes") == args.minutes and settings.get("loss") == config.loss:
+            return trained
+    data = make_training_data(config, **sources)
+    return train(config, data, output_dir=folder, overwrite=True)
+
+
 def run_iso(volume: np.ndarray, args, out_dir: Path) -> None:
     f = args.z_factor
     depth = volume.shape[0] // f * f
@@ -77,22 +89,21 @@ def run_iso(volume: np.ndarray, args, out_dir: Path) -> None:
             model=model, source="isotropic", patch_shape=patch, batch_size=args.batch,
             steps=None, minutes=args.minutes, learning_rate=args.lr.get(family),
             validate_every=10_000, checkpoint_every=10_000,
-            degradation=DegradationConfig(), loss="mae", n_val=4,
+            degradation=DegradationConfig(), loss=args.loss, n_val=4,
             warmup_steps=args.gan_warmup, seed=0,
         )
-        start = time.perf_counter()
-        data = make_training_data(config, volumes=[aniso])
-        trained = train(config, data, output_dir=out_dir / model.name, overwrite=True)
-        train_s = time.perf_counter() - start
-        start = time.perf_counter()
-        restorer = NetworkRestorer(trained, diffusion_steps=args.diffusion_steps,
-                                   diffusion_samples=1)
-        result = restore(aniso, restorer).data
-        restore_s = time.perf_counter() - start
+        trained = train_or_reuse(config, out_dir / model.name, args, volumes=[aniso])
         card = trained.config.training
-        print(f"  {family + ' (2D, ' + args.preset + ')':<28} {scores(result, truth)}  "
-              f"[{card['steps']} steps, train {train_s / 60:.1f} min, data wait "
-              f"{100 * card['data_wait_share']:.1f}%, restore {restore_s:.0f} s]", flush=True)
+        for flips in (False, True) if args.flips else (False,):
+            start = time.perf_counter()
+            restorer = NetworkRestorer(trained, diffusion_steps=args.diffusion_steps,
+                                       diffusion_samples=1, flips=flips)
+            result = restore(aniso, restorer).data
+            restore_s = time.perf_counter() - start
+            label = f"{family} (2D, {args.preset}{', flips' if flips else ''})"
+            print(f"  {label:<28} {scores(result, truth)}  [{card['steps']} steps, train "
+                  f"{card['minutes']:.1f} min, data wait {100 * card['data_wait_share']:.1f}%, "
+                  f"restore {restore_s:.0f} s]", flush=True)
 
 
 def run_denoise(volume: np.ndarray, args, out_dir: Path) -> None:
@@ -117,19 +128,17 @@ def run_denoise(volume: np.ndarray, args, out_dir: Path) -> None:
         config = TrainingConfig(
             model=model, source="paired", patch_shape=(16, p, p), batch_size=args.batch,
             steps=None, minutes=args.minutes, learning_rate=args.lr.get(family),
-            validate_every=10_000, checkpoint_every=10_000, n_val=4,
+            validate_every=10_000, checkpoint_every=10_000, n_val=4, loss=args.loss,
             warmup_steps=args.gan_warmup, seed=0,
         )
-        start = time.perf_counter()
-        data = make_training_data(config, raws=[noisy[:, :split]], targets=[truth[:, :split]])
-        trained = train(config, data, output_dir=out_dir / model.name, overwrite=True)
-        train_s = time.perf_counter() - start
+        trained = train_or_reuse(config, out_dir / model.name, args,
+                                 raws=[noisy[:, :split]], targets=[truth[:, :split]])
         restorer = NetworkRestorer(trained, diffusion_steps=args.diffusion_steps,
                                    diffusion_samples=1)
         result = restore(noisy[held], restorer).data
         card = trained.config.training
         print(f"  {family + ' (3D, ' + args.preset + ')':<28} {scores(result, truth[held])}  "
-              f"[{card['steps']} steps, train {train_s / 60:.1f} min, data wait "
+              f"[{card['steps']} steps, train {card['minutes']:.1f} min, data wait "
               f"{100 * card['data_wait_share']:.1f}%]", flush=True)
 
 
@@ -148,11 +157,21 @@ def main():
     parser.add_argument("--sigma", type=float, default=0.05)
     parser.add_argument("--diffusion-steps", type=int, default=10)
     parser.add_argument("--gan-warmup", type=int, default=100)
+    parser.add_argument("--loss", choices=["mae", "mse", "cubic_weighted"], default="mae",
+                        help="pixel loss of RCAN/SRUNet")
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="override every family's learning rate")
+    parser.add_argument("--flips", action="store_true",
+                        help="also restore with test-time flips (averaged over all axis flips)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="restore with models an earlier run saved in --out (same budget)")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "volsr-bench")
     args = parser.parse_args()
     args.families = [f for f in args.families.split(",") if f]
     # Larger steps than the paper defaults: the budget here is minutes, not days.
     args.lr = {"rcan": 5e-4, "srunet": 5e-4, "gan": 2e-4, "diffusion": 5e-4}
+    if args.learning_rate is not None:
+        args.lr = dict.fromkeys(args.lr, args.learning_rate)
     volume = np.asarray(read_volume(args.data / VOLUMES[args.volume]).data)
     print(f"volume {args.volume} {volume.shape} {volume.dtype}; torch threads "
           f"{torch.get_num_threads()}; budget {args.minutes} min per family")

@@ -259,3 +259,21 @@ def test_plain_state_dict_imports(tmp_path):
     torch.save({"state_dict": net.state_dict()}, tmp_path / "ok.pt")
     state = import_torch_weights(tmp_path / "ok.pt")
     assert state.keys() == net.state_dict().keys()
+
+
+def test_flips_make_the_restorer_flip_equivariant():
+    from napari_volsr.engine.models import LoadedModel
+
+    torch.manual_seed(0)
+    config = ModelConfig(task="upsample", z_factor=2, network=network_config("rcan", "tiny"))
+    net = build_network(config).eval()
+    x = torch.rand(1, 1, 4, 8, 8)
+
+    def flipped(restorer):
+        with torch.inference_mode():
+            return restorer(x), restorer(x.flip([2, 4])).flip([2, 4])
+
+    a, b = flipped(NetworkRestorer(LoadedModel(config, net), flips=True))
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    a, b = flipped(NetworkRestorer(LoadedModel(config, net), flips=False))
+    assert (a - b).abs().max() > 1e-4  # a random net alone is not equivariant

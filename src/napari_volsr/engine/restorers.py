@@ -60,10 +60,14 @@ class NetworkRestorer:
         more halo only costs time, and overlapping blocks are blended instead.
     plane_pixels
         Output pixels per network call for 2D networks (bounds activation memory).
+    flips
+        Test-time augmentation: average the outputs over all flips of the spatial axes
+        (4 passes in 2D, 8 in 3D; not for diffusion, which averages samples already).
     """
 
     def __init__(self, model: LoadedModel, diffusion_steps=None, diffusion_samples=None,
-                 seed: int = 0, rcan_halo: int = 16, plane_pixels: int = 1_000_000):
+                 seed: int = 0, rcan_halo: int = 16, plane_pixels: int = 1_000_000,
+                 flips: bool = False):
         config = model.config
         self.model = model
         self.config = config
@@ -72,6 +76,7 @@ class NetworkRestorer:
         self.z_factor = config.z_factor
         self.spatial_dims = config.spatial_dims
         self.plane_pixels = plane_pixels
+        self.flips = bool(flips)
         self.seed = seed
         self._calls = 0
         net = model.net
@@ -117,6 +122,7 @@ class NetworkRestorer:
             "config_hash": model.config_hash,
             "family": self.family.value,
             "task": config.task,
+            "flips": self.flips,
         }
         if self.method is not None:
             self.metadata.update(diffusion_steps=self.steps, diffusion_samples=self.n_samples)
@@ -130,6 +136,17 @@ class NetworkRestorer:
 
     def _apply(self, x):
         """Run on network-shaped input (N, 1, *S) -> (N, K, *S_out)."""
+        if self.method is None and self.flips:
+            # Test-time augmentation: every combination of axis flips, flipped back and
+            # averaged. Valid along z too: the slab grid is symmetric under reversal.
+            axes = list(range(2, x.ndim))
+            combos = [[a for j, a in enumerate(axes) if mask >> j & 1] for mask in range(2**len(axes))]
+            total = None
+            for dims in combos:
+                out = self.net(x.flip(dims) if dims else x)
+                out = out.flip(dims) if dims else out
+                total = out if total is None else total + out
+            return total / len(combos)
         if self.method is None:
             return self.net(x)
         generator = torch.Generator(device=x.device).manual_seed(self.seed + self._calls)
