@@ -147,7 +147,7 @@ def describe_validation_error(exc: ValidationError) -> str:
         # Drop the union tag pydantic inserts: network.rcan.channels -> network.channels.
         loc = [p for i, p in enumerate(err["loc"]) if not (i and p in families)]
         where = ".".join(str(p) for p in loc) or "config"
-        lines.append(f"{where}: {err['msg']}")
+        lines.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
     return "; ".join(lines)
 
 

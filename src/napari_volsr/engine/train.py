@@ -370,8 +370,9 @@ def iter_train(
                 message = f"checkpoint saved at step {step}"
             wait = prefetch.waited / max(time.monotonic() - start, 1e-9)
             yield TrainProgress(step, total, losses, lr, validation, preview, elapsed(), wait, message)
-    except GeneratorExit:
-        # Closed by the caller (napari's worker.quit()): keep what was learned.
+    except (GeneratorExit, KeyboardInterrupt):
+        # Closed by the caller (napari's worker.quit()) or Ctrl-C mid-step: keep what
+        # was learned. The step in flight, if any, is simply not counted.
         stopped = True
         save_everything()
         raise
