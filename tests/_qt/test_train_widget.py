@@ -69,8 +69,11 @@ def test_paired_training_plots_previews_saves_and_restores(qtbot, panel, pair, m
     viewer.window.add_dock_widget(restore, name="Restore")
     assert "denoise" not in restore.model.choices
     previews = []
-    show_preview = widget._show_preview
-    monkeypatch.setattr(widget, "_show_preview", lambda a: (previews.append(a), show_preview(a)))
+    show_preview = type(widget)._show_preview
+    # Patch the class: undoing an instance patch deletes the attribute, which a magicgui
+    # Container takes as removing a child widget.
+    monkeypatch.setattr(type(widget), "_show_preview",
+                        lambda self, a: (previews.append(a), show_preview(self, a)))
     assert widget.z_factor.value == 1 and widget.dims.value == 3
 
     train(qtbot, widget)
