@@ -4,9 +4,10 @@ import sys
 
 def test_engine_imports_no_qt_or_napari():
     code = (
-        "import sys\n"
-        "import napari_volsr.engine.io, napari_volsr.engine.predict, napari_volsr.engine.tiling\n"
-        "import napari_volsr.engine.restorers, napari_volsr.engine.interp\n"
+        "import importlib, pkgutil, sys\n"
+        "import napari_volsr.engine as engine\n"
+        "for m in pkgutil.walk_packages(engine.__path__, 'napari_volsr.engine.'):\n"
+        "    importlib.import_module(m.name)\n"
         "import napari_volsr.cli, napari_volsr._layers\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'magicgui', 'superqt', 'vispy'})\n"
