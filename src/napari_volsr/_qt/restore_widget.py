@@ -6,7 +6,6 @@ generators live in :mod:`._restore_logic` (no Qt there).
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,7 +28,7 @@ from ..engine.data import DEFAULT_PERCENTILES
 from ..engine.models import ModelError, list_library, read_model_config, resolve_model_path
 from ..engine.predict import DEVICES, OUTPUT_DTYPES, PRECISIONS
 from ..engine.restorers import BASELINES
-from ._workers import reporting_errors
+from ._workers import NO_THREADS, reporting_errors, tap
 from ._restore_logic import (
     BASELINE_DESCRIPTIONS,
     device_budget,
@@ -46,8 +45,6 @@ from ._restore_logic import (
 if TYPE_CHECKING:
     import napari
 
-# Debugging aid: run the same generator on the main thread (tracebacks, breakpoints).
-NO_THREADS = os.environ.get("NAPARI_VOLSR_NOTHREADS", "") not in ("", "0")
 
 STAGES = ("load", "normalise", "blocks", "finalise")
 WARN_STYLE = "color: #e6a23c;"
@@ -526,7 +523,7 @@ class RestoreWidget(Container):
             from ..engine.predict import drain
 
             try:
-                self._on_returned(drain(_tap(generator, self._on_yielded)))
+                self._on_returned(drain(tap(generator, self._on_yielded)))
             except Exception as exc:  # same path as the worker's errored signal
                 self._on_errored(exc)
             self._on_finished()
@@ -678,14 +675,3 @@ class RestoreWidget(Container):
         self.run_button.enabled = self.preview_button.enabled = True
         self.cancel_button.enabled = False
         self.progress_bar.visible = False
-
-
-def _tap(generator, on_yield):
-    """Re-yield ``generator``, calling ``on_yield`` for each record; keep its return."""
-    while True:
-        try:
-            record = next(generator)
-        except StopIteration as stop:
-            return stop.value
-        on_yield(record)
-        yield record

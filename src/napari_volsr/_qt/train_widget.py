@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 import warnings
 from contextlib import contextmanager
@@ -25,13 +24,11 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from ._workers import WorkerFailed, reporting_errors
+from ._workers import NO_THREADS, WorkerFailed, reporting_errors, tap
 
 if TYPE_CHECKING:
     import napari
 
-# Debugging aid: run the same generator on the main thread (tracebacks, breakpoints).
-NO_THREADS = os.environ.get("NAPARI_VOLSR_NOTHREADS", "") not in ("", "0")
 
 FAMILIES = [("RCAN", "rcan"), ("SRUNet", "srunet"), ("GAN", "gan"), ("diffusion", "diffusion")]
 PRESETS = ["tiny", "small", "default"]
@@ -644,7 +641,7 @@ class TrainWidget(Container):
 
             self.worker = "main thread"
             try:
-                self._on_returned(drain(_tap(generator, self._on_yielded)))
+                self._on_returned(drain(tap(generator, self._on_yielded)))
             except Exception as exc:  # the same path as the worker's errored signal
                 self._on_errored(exc)
             self._on_finished()
@@ -842,14 +839,3 @@ def _widen(current, limits) -> list[float]:
 
 def _round_down(value: int, step: int) -> int:
     return value - value % step if value >= step else value
-
-
-def _tap(generator, on_yield):
-    """Re-yield ``generator``, calling ``on_yield`` for each record; keep its return."""
-    while True:
-        try:
-            record = next(generator)
-        except StopIteration as stop:
-            return stop.value
-        on_yield(record)
-        yield record
