@@ -420,16 +420,22 @@ class RestoreWidget(Container):
         }
 
     # ------------------------------------------------------------ actions
-    def _on_run(self, _=None):
-        """Validate the form on the main thread, then restore in a worker."""
+    def _checked_form(self):
+        """The validated form, or None after telling the user what blocks a run."""
         busy = self._busy_message()
         if busy:
             self._notify_error(busy)
-            return
+            return None
         try:
-            form = self._form()
-        except _FormError as exc:
+            return self._form()
+        except ValueError as exc:  # _FormError and engine checks alike
             self._notify_error(str(exc))
+            return None
+
+    def _on_run(self, _=None):
+        """Validate the form on the main thread, then restore in a worker."""
+        form = self._checked_form()
+        if form is None:
             return
         source = form["source"]
         expected = default_z_factor(source["spacing"])
@@ -480,12 +486,10 @@ class RestoreWidget(Container):
 
     def _on_preview(self, _=None):
         """Restore what the 2D view shows into a '... preview' layer."""
-        busy = self._busy_message()
-        if busy:
-            self._notify_error(busy)
+        form = self._checked_form()
+        if form is None:
             return
         try:
-            form = self._form()
             geometry = restorer_geometry(form["model"], form["z_factor"],
                                          form["restorer_options"].get("diffusion_samples"))
             keep, read = self._view_region(form["layer"], geometry.halo)
