@@ -179,7 +179,7 @@ def _restore_file(input_path: Path, output_path: Path, restorer_for, options: di
     import numpy as np
 
     from .engine.evaluate import check_same_shape, rescale_to
-    from .engine.predict import _to_output_dtype, iter_restore
+    from .engine.predict import to_output_dtype, iter_restore
 
     volume = read_volume(input_path, lazy=True)
     if len(volume.spacing) != 3:
@@ -203,7 +203,7 @@ def _restore_file(input_path: Path, output_path: Path, restorer_for, options: di
     data, note = result.data, ""
     if ground_truth is not None:
         data, gain, offset = rescale_to(np.asarray(data), ground_truth.data)
-        data = _to_output_dtype(data, output_dtype, volume.data.dtype)
+        data = to_output_dtype(data, output_dtype, volume.data.dtype)
         note = f"; fitted to {reference.name}: {gain:.6g} * x + {offset:.6g}"
     out = volume.with_data(data, spacing=result.spacing, origin=result.origin)
     write_volume(output_path, out, overwrite=overwrite)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -170,7 +171,11 @@ def as_volume_array(data):
     )
 
 
-def _to_output_dtype(values: np.ndarray, output_dtype: str, input_dtype) -> np.ndarray:
+def to_output_dtype(values: np.ndarray, output_dtype: str, input_dtype) -> np.ndarray:
+    """Convert restored values (input units) to ``output_dtype``, rounding and clipping integers.
+
+    ``output_dtype`` is one of :data:`OUTPUT_DTYPES`; ``"input"`` means ``input_dtype``.
+    """
     target = np.dtype(input_dtype) if output_dtype == "input" else np.dtype(output_dtype)
     if target.kind in "iu":
         info = np.iinfo(target)
@@ -178,6 +183,45 @@ def _to_output_dtype(values: np.ndarray, output_dtype: str, input_dtype) -> np.n
     if target.kind == "b":
         return values > 0.5
     return values.astype(target, copy=False)
+
+
+def output_dtype_of(output: str, output_dtype: str, input_dtype) -> np.dtype:
+    """The dtype :func:`to_output_units` gives ``output`` (uncertainty stays float32)."""
+    if output == "uncertainty" or output_dtype == "float32":
+        return np.dtype("float32")
+    return np.dtype(input_dtype if output_dtype == "input" else output_dtype)
+
+
+def to_output_units(values: np.ndarray, *, norm: Normalization, output: str, output_dtype: str,
+                    input_dtype) -> np.ndarray:
+    """Undo the normalisation of merged network values and convert to the output dtype."""
+    if output == "uncertainty":
+        # A standard deviation scales with the span but has no offset.
+        return np.asarray(values, dtype=np.float32) * np.float32(norm.span)
+    return to_output_dtype(norm.inverse(values), output_dtype, input_dtype)
+
+
+def predict_block(raw: np.ndarray, norms: list[Normalization], restorer: Restorer, device,
+                  autocast_dtype=None) -> np.ndarray:
+    """Run ``restorer`` on one padded block ``raw`` (C, *padded) of input units.
+
+    Returns
+    -------
+    numpy.ndarray
+        Normalised predictions (C * K, *padded output), channel-major, K = outputs.
+    """
+    import torch
+
+    x = np.stack([norm.forward(raw[c]) for c, norm in enumerate(norms)])[:, None]
+    with torch.inference_mode():
+        tensor = torch.from_numpy(x).to(device)
+        if autocast_dtype is not None:
+            with torch.autocast(device.type, dtype=autocast_dtype):
+                pred = restorer(tensor)
+        else:
+            pred = restorer(tensor)
+        pred = pred.float().cpu().numpy()  # (C, K, *out)
+    return pred.reshape(-1, *pred.shape[2:])
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -271,17 +315,9 @@ def iter_restore(
             for i, block in enumerate(plan):
                 if should_stop is not None and should_stop():
                     raise RestoreCancelled("restoration cancelled")
-                raw = read_block(volume, block)  # (C, *padded)
-                x = np.stack([norms[c].forward(raw[c]) for c in range(n_channels)])[:, None]
-                with torch.inference_mode():
-                    tensor = torch.from_numpy(x).to(torch_device)
-                    if autocast_dtype is not None:
-                        with torch.autocast(torch_device.type, dtype=autocast_dtype):
-                            pred = restorer(tensor)
-                    else:
-                        pred = restorer(tensor)
-                    pred = pred.float().cpu().numpy()  # (C, K, *out)
-                merger.add(block, pred.reshape(n_channels * n_outputs, *pred.shape[2:]))
+                pred = predict_block(read_block(volume, block), norms, restorer,
+                                     torch_device, autocast_dtype)
+                merger.add(block, pred)
                 yield RestoreProgress("blocks", i + 1, len(plan), plan.describe())
             break
         except Exception as exc:
@@ -304,18 +340,13 @@ def iter_restore(
         per_channel = []
         for c in range(n_channels):
             values = merged[c, k]
-            if name == "uncertainty":
-                # A standard deviation scales with the span but has no offset.
-                per_channel.append(values * np.float32(norms[c].span))
-            elif out_store is not None:
-                per_channel.append(
-                    values.map_blocks(
-                        lambda v, n=norms[c]: _to_output_dtype(n.inverse(v), output_dtype, input_dtype),
-                        dtype=np.dtype(input_dtype if output_dtype == "input" else output_dtype),
-                    )
-                )
+            convert = functools.partial(to_output_units, norm=norms[c], output=name,
+                                        output_dtype=output_dtype, input_dtype=input_dtype)
+            if out_store is not None:
+                per_channel.append(values.map_blocks(
+                    convert, dtype=output_dtype_of(name, output_dtype, input_dtype)))
             else:
-                per_channel.append(_to_output_dtype(norms[c].inverse(values), output_dtype, input_dtype))
+                per_channel.append(convert(values))
         if data.ndim == 3:
             outputs[name] = per_channel[0]
         elif out_store is None:
