@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -16,6 +17,9 @@ from .tiling import ArrayMerger, BlockPlan, ZarrMerger, auto_block_shape, read_b
 OUTPUT_DTYPES = ("float32", "input", "uint8", "uint16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# A network spreads one NaN over its receptive field (RCAN's attention: the whole block).
+NON_FINITE = ("the volume has NaN or Inf values (or values beyond the float32 range); "
+              "replace them first (e.g. numpy.nan_to_num) or crop them away")
 
 
 class RestoreCancelled(Exception):
@@ -117,17 +121,24 @@ def resolve_precision(precision: str, device):
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def memory_budget(device) -> float:
-    """Bytes a block may use: half the free GPU memory, or a share of available RAM."""
+def available_memory(device) -> float:
+    """Bytes free on ``device``: free GPU memory, or available RAM (4 GiB if unknown)."""
     import torch
 
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return 0.5 * free
+        return float(free)
     try:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
-        available = 4 * 2**30
+        return float(4 * 2**30)
+
+
+def memory_budget(device) -> float:
+    """Bytes a block may use: half the free GPU memory, or a share of available RAM."""
+    available = available_memory(device)
+    if device.type == "cuda":
+        return 0.5 * available
     # Big blocks pay: every block re-reads its halo (SRUNet's is 33 voxels laterally).
     return float(min(0.25 * available, 4 * 2**30))
 
@@ -163,11 +174,18 @@ def as_volume_array(data):
         )
     if data.ndim == 3:
         return data[None]
+    if data.ndim == 4 and data.shape[-1] in (3, 4):
+        raise ValueError(
+            f"the last axis of {tuple(data.shape)} has {data.shape[-1]} values: an RGB(A) "
+            "volume? Restoration takes channels first (C, Z, Y, X): move the colour axis "
+            "first (numpy.moveaxis(data, -1, 0)) or convert to grayscale"
+        )
     if data.ndim == 4:
         return data
     raise ValueError(
         f"restoration needs a 3D volume (Z, Y, X) or channels first (C, Z, Y, X); "
-        f"got {data.ndim} dimensions {tuple(data.shape)}"
+        f"got {data.ndim} dimensions {tuple(data.shape)}: restore one time point or "
+        "position at a time (e.g. data[t])"
     )
 
 
@@ -213,6 +231,8 @@ def predict_block(raw: np.ndarray, norms: list[Normalization], restorer: Restore
     import torch
 
     x = np.stack([norm.forward(raw[c]) for c, norm in enumerate(norms)])[:, None]
+    if not np.isfinite(x).all():
+        raise ValueError(NON_FINITE)
     with torch.inference_mode():
         tensor = torch.from_numpy(x).to(device)
         if autocast_dtype is not None:
@@ -222,6 +242,18 @@ def predict_block(raw: np.ndarray, norms: list[Normalization], restorer: Restore
             pred = restorer(tensor)
         pred = pred.float().cpu().numpy()  # (C, K, *out)
     return pred.reshape(-1, *pred.shape[2:])
+
+
+def _check_block_fits(plan: BlockPlan, bytes_per_voxel: float, device) -> None:
+    """Refuse a requested block shape whose estimate exceeds the memory free on ``device``."""
+    need = math.prod(plan.max_input_shape()) * plan.z_factor * bytes_per_voxel
+    free = available_memory(device)
+    if need > free:
+        raise ValueError(
+            f"blocks of {'x'.join(map(str, plan.block_shape))} voxels need about "
+            f"{need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB free on {device}: "
+            "use block shape 'auto' or smaller blocks"
+        )
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -290,6 +322,9 @@ def iter_restore(
 
     yield RestoreProgress("normalise", 0, n_channels, "computing percentiles")
     norms = [percentile_normalization(volume[c], percentiles) for c in range(n_channels)]
+    # Fail before any block for in-memory input (a float64 sum has no temporary array).
+    if isinstance(volume, np.ndarray) and not np.isfinite(volume.sum(dtype=np.float64)):
+        raise ValueError(NON_FINITE)
 
     restorer.prepare(torch_device, autocast_dtype)
     auto = isinstance(block_shape, str)
@@ -307,6 +342,8 @@ def iter_restore(
         else:
             core = tuple(int(b) for b in block_shape)
         plan = BlockPlan(spatial, core, restorer.halo, z_factor, restorer.divisor, overlap)
+        if not auto:
+            _check_block_fits(plan, restorer.bytes_per_voxel * n_channels, torch_device)
         if out_store is None:
             merger = ArrayMerger(plan, n_outputs * n_channels)
         else:
