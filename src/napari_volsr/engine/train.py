@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
@@ -226,6 +227,7 @@ def _save_checkpoint(folder: Path, method, step: int, elapsed: float,
 
 
 def _load_checkpoint(folder: Path, method, config: TrainingConfig) -> tuple[int, float, list]:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     meta_path = folder / CHECKPOINT_META
@@ -237,9 +239,15 @@ def _load_checkpoint(folder: Path, method, config: TrainingConfig) -> tuple[int,
             f"{folder}: the checkpoint belongs to a different model config; "
             "resume with the same settings or start a new run under another name"
         )
-    method.load_state_dict(load_file(str(folder / CHECKPOINT_WEIGHTS)))
-    # Our own file, but loaded like any other: tensors and plain containers only.
-    state = torch.load(folder / CHECKPOINT_STATE, map_location="cpu", weights_only=True)
+    try:
+        method.load_state_dict(load_file(str(folder / CHECKPOINT_WEIGHTS)))
+        # Our own file, but loaded like any other: tensors and plain containers only.
+        state = torch.load(folder / CHECKPOINT_STATE, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, SafetensorError, OSError, RuntimeError, EOFError) as exc:
+        raise ModelError(
+            f"{folder}: the checkpoint is damaged or holds more than tensors (refused, nothing "
+            f"in it was run: {type(exc).__name__}); train the model anew instead of resuming"
+        ) from exc
     for opt, sd in zip(method.optimizers, state["optimizers"], strict=True):
         opt.load_state_dict(sd)
     for scaler, sd in zip(method.scalers, state["scalers"]):
