@@ -63,11 +63,15 @@ def library_dir() -> Path:
 
 
 def list_library() -> list[str]:
-    """Names of the model folders in the library (those with a config.json)."""
+    """Names of the model folders in the library (those with a config.json).
+
+    Hidden folders are skipped: a save killed midway leaves its temporary there.
+    """
     root = library_dir()
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / CONFIG_FILE).is_file())
+    return sorted(p.name for p in root.iterdir()
+                  if not p.name.startswith(".") and (p / CONFIG_FILE).is_file())
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ +-]*$")

@@ -69,6 +69,14 @@ class NetworkRestorer:
                  seed: int = 0, rcan_halo: int = 16, plane_pixels: int = 1_000_000,
                  flips: bool = False):
         config = model.config
+        if config.in_channels != 1 or config.out_channels != 1:
+            # Volumes are restored channel by channel (DESIGN 3): each block is (B, 1, ...).
+            raise ValueError(
+                f"model '{config.name}' takes {config.in_channels} input and gives "
+                f"{config.out_channels} output channels; restoration runs each channel "
+                "separately through a one-channel model: retrain it with in_channels = "
+                "out_channels = 1"
+            )
         self.model = model
         self.config = config
         self.family = family(config.network.family)
