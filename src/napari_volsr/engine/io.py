@@ -117,6 +117,14 @@ def _require_file(path: Path) -> None:
 _TIFF_AXIS_MAP = {"I": "Z", "Q": "Z", "S": "C"}
 
 
+def _valid_size(value) -> bool:
+    """A usable voxel size: positive and finite. Others count as missing, like a zero."""
+    try:
+        return 0 < float(value) < float("inf")
+    except (TypeError, ValueError):
+        return False
+
+
 def _tiff_spacing(tif, series) -> tuple[dict[str, float], str | None]:
     """Voxel size per axis letter and the unit, from ImageJ or OME metadata."""
     import tifffile
@@ -130,7 +138,7 @@ def _tiff_spacing(tif, series) -> tuple[dict[str, float], str | None]:
             pixels = image["Pixels"]
             for ax in "XYZ":
                 value = pixels.get(f"PhysicalSize{ax}")
-                if value:
+                if _valid_size(value):
                     sizes[ax] = float(value)
                     unit = unit or pixels.get(f"PhysicalSize{ax}Unit", "µm")
         except (KeyError, TypeError, ValueError, IndexError):
@@ -145,7 +153,7 @@ def _tiff_spacing(tif, series) -> tuple[dict[str, float], str | None]:
                     sizes[ax] = den / num
         if tif.is_imagej and tif.imagej_metadata:
             meta = tif.imagej_metadata
-            if meta.get("spacing"):
+            if _valid_size(meta.get("spacing")):
                 sizes["Z"] = float(meta["spacing"])
             unit = meta.get("unit")
     return sizes, _normalise_unit(unit)
@@ -171,6 +179,20 @@ def _check_complete(tif, series, path: Path) -> None:
         raise VolumeIOError(f"{path}: the TIFF is truncated (incomplete copy or download?)")
 
 
+class _NamedErrors:
+    """A lazily read array whose decoding errors name the file (dask reads it much later)."""
+
+    def __init__(self, array, path: Path):
+        self.array, self.path = array, path
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+
+    def __getitem__(self, index):
+        try:
+            return self.array[index]
+        except Exception as exc:  # codecs raise their own types for damaged data
+            raise VolumeIOError(f"{self.path}: damaged image data ({exc})") from exc
+
+
 def _read_tiff(path: Path, lazy: bool) -> Volume:
     import tifffile
 
@@ -184,7 +206,8 @@ def _read_tiff(path: Path, lazy: bool) -> Volume:
                 import dask.array as da
                 import zarr
 
-                data = da.from_zarr(zarr.open(series.aszarr(), mode="r"))
+                array = zarr.open(series.aszarr(), mode="r")
+                data = da.from_array(_NamedErrors(array, path), chunks=array.chunks)
             else:
                 data = series.asarray()
     except VolumeIOError:
@@ -216,12 +239,24 @@ def _read_tiff(path: Path, lazy: bool) -> Volume:
     return Volume(data, spacing, target, unit, metadata={"source_format": "tiff"})
 
 
+def _storable(data: np.ndarray) -> np.ndarray:
+    """Widen types TIFF and NIfTI lack, losslessly: bool -> uint8, float16 -> float32."""
+    if data.dtype == bool:
+        return data.astype(np.uint8)
+    if data.dtype == np.float16:
+        return data.astype(np.float32)
+    return data
+
+
 def _write_tiff(path: Path, volume: Volume, ome: bool) -> None:
     import tifffile
 
-    data = np.asarray(volume.data)
-    if data.dtype == bool:
-        data = data.astype(np.uint8)
+    data = _storable(np.asarray(volume.data))
+    if data.dtype.itemsize == 8 and data.dtype.kind in "iu":
+        raise VolumeIOError(
+            f"TIFF cannot store {data.dtype} values with their voxel spacing; write .nii.gz "
+            "or .zarr, or choose a 32-bit or smaller output type"
+        )
     spatial = [a for a in volume.axes if a in SPATIAL_AXES]
     sizes = dict(zip(spatial, volume.spacing))
     unit = volume.unit or "pixel"
@@ -324,9 +359,9 @@ def _write_nifti(path: Path, volume: Volume) -> None:
         data = data.transpose(2, 1, 0)
     else:
         raise VolumeIOError(f"NIfTI output needs ZYX or CZYX data, got axes {volume.axes}")
-    if data.dtype == bool:
-        data = data.astype(np.uint8)
-    img = nib.Nifti1Image(np.ascontiguousarray(data), nifti_affine_for(volume))
+    data = _storable(data)
+    # NIfTI holds 64-bit integers, but nibabel wants that asked for explicitly.
+    img = nib.Nifti1Image(np.ascontiguousarray(data), nifti_affine_for(volume), dtype=data.dtype)
     img.header.set_xyzt_units(xyz={"µm": "micron", "m": "meter"}.get(volume.unit or "", "mm"))
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
@@ -500,7 +535,10 @@ def read_volume(path: str | os.PathLike, lazy: bool = False) -> Volume:
             f"use one of {', '.join(sorted(READERS))}"
         )
     _require_file(path)
-    volume = READERS[suffix](path, lazy)
+    try:
+        volume = READERS[suffix](path, lazy)
+    except ValueError as exc:  # Volume's checks, e.g. a zero voxel size in the header
+        raise VolumeIOError(f"{path}: {exc}") from exc
     if volume.unit:
         object.__setattr__(volume, "unit", _read_ome_zarr_unit(volume.unit))
     return volume
@@ -523,6 +561,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp
         if path.is_dir() and tmp.is_dir():
             backup = path.with_name(f".{path.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)  # left by a process killed mid-swap
             os.replace(path, backup)
             os.replace(tmp, path)
             shutil.rmtree(backup, ignore_errors=True)
