@@ -962,6 +962,10 @@ def main(argv=None):
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("volsr: interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:  # what no command anticipated: out of memory, a full disk...
+        message = " ".join(str(exc).split()) or "no details"
+        click.echo(f"volsr: error: {type(exc).__name__}: {message}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
