@@ -172,6 +172,8 @@ def as_volume_array(data):
         raise ValueError(
             f"restoration needs a 3D volume (Z, Y, X); got a 2D image of shape {tuple(data.shape)}"
         )
+    if 0 in data.shape:
+        raise ValueError(f"the volume is empty (shape {tuple(data.shape)}); nothing to restore")
     if data.ndim == 3:
         return data[None]
     if data.ndim == 4 and data.shape[-1] in (3, 4):
