@@ -199,7 +199,13 @@ def to_output_dtype(values: np.ndarray, output_dtype: str, input_dtype) -> np.nd
     target = np.dtype(input_dtype) if output_dtype == "input" else np.dtype(output_dtype)
     if target.kind in "iu":
         info = np.iinfo(target)
-        return np.clip(np.rint(values), info.min, info.max).astype(target)
+        values = np.rint(values)
+        # Floats round the top of 32/64-bit ranges up past the maximum, which would wrap
+        # the brightest voxels to the darkest: clip just below it instead.
+        high = np.asarray(info.max, dtype=values.dtype)
+        if int(high) > info.max:
+            high = np.nextafter(high, 0)
+        return np.clip(values, info.min, high).astype(target)
     if target.kind == "b":
         return values > 0.5
     return values.astype(target, copy=False)
