@@ -210,6 +210,11 @@ def _read_tiff(path: Path, lazy: bool) -> Volume:
                 data = da.from_array(_NamedErrors(array, path), chunks=array.chunks)
             else:
                 data = series.asarray()
+                if data.shape != tuple(series.shape):  # tifffile warns and returns less
+                    raise VolumeIOError(
+                        f"{path}: the TIFF's metadata describes {tuple(series.shape)} voxels "
+                        f"but the file holds {data.shape} (truncated or edited?)"
+                    )
     except VolumeIOError:
         raise
     except Exception as exc:  # tifffile raises many types for broken files
