@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import glob
 import json
 import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -173,13 +176,23 @@ def _reference_for(input_path: Path, reference: Path | None) -> Path | None:
                      f"named {input_path.name} or {base}.*)")
 
 
+def _is_zarr(path: Path) -> bool:
+    return format_suffix(path) in (".zarr", ".ome.zarr")
+
+
 def _restore_file(input_path: Path, output_path: Path, restorer_for, options: dict,
-                  reference: Path | None, overwrite: bool, quiet: bool, label: str) -> str:
-    """Restore one file and write it; return the line that says what was written."""
+                  reference: Path | None, overwrite: bool, quiet: bool, label: str,
+                  cluster=None) -> str:
+    """Restore one file and write it; return the line that says what was written.
+
+    Zarr outputs are streamed: blocks merge into a scratch store beside the output
+    (or, with ``cluster`` = (client, spec_for), workers write the output directly), so
+    memory is bounded by the block plan, not the volume.
+    """
     import numpy as np
 
     from .engine.evaluate import check_same_shape, rescale_to
-    from .engine.predict import to_output_dtype, iter_restore
+    from .engine.predict import iter_restore, to_output_dtype
 
     volume = read_volume(input_path, lazy=True)
     if len(volume.spacing) != 3:
@@ -187,6 +200,18 @@ def _restore_file(input_path: Path, output_path: Path, restorer_for, options: di
             f"{input_path} is a 2D image {tuple(volume.data.shape)}; "
             "restoration needs a 3D volume (Z, Y, X)"
         )
+    if cluster is not None:
+        from .engine.dask_restore import iter_restore_to_zarr
+
+        client, spec_for = cluster
+        run = {k: v for k, v in options.items() if k not in ("device", "precision")}
+        result = _run_with_progress(
+            iter_restore_to_zarr(input_path, spec_for(volume.spacing), output_path, client,
+                                 overwrite=overwrite, **run), quiet, label)
+        spacing = " x ".join(f"{s:g}" for s in result.spacing)
+        return (f"wrote {output_path}: {tuple(result.data.shape)} {result.data.dtype}, spacing "
+                f"{spacing} {volume.unit or ''} ({result.settings['method']} x{result.z_factor}; "
+                f"{result.plan} on {result.settings['workers']} dask workers)")
     restorer = restorer_for(volume.spacing)
     factor = restorer.z_factor
     ground_truth = None
@@ -197,16 +222,26 @@ def _restore_file(input_path: Path, output_path: Path, restorer_for, options: di
         check_same_shape(shape, ground_truth.data.shape, what=f"the result of {input_path.name}")
     output_dtype = options["output_dtype"]
     run_options = dict(options, output_dtype="float32") if ground_truth is not None else options
-    generator = iter_restore(volume.data, restorer, spacing=volume.spacing, origin=volume.origin,
-                             **run_options)
-    result = _run_with_progress(generator, quiet, label)
-    data, note = result.data, ""
-    if ground_truth is not None:
-        data, gain, offset = rescale_to(np.asarray(data), ground_truth.data)
-        data = to_output_dtype(data, output_dtype, volume.data.dtype)
-        note = f"; fitted to {reference.name}: {gain:.6g} * x + {offset:.6g}"
-    out = volume.with_data(data, spacing=result.spacing, origin=result.origin)
-    write_volume(output_path, out, overwrite=overwrite)
+    scratch = None
+    if _is_zarr(output_path) and ground_truth is None:
+        # Named like io.atomic_path's temporaries, so an interrupt's cleanup finds it.
+        scratch = Path(tempfile.mkdtemp(prefix=f".{output_path.name}.", suffix=".part-merge.zarr",
+                                        dir=output_path.parent))
+        run_options = dict(run_options, out_store=str(scratch))
+    try:
+        generator = iter_restore(volume.data, restorer, spacing=volume.spacing,
+                                 origin=volume.origin, **run_options)
+        result = _run_with_progress(generator, quiet, label)
+        data, note = result.data, ""
+        if ground_truth is not None:
+            data, gain, offset = rescale_to(np.asarray(data), ground_truth.data)
+            data = to_output_dtype(data, output_dtype, volume.data.dtype)
+            note = f"; fitted to {reference.name}: {gain:.6g} * x + {offset:.6g}"
+        out = volume.with_data(data, spacing=result.spacing, origin=result.origin)
+        write_volume(output_path, out, overwrite=overwrite)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     spacing = " x ".join(f"{s:g}" for s in result.spacing)
     return (f"wrote {output_path}: {tuple(data.shape)} {data.dtype}, spacing {spacing} "
             f"{volume.unit or ''} ({restorer.name} x{factor}; {result.plan}{note})")
@@ -242,12 +277,20 @@ def _restore_file(input_path: Path, output_path: Path, restorer_for, options: di
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
               default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Restore on a local dask.distributed cluster of N worker processes "
+              "(zarr output).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Restore on a running dask.distributed cluster (e.g. tcp://host:8786); "
+              "the output zarr must be on storage every worker can write.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def restore(input_path, output_path, model, z_factor, block_shape, overlap, percentiles,
-            output_dtype, out_format, reference, device, precision, overwrite, quiet):
+            output_dtype, out_format, reference, device, precision, overwrite, workers,
+            scheduler, quiet):
     """Restore (and z-upsample) a volume file, or every volume in a folder.
 
     Outputs are written atomically: Ctrl-C leaves finished files and no partial ones.
+    Zarr outputs are streamed block by block, so volumes larger than memory work.
     In batch mode a file that fails is reported and the others go on; the exit status
     is then non-zero.
     """
@@ -281,21 +324,82 @@ def restore(input_path, output_path, model, z_factor, block_shape, overlap, perc
     restorer_for = _restorer_factory(model, factor, device)
     options = dict(block_shape=blocks, overlap=overlaps, percentiles=(low, high),
                    output_dtype=output_dtype, device=device, precision=precision)
-    if batch:
-        _restore_batch(jobs, input_path, output_path, restorer_for, options, reference,
-                       overwrite, quiet)
-        return
-    guard = _OutputGuard(output_path)
-    try:
-        line = _restore_file(input_path, output_path, restorer_for, options,
-                             _reference_for(input_path, reference), overwrite, quiet, "restoring")
-    except (VolumeIOError, ValueError) as exc:
-        raise _Failure(str(exc)) from None
-    except KeyboardInterrupt:
-        written = guard.clean()
-        raise _Interrupted(f"{output_path} was written before the interrupt" if written
-                           else "no output was written") from None
+    distributed = workers is not None or scheduler is not None
+    if distributed:
+        _check_distributed(workers, scheduler, [out for _, out in jobs], reference)
+    with _dask_cluster(workers, scheduler, model, factor, device, precision) as cluster:
+        if batch:
+            _restore_batch(jobs, input_path, output_path, restorer_for, options, reference,
+                           overwrite, quiet, cluster)
+            return
+        guard = _OutputGuard(output_path)
+        try:
+            line = _restore_file(input_path, output_path, restorer_for, options,
+                                 _reference_for(input_path, reference), overwrite, quiet,
+                                 "restoring", cluster)
+        except (VolumeIOError, ValueError) as exc:
+            raise _Failure(str(exc)) from None
+        except KeyboardInterrupt:
+            written = guard.clean()
+            raise _Interrupted(f"{output_path} was written before the interrupt" if written
+                               else "no output was written") from None
     click.echo(line.rstrip(), err=quiet)
+
+
+def _check_distributed(workers, scheduler, outputs: list[Path], reference) -> None:
+    if workers is not None and scheduler is not None:
+        raise _Failure("give --workers (a local cluster) or --scheduler (an existing one), "
+                       "not both")
+    if reference is not None:
+        raise _Failure("--rescale needs the whole result in memory; restore without "
+                       "--workers/--scheduler")
+    if not all(_is_zarr(out) for out in outputs):
+        raise _Failure("dask workers write their blocks into one zarr store: name the output "
+                       "*.zarr (or --format zarr for a folder)")
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise _Failure("--workers/--scheduler need dask.distributed: "
+                       "pip install 'napari-volsr[distributed]'") from None
+
+
+@contextlib.contextmanager
+def _dask_cluster(workers, scheduler, model, factor, device, precision):
+    """Yield (client, spacing -> RestorerSpec) for distributed restoration, or None."""
+    if workers is None and scheduler is None:
+        yield None
+        return
+    from ._layers import default_z_factor
+    from .engine.dask_restore import local_cluster_client, model_spec, torch_threads_per_worker
+    from .engine.restorers import BASELINES
+
+    threads = torch_threads_per_worker(workers) if workers else None
+    try:
+        spec = model_spec(model, factor, device, precision, threads)
+    except Exception as exc:
+        raise _Failure(str(exc)) from None
+
+    def spec_for(spacing):
+        if model in BASELINES and factor is None:
+            return dataclasses.replace(spec, z_factor=default_z_factor(spacing))
+        return spec
+
+    if workers is not None:
+        client = local_cluster_client(workers)
+    else:
+        from distributed import Client
+
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise _Failure(f"cannot reach the dask scheduler at {scheduler} ({exc})") from None
+    try:
+        yield client, spec_for
+    finally:
+        cluster = client.cluster if workers is not None else None
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def _restorer_factory(model: str, factor: int | None, device: str):
@@ -344,7 +448,7 @@ def _batch_jobs(input_dir: Path, output_dir: Path,
 
 
 def _restore_batch(jobs, input_dir: Path, output_dir: Path, restorer_for, options: dict,
-                   reference: Path | None, overwrite: bool, quiet: bool) -> None:
+                   reference: Path | None, overwrite: bool, quiet: bool, cluster=None) -> None:
     """Restore every file; report failures one by one and fail at the end if any did."""
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -364,7 +468,7 @@ def _restore_batch(jobs, input_dir: Path, output_dir: Path, restorer_for, option
                 raise ValueError(f"{output_path} exists; pass --overwrite")
             line = _restore_file(input_path, output_path, restorer_for, options,
                                  _reference_for(input_path, reference), overwrite, quiet,
-                                 f"[{i}/{n}] {input_path.name}")
+                                 f"[{i}/{n}] {input_path.name}", cluster)
         except KeyboardInterrupt:
             if guard.clean():
                 written += 1

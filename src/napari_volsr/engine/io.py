@@ -431,19 +431,29 @@ def _read_zarr(path: Path, lazy: bool) -> Volume:
 
 def _write_zarr(path: Path, volume: Volume) -> None:
     import dask.array as da
+
+    array = ome_zarr_array(path, volume)
+    if isinstance(volume.data, da.Array):
+        # Chunk-aligned writes: memory stays bounded by a few chunks, no locks needed.
+        da.store(volume.data.rechunk(array.chunks), array, lock=False)
+    else:
+        array[...] = np.asarray(volume.data)
+
+
+def ome_zarr_array(path: Path, volume: Volume):
+    """Create an OME-Zarr 0.4 group at ``path`` for ``volume`` and return its empty level 0.
+
+    Only ``volume.data``'s shape and dtype are used, so a lazy array can be written
+    into the result chunk by chunk (by dask workers too: chunks are 64 voxels a side).
+    """
     import zarr
 
     group = zarr.open_group(str(path), mode="w", zarr_format=2)
     data = volume.data
-    spatial = volume.spatial_shape
-    chunks = tuple(min(n, 64) for n in spatial)
+    chunks = tuple(min(n, 64) for n in volume.spatial_shape)
     if volume.channel_axis is not None:
         chunks = (1, *chunks)
     array = group.create_array("0", shape=data.shape, dtype=data.dtype, chunks=chunks)
-    if isinstance(data, da.Array):
-        da.store(data.rechunk(chunks), array, lock=False)
-    else:
-        array[...] = np.asarray(data)
     axis_type = {"C": "channel", "Z": "space", "Y": "space", "X": "space"}
     unit = {"µm": "micrometer", "nm": "nanometer", "mm": "millimeter"}.get(volume.unit or "")
     axes_meta = []
@@ -473,6 +483,7 @@ def _write_zarr(path: Path, volume: Volume) -> None:
         }
     ]
     group.attrs["napari_volsr"] = json.loads(json.dumps(volume.metadata, default=str))
+    return array
 
 
 def _read_ome_zarr_unit(unit):
