@@ -15,7 +15,7 @@ from napari_volsr.engine.registry import build_network, network_config
 from napari_volsr.engine.restorers import get_restorer
 from napari_volsr.engine.tiling import BlockPlan
 
-BLOCKS = (6, 16, 16)
+BLOCKS = (6, 24, 24)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_cli_scheduler_address_and_zarr_input(capsys, tmp_path, cluster, model_d
     address = cluster.scheduler.address
     out = tmp_path / "out.zarr"
     code, stdout, stderr = run(capsys, "restore", "-i", str(folder / "in.zarr"), "-o", str(out),
-                               "-m", str(model_dir), "--block-shape", "6,16,16",
+                               "-m", str(model_dir), "--block-shape", "6,24,24",
                                "--scheduler", address, "--output-dtype", "uint16")
     assert code == 0, stderr
     assert "on 2 dask workers" in stdout
@@ -135,7 +135,7 @@ def test_streamed_zarr_output_equals_the_in_memory_result(capsys, tmp_path, mode
     folder, _ = volume_files
     out = tmp_path / "out.zarr"
     code, _, stderr = run(capsys, "restore", "-i", str(folder / "in.zarr"), "-o", str(out),
-                          "-m", str(model_dir), "--block-shape", "6,16,16", "-q")
+                          "-m", str(model_dir), "--block-shape", "6,24,24", "-q")
     assert code == 0, stderr
     written = read_volume(out, lazy=True)
     assert written.metadata["source_format"] == "zarr"

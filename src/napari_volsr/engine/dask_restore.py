@@ -302,7 +302,7 @@ def local_cluster_client(n_workers: int, threads_per_worker: int = 1):
     from distributed import Client, LocalCluster
 
     cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
-                           processes=True, host="127.0.0.1", dashboard_address=None)
+                           processes=True, host="127.0.0.1", dashboard_address=":0")
     return Client(cluster)
 
 
