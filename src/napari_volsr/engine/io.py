@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -105,6 +106,11 @@ def _normalise_unit(unit: Any) -> str | None:
     return aliases.get(text.lower(), text) if text.lower() in aliases else text
 
 
+def _one_line(exc: BaseException) -> str:
+    """A library's error text on one line (nibabel's span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def _require_file(path: Path) -> None:
     if not path.exists():
         raise VolumeIOError(f"{path}: no such file or folder")
@@ -177,6 +183,14 @@ def _check_complete(tif, series, path: Path) -> None:
         planes *= 1 if axis in "YXS" else n
     if end > size or planes < expected:
         raise VolumeIOError(f"{path}: the TIFF is truncated (incomplete copy or download?)")
+    # With pages missing, tifffile falls back to what it finds (one plane: "a 2D image").
+    shaped = tif.shaped_metadata if tif.is_shaped else None
+    described = shaped[0].get("shape") if shaped else None
+    if described and math.prod(described) != math.prod(series.shape):
+        raise VolumeIOError(
+            f"{path}: the TIFF's metadata describes {tuple(described)} voxels but the file "
+            f"holds {tuple(series.shape)} (truncated or edited?)"
+        )
 
 
 class _NamedErrors:
@@ -190,7 +204,7 @@ class _NamedErrors:
         try:
             return self.array[index]
         except Exception as exc:  # codecs raise their own types for damaged data
-            raise VolumeIOError(f"{self.path}: damaged image data ({exc})") from exc
+            raise VolumeIOError(f"{self.path}: damaged image data ({_one_line(exc)})") from exc
 
 
 def _read_tiff(path: Path, lazy: bool) -> Volume:
@@ -218,7 +232,7 @@ def _read_tiff(path: Path, lazy: bool) -> Volume:
     except VolumeIOError:
         raise
     except Exception as exc:  # tifffile raises many types for broken files
-        raise VolumeIOError(f"{path}: not a readable TIFF ({exc})") from exc
+        raise VolumeIOError(f"{path}: not a readable TIFF ({_one_line(exc)})") from exc
     axes = "".join(_TIFF_AXIS_MAP.get(a, a) for a in axes)
     # Drop singleton axes we do not model (T, a second Z from 'I', etc.).
     keep = [i for i, (a, n) in enumerate(zip(axes, data.shape)) if a in "CZYX" or n > 1]
@@ -308,7 +322,7 @@ def _read_nifti(path: Path, lazy: bool) -> Volume:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel raises several types for broken files
-        raise VolumeIOError(f"{path}: not a readable NIfTI file ({exc})") from exc
+        raise VolumeIOError(f"{path}: not a readable NIfTI file ({_one_line(exc)})") from exc
     if data.ndim == 2:
         data = data[:, :, None]
     if data.ndim == 4:
@@ -383,7 +397,7 @@ def _read_zarr(path: Path, lazy: bool) -> Volume:
     try:
         node = zarr.open(str(path), mode="r")
     except Exception as exc:
-        raise VolumeIOError(f"{path}: not a readable zarr store ({exc})") from exc
+        raise VolumeIOError(f"{path}: not a readable zarr store ({_one_line(exc)})") from exc
     attrs = dict(node.attrs)
     ome = attrs.get("ome", attrs)  # OME-Zarr 0.5 nests its keys under "ome"
     if "multiscales" in ome:
