@@ -980,9 +980,13 @@ def _run_training(config, arrays: dict, folder: Path, spacing, resume: bool, ove
         data = training_data(config, **arrays)
     except (ValueError, VolumeIOError) as exc:
         raise _Failure(str(exc)) from None
+    from .engine import ddp
+
+    replica = ddp.from_environment()  # under torchrun: only rank 0 reports
+    main_rank = replica is None or replica.is_main
     generator = iter_train(config, data, output_dir=folder, resume=resume, overwrite=overwrite,
                            voxel_spacing=spacing)
-    display = _TrainDisplay(quiet, config.minutes)
+    display = _TrainDisplay(quiet or not main_rank, config.minutes)
     checkpoints = checkpoint_dir_for(folder)
     stopped_by = None
     try:
@@ -1009,6 +1013,8 @@ def _run_training(config, arrays: dict, folder: Path, spacing, resume: bool, ove
         raise _Failure(" ".join(str(exc).split())) from None
     finally:
         display.close()
+    if not main_rank:
+        return
     what, scores = _card_summary(folder)
     if stopped_by is not None:
         raise _Interrupted(

@@ -120,12 +120,13 @@ class TrainingData:
         """Patch shape on the target grid: the first axis times ``z_factor``."""
         return (self.patch_shape[0] * self.z_factor, *self.patch_shape[1:])
 
-    def batch(self, step: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    def batch(self, step: int, batch_size: int, rank: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Augmented training pairs for one step.
 
         The random stream is ``np.random.default_rng([seed, step])``: the same step
         always gives the same arrays, so resuming needs no saved RNG state and a
-        prefetch thread may compute later steps ahead.
+        prefetch thread may compute later steps ahead. Data-parallel replicas other
+        than rank 0 draw from ``[seed, step, rank]``, so each sees different pairs.
 
         Parameters
         ----------
@@ -133,6 +134,8 @@ class TrainingData:
             Training step, ``>= 0``.
         batch_size
             Number of pairs, ``>= 1``.
+        rank
+            Data-parallel replica (0 when training in one process).
 
         Returns
         -------
@@ -147,7 +150,8 @@ class TrainingData:
             raise ValueError(f"step must be an integer >= 0, got {step}")
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size}")
-        rng = np.random.default_rng([self.seed, int(step)])
+        key = [self.seed, int(step)] + ([int(rank)] if rank else [])
+        rng = np.random.default_rng(key)
         pairs = [self._sample(rng) for _ in range(int(batch_size))]
         inputs = np.stack([inp for inp, _ in pairs])[:, None]
         targets = np.stack([tgt for _, tgt in pairs])[:, None]

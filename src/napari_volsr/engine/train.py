@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import ddp
 from .config import TrainingConfig
 from .data import TrainingData
 from .io import atomic_path
@@ -135,8 +137,8 @@ class _Prefetcher:
     Batches depend only on (seed, step), so computing ahead changes nothing.
     """
 
-    def __init__(self, data: TrainingData, batch_size: int, ahead: int):
-        self.data, self.batch_size, self.ahead = data, batch_size, ahead
+    def __init__(self, data: TrainingData, batch_size: int, ahead: int, rank: int = 0):
+        self.data, self.batch_size, self.ahead, self.rank = data, batch_size, ahead, rank
         self.pool = ThreadPoolExecutor(max_workers=1) if ahead > 0 else None
         self.pending: dict[int, object] = {}
         self.waited = 0.0
@@ -144,11 +146,12 @@ class _Prefetcher:
     def get(self, step: int):
         start = time.perf_counter()
         if self.pool is None:
-            batch = self.data.batch(step, self.batch_size)
+            batch = self.data.batch(step, self.batch_size, self.rank)
         else:
             for s in range(step, step + self.ahead + 1):
                 if s not in self.pending:
-                    self.pending[s] = self.pool.submit(self.data.batch, s, self.batch_size)
+                    self.pending[s] = self.pool.submit(self.data.batch, s, self.batch_size,
+                                                       self.rank)
             batch = self.pending.pop(step).result()
         self.waited += time.perf_counter() - start
         return batch
@@ -289,6 +292,11 @@ def iter_train(
         A small ZYX array restored with the current weights at every validation.
     voxel_spacing
         Spacing of the training data, recorded in the model card.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every process runs this generator: the
+    networks train as DistributedDataParallel replicas, each on its own batches, and
+    only rank 0 validates, checkpoints, saves and returns the model (other ranks
+    return None). The effective batch is ``batch_size`` times the number of processes.
     """
     model_cfg = config.model
     if data.z_factor != model_cfg.z_factor or data.spatial_dims != model_cfg.spatial_dims:
@@ -301,6 +309,10 @@ def iter_train(
     if folder.exists() and not (resume or overwrite):
         raise ModelError(f"a model named '{folder.name}' exists; choose another name, resume or overwrite")
     device = resolve_device(config.device)
+    replica = ddp.from_environment()
+    if replica is not None:
+        device = ddp.start(replica, device)
+    main = replica is None or replica.is_main
     autocast_dtype = resolve_precision(config.precision, device)
 
     torch.manual_seed(config.seed)
@@ -313,10 +325,15 @@ def iter_train(
     step, elapsed_before, history = 0, 0.0, []
     if resume:
         step, elapsed_before, history = _load_checkpoint(checkpoints, method, config)
-    for warning in data.warnings:
+    if replica is not None:
+        method.distribute(functools.partial(ddp.wrap, device=device))  # rank 0's weights
+        # Own noise per replica (diffusion levels, GP mixing), reproducible from the step.
+        torch.manual_seed(config.seed + 7919 * replica.rank + 104729 * step)
+    for warning in data.warnings if main else ():
         yield TrainProgress(step, total, message=warning)
 
-    prefetch = _Prefetcher(data, config.batch_size, config.prefetch)
+    prefetch = _Prefetcher(data, config.batch_size, config.prefetch,
+                           replica.rank if replica is not None else 0)
     start = time.monotonic()
     deadline = None if config.minutes is None else config.minutes * 60
     last_validation: dict[str, float] | None = None
@@ -333,15 +350,24 @@ def iter_train(
             group["lr"] = base * factor
 
     def save_everything():
+        if not main:
+            return None
         _save_checkpoint(checkpoints, method, step, elapsed(), history, config)
         wait = prefetch.waited / max(time.monotonic() - start, 1e-9)
         return _save_final(folder, config, data, method, step, elapsed(), history,
-                           last_validation, stopped, voxel_spacing, wait)
+                           last_validation, stopped, voxel_spacing, wait,
+                           replica.world_size if replica is not None else 1)
 
     try:
-        while (total is None or step < total) and (deadline is None or elapsed() < deadline):
-            if should_stop is not None and should_stop():
+        while True:
+            done = (total is not None and step >= total) or (
+                deadline is not None and elapsed() >= deadline)
+            asked = should_stop is not None and should_stop()
+            if replica is not None:  # clocks and requests differ: stop together
+                done, asked = ddp.any_replica([done, asked], device)
+            if asked:
                 stopped = True
+            if done or asked:
                 break
             inputs, targets = prefetch.get(step)
             batch = {"input": torch.from_numpy(inputs).to(device),
@@ -362,7 +388,7 @@ def iter_train(
                     "lower the learning rate or check the data"
                 )
             validation, preview = None, None
-            if step % config.validate_every == 0 or step == total:
+            if main and (step % config.validate_every == 0 or step == total):
                 validation = last_validation = _validate(method, config, data, device)
                 if preview_input is not None:
                     preview = _preview(method, config, preview_input, device)
@@ -373,7 +399,7 @@ def iter_train(
                 row.update({f"val_{k}": v for k, v in validation.items()})
             history.append(row)
             message = ""
-            if step % config.checkpoint_every == 0:
+            if main and step % config.checkpoint_every == 0:
                 _save_checkpoint(checkpoints, method, step, elapsed(), history, config)
                 message = f"checkpoint saved at step {step}"
             wait = prefetch.waited / max(time.monotonic() - start, 1e-9)
@@ -386,11 +412,15 @@ def iter_train(
         raise
     finally:
         prefetch.close()
+    if not main:
+        ddp.finish()
+        return None
     if history and "val_psnr" not in history[-1]:
         last_validation = _validate(method, config, data, device)
         if history:
             history[-1].update({f"val_{k}": v for k, v in last_validation.items()})
     model = save_everything()
+    ddp.finish()
     yield TrainProgress(step, total, lr=method.optimizers[0].param_groups[0]["lr"],
                         validation=last_validation, elapsed=elapsed(),
                         message=("stopped" if stopped else "finished") + f": model saved to {model.folder}")
@@ -398,7 +428,7 @@ def iter_train(
 
 
 def _save_final(folder, config, data, method, step, elapsed, history, validation, stopped,
-                voxel_spacing, data_wait) -> LoadedModel:
+                voxel_spacing, data_wait, replicas=1) -> LoadedModel:
     net = method_network(method)
     val_text = f", val PSNR {validation['psnr']:.2f} dB" if validation else ""
     training = {
@@ -410,6 +440,7 @@ def _save_final(folder, config, data, method, step, elapsed, history, validation
         "minutes": round(elapsed / 60, 3),
         "stopped_early": stopped,
         "data_wait_share": round(data_wait, 4),
+        "replicas": replicas,  # data-parallel processes: effective batch = batch_size x this
         "final_validation": validation,
         "settings": config.model_dump(mode="json", exclude={"model"}),
     }

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_volsr.engine.interp import INTERPOLATION_MODES, upsample_z
-from napari_volsr.engine.methods._step import backward_step
+from napari_volsr.engine.methods._step import Replicated, backward_step
 from napari_volsr.engine.nets.diffusion_unet import DiffusionUNet
 
 SAMPLERS = ("ddim", "ancestral")
@@ -42,7 +42,7 @@ def linear_beta_schedule(
     return torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
 
 
-class DiffusionMethod(nn.Module):
+class DiffusionMethod(Replicated, nn.Module):
     """Train and sample a conditional diffusion model around a noise-predicting UNet.
 
     The degraded input, interpolated onto the output grid for ``z_factor > 1`` (cubic,
@@ -73,6 +73,8 @@ class DiffusionMethod(nn.Module):
     alphas_cumprod: torch.Tensor
     noise_levels: torch.Tensor
     noise_levels_prev: torch.Tensor
+
+    replicated = ("net",)
 
     def __init__(
         self,
@@ -233,7 +235,7 @@ class DiffusionMethod(nn.Module):
             ).to(target.device)
         noise_level = noise_level.to(device=target.device, dtype=target.dtype)
         x_t = self.q_sample(target, noise_level, noise)
-        return F.mse_loss(self.net(x_t, cond, noise_level), noise)
+        return F.mse_loss(self.replica("net")(x_t, cond, noise_level), noise)
 
     def configure_optimizers(self, lr: float | None = None) -> list[torch.optim.Optimizer]:
         """Create Adam over the network's (not the EMA's) parameters.

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_volsr.engine.interp import upsample_z
-from napari_volsr.engine.methods._step import backward_step
+from napari_volsr.engine.methods._step import Replicated, backward_step
 
 ADVERSARIAL_LOSSES = ("vanilla", "lsgan", "wgangp")
 
@@ -48,7 +48,7 @@ def image_gradient_l1(output: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return torch.stack(terms).mean()
 
 
-class GANMethod(nn.Module):
+class GANMethod(Replicated, nn.Module):
     """Train a generator against a discriminator, with an L1 content loss.
 
     Generator loss: ``content_weight * L1 + adversarial_weight * adversarial
@@ -81,6 +81,10 @@ class GANMethod(nn.Module):
         Default for the ``warmup`` argument of the steps: content loss only, no
         discriminator update (DESIGN recommends a warm-up phase).
     """
+
+    # The discriminator's replica is used only where it learns (its own step); the
+    # generator's step judges with the frozen plain module, whose weights are the same.
+    replicated = ("generator", "discriminator")
 
     def __init__(
         self,
@@ -133,12 +137,15 @@ class GANMethod(nn.Module):
 
     # -- losses -------------------------------------------------------------------------
 
-    def _judge(self, images: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-        """Return discriminator logits for ``images``, conditioned on ``inputs`` if asked."""
+    def _judge(self, images: torch.Tensor, inputs: torch.Tensor, learning: bool = False):
+        """Return discriminator logits for ``images``, conditioned on ``inputs`` if asked.
+
+        ``learning``: the discriminator's own step (through its replica when distributed).
+        """
         if self.d_condition:
             condition = upsample_z(inputs, self.z_factor, "cubic")
             images = torch.cat([images, condition], dim=1)
-        return self.discriminator(images)
+        return (self.replica("discriminator") if learning else self.discriminator)(images)
 
     def _gradient_penalty(self, real, fake, inputs) -> torch.Tensor:
         """Return the WGAN-GP penalty: mean (||grad D(x)|| - 1)^2 on real/fake interpolates."""
@@ -161,8 +168,8 @@ class GANMethod(nn.Module):
         """
         inputs, real = batch["input"], batch["target"]
         fake = fake.detach()
-        real_logits = self._judge(real, inputs)
-        fake_logits = self._judge(fake, inputs)
+        real_logits = self._judge(real, inputs, learning=True)
+        fake_logits = self._judge(fake, inputs, learning=True)
         gp = real.new_zeros(())
         if self.adversarial == "vanilla":
             loss = 0.5 * (
@@ -264,7 +271,7 @@ class GANMethod(nn.Module):
         g_opt, _ = self._ensure_optimizers()
         self.train()
         if fake is None:
-            fake = self.generator(batch["input"])
+            fake = self.replica("generator")(batch["input"])
         g_opt.zero_grad(set_to_none=True)
         with _frozen(self.discriminator):
             losses = self.generator_losses(batch, fake, warmup)
@@ -280,7 +287,7 @@ class GANMethod(nn.Module):
         warmup = self.warmup if warmup is None else warmup
         self._ensure_optimizers()
         self.train()
-        fake = self.generator(batch["input"])
+        fake = self.replica("generator")(batch["input"])
         logs = dict.fromkeys(("d_loss", "d_real", "d_fake", "gp", "adversarial"), math.nan)
         if not warmup:
             logs.update(self.discriminator_step(batch, fake.detach()))

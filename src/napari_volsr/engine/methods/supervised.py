@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from napari_volsr.engine.interp import upsample_z
-from napari_volsr.engine.methods._step import backward_step
+from napari_volsr.engine.methods._step import Replicated, backward_step
 
 LOSSES = ("mae", "mse", "cubic_weighted")
 
@@ -45,7 +45,7 @@ def cubic_weights(inputs: torch.Tensor, target: torch.Tensor, z_factor: int) -> 
     return error / (2 * peak.clamp_min(torch.finfo(error.dtype).tiny)) + 0.5
 
 
-class SupervisedMethod(nn.Module):
+class SupervisedMethod(Replicated, nn.Module):
     """Wrap a network with a pixel loss, its optimizer and one training step.
 
     Parameters
@@ -56,6 +56,8 @@ class SupervisedMethod(nn.Module):
         ``"mae"``, ``"mse"`` or ``"cubic_weighted"`` (MSE weighted by how badly cubic
         interpolation of the input does, see :func:`cubic_weights`).
     """
+
+    replicated = ("net",)
 
     def __init__(self, net: nn.Module, loss: str = "mae"):
         super().__init__()
@@ -71,7 +73,7 @@ class SupervisedMethod(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Return the scalar loss of the net on ``batch`` ({"input", "target"})."""
         inputs, target = batch["input"], batch["target"]
-        pred = self.net(inputs)
+        pred = self.replica("net")(inputs)
         if self.loss == "mae":
             return torch.mean(torch.abs(pred - target))
         if self.loss == "mse":
