@@ -82,6 +82,9 @@ def worker_restorer(spec: RestorerSpec):
     """The restorer of ``spec`` on this process, loaded and moved to its device once."""
     import torch
 
+    from .allocator import bound_heap_growth
+
+    bound_heap_growth()
     if spec.torch_threads:
         torch.set_num_threads(spec.torch_threads)
     restorer = spec.build()

@@ -316,6 +316,9 @@ def iter_restore(
     """
     import torch
 
+    from .allocator import bound_heap_growth
+
+    bound_heap_growth()
     volume = as_volume_array(data)
     input_dtype = np.dtype(volume.dtype)
     if output_dtype not in OUTPUT_DTYPES:
