@@ -121,6 +121,31 @@ def test_unet_forward_small_preset(spatial_dims):
         )
 
 
+def test_attention_matches_the_formula_without_storing_the_attention_matrix():
+    import resource
+
+    from napari_volsr.engine.nets.diffusion_unet import SelfAttention
+
+    torch.manual_seed(0)
+    attention = SelfAttention(3, 64, 8, num_heads=2).eval()
+    nn.init.normal_(attention.proj.weight, std=0.1)
+    x = torch.randn(1, 64, 2, 4, 6)
+    with torch.inference_mode():
+        out = attention(x)
+        qkv = attention.qkv(attention.norm(x)).reshape(1, 3, 2, 32, -1)
+        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # (B, heads, channels, voxels)
+        weights = torch.softmax(q.transpose(-1, -2) @ k / math.sqrt(32), dim=-1)
+        ref = x + attention.proj((v @ weights.transpose(-1, -2)).reshape(x.shape))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    # 16384 voxels: the voxels x voxels matrix alone would be 2 GiB (2 heads, float32).
+    big = torch.randn(1, 64, 16, 32, 32)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with torch.inference_mode():
+        attention(big)
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    assert grown < 2**30
+
+
 @pytest.mark.parametrize(
     "z_factor, halo, divisor",
     [(1, (64, 64), (8, 8)), (3, (22, 64), (8, 8)), (4, (16, 64), (2, 8)), (8, (8, 64), (1, 8))],
