@@ -374,14 +374,16 @@ def wait_for(lines, text, proc, timeout=60):
         time.sleep(0.05)
 
 
-def test_ctrl_c_during_restore_leaves_no_partial_output(tmp_path, rng):
+@pytest.mark.parametrize("suffix", [".tif", ".zarr"])  # zarr: the streamed merge scratch too
+def test_ctrl_c_during_restore_leaves_no_partial_output(tmp_path, rng, suffix):
     data = (rng.random((24, 192, 192)) * 1000).astype(np.uint16)
     write_tiff(tmp_path / "big.tif", data, 0.8)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     # Many small blocks: seconds of work, with a progress line once blocks start.
     proc, lines, reader = start_cli(["restore", "-i", str(tmp_path / "big.tif"), "-o",
-                                     str(out_dir / "big_x4.tif"), "--block-shape", "2,16,16"], {})
+                                     str(out_dir / f"big_x4{suffix}"), "--block-shape",
+                                     "2,16,16"], {})
     wait_for(lines, "restoring", proc)
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
