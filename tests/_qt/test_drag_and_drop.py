@@ -6,11 +6,9 @@ from napari_volsr._qt.restore_widget import RestoreWidget
 
 def _restore_with_defaults(qtbot, widget):
     widget._on_run()
-    worker = widget.worker
-    if worker is not None:
-        with qtbot.waitSignal(worker.finished, timeout=60_000):
-            pass
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+    # The panel forgets its worker when it finishes (on the main thread); waiting for
+    # that cannot miss a quick worker's 'finished' signal as a late waitSignal could.
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
 
 
 def test_dropped_tiff_opens_scaled_and_restores_with_defaults(qtbot, make_napari_viewer,
