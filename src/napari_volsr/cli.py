@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import glob
 import json
+import logging
 import os
 import shutil
 import signal
@@ -1058,6 +1059,9 @@ def demo(headless: bool, output_path: Path):
 
 def main(argv=None):
     """Entry point of the ``volsr`` command: errors are one line, never a traceback."""
+    # tifffile logs what it finds wrong in a file before raising; our error names the
+    # file and the problem in one line, so its log lines would only repeat it, noisily.
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     try:
         cli.main(args=argv, prog_name="volsr", standalone_mode=False)
     except _Interrupted as exc:
