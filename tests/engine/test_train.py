@@ -109,6 +109,19 @@ def test_closing_the_generator_leaves_a_loadable_checkpoint(tmp_path, clean_volu
     assert resumed.config.training["steps"] == 4
 
 
+def test_resume_finds_a_checkpoint_left_mid_swap(tmp_path, clean_volume):
+    config = config_for("rcan", steps=2)
+    data = make_training_data(config, targets=[clean_volume])
+    train(config, data, output_dir=tmp_path / "m")
+    checkpoints = checkpoint_dir_for(tmp_path / "m")
+    # Killed between atomic_path's two renames: only the backup of the last one is left.
+    checkpoints.rename(checkpoints.with_name(f".{checkpoints.name}.old"))
+    resumed = train(config.model_copy(update={"steps": 3}), data, output_dir=tmp_path / "m",
+                    resume=True)
+    assert resumed.config.training["steps"] == 3
+    assert (checkpoints / "checkpoint.json").is_file()
+
+
 def test_minutes_budget_stops(tmp_path, clean_volume):
     config = config_for("gan", steps=None, minutes=0.002)
     data = make_training_data(config, targets=[clean_volume])

@@ -233,6 +233,9 @@ def _load_checkpoint(folder: Path, method, config: TrainingConfig) -> tuple[int,
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    backup = folder.with_name(f".{folder.name}.old")  # io.atomic_path's, mid-swap
+    if not (folder / CHECKPOINT_META).is_file() and (backup / CHECKPOINT_META).is_file():
+        folder = backup  # killed between the two renames: the previous checkpoint is whole
     meta_path = folder / CHECKPOINT_META
     if not meta_path.is_file():
         raise ModelError(f"{folder}: no checkpoint to resume from; start a new run")
