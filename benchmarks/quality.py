@@ -55,6 +55,8 @@ def scores(prediction, reference) -> str:
 def family_overrides(family: str, args) -> dict:
     if family == "diffusion":
         return {"sample_steps": args.diffusion_steps, "n_samples": 1, "dropout": 0.0}
+    if family == "rcan":
+        return {"upsampling": args.rcan_upsampling}
     return {}
 
 
@@ -157,6 +159,8 @@ def main():
     parser.add_argument("--sigma", type=float, default=0.05)
     parser.add_argument("--diffusion-steps", type=int, default=10)
     parser.add_argument("--gan-warmup", type=int, default=100)
+    parser.add_argument("--rcan-upsampling", choices=["input", "features"], default="input",
+                        help="RCAN on the interpolated input (3D-RCAN) or sub-pixel (features)")
     parser.add_argument("--loss", choices=["mae", "mse", "cubic_weighted"], default="mae",
                         help="pixel loss of RCAN/SRUNet")
     parser.add_argument("--learning-rate", type=float, default=None,

@@ -88,6 +88,7 @@ def test_resnet_generator_and_discriminator_train_together():
 LOCAL_NETS = [
     # Channel attention pools over the whole block, so RCAN is only local without it.
     (RCAN, {**rcan.PRESETS["tiny"], "channel_attention": False}),
+    (RCAN, {**rcan.PRESETS["tiny"], "channel_attention": False, "upsampling": "features"}),
     (SRUNet, srunet.PRESETS["tiny"]),
     (ResNetGenerator, resnet_gan.PRESETS["tiny"]),
 ]
@@ -108,7 +109,8 @@ def _reach(net, z_factor, x, centres):
     return reach
 
 
-@pytest.mark.parametrize(("cls", "params"), LOCAL_NETS, ids=IDS)
+@pytest.mark.parametrize(("cls", "params"), LOCAL_NETS,
+                         ids=["rcan", "rcan_features", "srunet", "resnet_gan"])
 @pytest.mark.parametrize("z_factor", [1, 3])
 def test_halo_is_honest_and_tight(cls, params, z_factor):
     torch.manual_seed(0)
@@ -123,6 +125,20 @@ def test_halo_is_honest_and_tight(cls, params, z_factor):
     reach = _reach(net, z_factor, x, centres)
     assert (reach <= halo).all(), f"reach {reach.tolist()} exceeds halo {net.halo}"
     assert (reach == halo).all(), f"halo {net.halo} larger than reach {reach.tolist()}"
+
+
+@pytest.mark.parametrize("z_factor", [2, 3, 4])
+def test_rcan_feature_upsampling_shapes_and_slab_order(z_factor):
+    torch.manual_seed(0)
+    net = RCAN(2, z_factor=z_factor, upsampling="features", **rcan.PRESETS["tiny"])
+    x = torch.rand(2, 1, 5, 12)
+    assert net(x).shape == (2, 1, 5 * z_factor, 12)
+    # The shuffle puts channel c * f + k of input slice d at output slice d * f + k.
+    values = torch.arange(2 * 3 * z_factor * 4, dtype=torch.float32).reshape(2, 3 * z_factor, 4)
+    shuffled = rcan._shuffle_z(values[:, :, :, None], z_factor)[..., 0]
+    for d in range(4):
+        for k in range(z_factor):
+            torch.testing.assert_close(shuffled[:, 2, d * z_factor + k], values[:, 2 * z_factor + k, d])
 
 
 def test_rcan_channel_attention_is_global():

@@ -26,6 +26,11 @@ class RCANConfig(StrictModel):
     n_groups: int = Field(5, ge=1, le=32, description="Residual groups G.")
     n_blocks: int = Field(3, ge=1, le=32, description="Channel-attention blocks B per group.")
     reduction: int = Field(8, ge=1, le=64, description="Channel reduction r in the attention.")
+    upsampling: Literal["input", "features"] = Field(
+        "input", description="z-upsampling: 'input' runs on the cubic-interpolated input "
+        "(3D-RCAN); 'features' runs on the input grid and shuffles sub-voxel outputs along z "
+        "(z_factor times cheaper).",
+    )
 
     @model_validator(mode="after")
     def _reduction_fits(self):

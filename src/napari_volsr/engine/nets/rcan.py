@@ -84,8 +84,12 @@ class RCAN(nn.Module):
 
     Head conv; ``n_groups`` residual groups of ``n_blocks`` residual channel-attention
     blocks, each group closed by a conv and a skip; a trunk conv with a long skip; a tail
-    conv. No normalisation layers. For ``z_factor > 1`` the input is first interpolated
-    onto the output grid (cubic, slab convention) and the network learns the correction.
+    conv. No normalisation layers. For ``z_factor > 1`` the network learns a correction
+    of the cubic interpolation (slab convention) of its input. With ``upsampling="input"``
+    (3D-RCAN) it runs on the interpolated input, on the output grid; with ``"features"``
+    (RCAN for super-resolution, Zhang et al. 2018) it runs on the input grid and its tail
+    makes ``z_factor`` values per voxel that a sub-pixel shuffle spreads along z: the
+    same depth for ``z_factor`` times fewer voxels.
 
     Parameters
     ----------
@@ -106,6 +110,8 @@ class RCAN(nn.Module):
         Channel-attention reduction r (the gate has ``channels // r`` channels).
     channel_attention
         Turn the attention gates off to make the network strictly local (tests of the halo).
+    upsampling
+        ``"input"`` or ``"features"`` (see above); the same for ``z_factor == 1``.
 
     Attributes
     ----------
@@ -128,6 +134,7 @@ class RCAN(nn.Module):
         n_blocks: int = 3,
         reduction: int = 8,
         channel_attention: bool = True,
+        upsampling: str = "input",
     ):
         super().__init__()
         check_net_args(spatial_dims, in_channels, out_channels, z_factor)
@@ -135,6 +142,9 @@ class RCAN(nn.Module):
         check_int("n_groups", n_groups)
         check_int("n_blocks", n_blocks)
         check_int("reduction", reduction, 1, channels)
+        if upsampling not in ("input", "features"):
+            raise ValueError(f"upsampling must be 'input' or 'features', got {upsampling!r}")
+        self.upsampling = upsampling
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -148,11 +158,14 @@ class RCAN(nn.Module):
             for _ in range(n_groups)
         ]
         self.trunk = nn.Sequential(*groups, conv(sd, channels, channels))
-        self.tail = conv(sd, channels, out_channels)
+        self.shuffle = upsampling == "features" and self.z_factor > 1
+        self.tail = conv(sd, channels, out_channels * (self.z_factor if self.shuffle else 1))
 
         # Every 3-wide conv on the longest path: head, 2 per RCAB + 1 per group, trunk, tail.
         radius = 1 + n_groups * (2 * n_blocks + 1) + 1 + 1
-        self.halo = (self._z_halo(radius),) + (radius,) * (sd - 1)
+        # On the input grid the convs reach ``radius`` slices; the cubic skip reaches 2.
+        z_halo = max(radius, 2) if self.shuffle else self._z_halo(radius)
+        self.halo = (z_halo,) + (radius,) * (sd - 1)
         self.divisor = (1,) * sd
 
     def _z_halo(self, radius: int) -> int:
@@ -169,6 +182,16 @@ class RCAN(nn.Module):
         """Map (B, in, D, ...) to (B, out, D * z_factor, ...)."""
         check_input(x, self.spatial_dims, self.in_channels)
         base = upsample_z(x, self.z_factor, "cubic")
-        features = self.head(base)
+        features = self.head(x if self.shuffle else base)
         out = self.tail(features + self.trunk(features))
+        if self.shuffle:
+            out = _shuffle_z(out, self.z_factor)
         return out + base if self.global_residual else out
+
+
+def _shuffle_z(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """(B, C * f, D, ...) -> (B, C, D * f, ...): channel ``c * f + k`` becomes slice ``d * f + k``."""
+    b, cf, d, *rest = x.shape
+    c = cf // factor
+    x = x.reshape(b, c, factor, d, *rest).transpose(2, 3)
+    return x.reshape(b, c, d * factor, *rest)
