@@ -159,7 +159,7 @@ def main():
     parser.add_argument("--sigma", type=float, default=0.05)
     parser.add_argument("--diffusion-steps", type=int, default=10)
     parser.add_argument("--gan-warmup", type=int, default=100)
-    parser.add_argument("--rcan-upsampling", choices=["input", "features"], default="input",
+    parser.add_argument("--rcan-upsampling", choices=["input", "features"], default="features",
                         help="RCAN on the interpolated input (3D-RCAN) or sub-pixel (features)")
     parser.add_argument("--loss", choices=["mae", "mse", "cubic_weighted"], default="mae",
                         help="pixel loss of RCAN/SRUNet")

@@ -87,7 +87,7 @@ def test_resnet_generator_and_discriminator_train_together():
 
 LOCAL_NETS = [
     # Channel attention pools over the whole block, so RCAN is only local without it.
-    (RCAN, {**rcan.PRESETS["tiny"], "channel_attention": False}),
+    (RCAN, {**rcan.PRESETS["tiny"], "channel_attention": False, "upsampling": "input"}),
     (RCAN, {**rcan.PRESETS["tiny"], "channel_attention": False, "upsampling": "features"}),
     (SRUNet, srunet.PRESETS["tiny"]),
     (ResNetGenerator, resnet_gan.PRESETS["tiny"]),
@@ -130,7 +130,7 @@ def test_halo_is_honest_and_tight(cls, params, z_factor):
 @pytest.mark.parametrize("z_factor", [2, 3, 4])
 def test_rcan_feature_upsampling_shapes_and_slab_order(z_factor):
     torch.manual_seed(0)
-    net = RCAN(2, z_factor=z_factor, upsampling="features", **rcan.PRESETS["tiny"])
+    net = RCAN(2, z_factor=z_factor, **{**rcan.PRESETS["tiny"], "upsampling": "features"})
     x = torch.rand(2, 1, 5, 12)
     assert net(x).shape == (2, 1, 5 * z_factor, 12)
     # The shuffle puts channel c * f + k of input slice d at output slice d * f + k.
