@@ -94,6 +94,26 @@ def test_auto_block_shape_fits_budget():
     assert auto_block_shape(shape, halo, 1, 1.0, 1e12) == shape
 
 
+@pytest.mark.parametrize("shape,halo,align,overlap,z_factor,budget", [
+    ((20, 40, 36), (2, 5, 5), (1, 4, 4), 0, 1, 20_000),
+    ((20, 40, 36), (3, 3, 3), 1, 4, 2, 30_000),
+    ((9, 30, 17), (1, 6, 2), (1, 2, 1), (1, 6, 2), 3, 12_000),
+])
+def test_auto_block_shape_reads_least_of_all_blocks_that_fit(shape, halo, align, overlap,
+                                                             z_factor, budget):
+    def reads(block):
+        plan = BlockPlan(shape, block, halo, z_factor, align, overlap)
+        padded = math.prod(plan.max_input_shape())
+        return (len(plan) * padded, len(plan)) if padded * z_factor <= budget else None
+
+    chosen = reads(auto_block_shape(shape, halo, z_factor, 1.0, budget, align, overlap=overlap))
+    assert chosen is not None  # fits
+    floor = [min(8, n) for n in shape]
+    every = [reads((a, b, c)) for a in range(floor[0], shape[0] + 1)
+             for b in range(floor[1], shape[1] + 1) for c in range(floor[2], shape[2] + 1)]
+    assert chosen == min(r for r in every if r is not None)
+
+
 def test_bad_plans_are_refused():
     with pytest.raises(ValueError, match="z_factor"):
         BlockPlan((4, 4, 4), 4, z_factor=0)

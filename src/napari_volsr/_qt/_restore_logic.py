@@ -235,7 +235,8 @@ def plan_for(layer_shape: Sequence[int], geometry: RestorerGeometry, block_shape
     auto = isinstance(block_shape, str)
     if auto:
         core = auto_block_shape(shape, geometry.halo, geometry.z_factor,
-                                geometry.bytes_per_voxel, budget_bytes, geometry.divisor)
+                                geometry.bytes_per_voxel, budget_bytes, geometry.divisor,
+                                overlap=geometry.overlap)
     else:
         core = tuple(int(b) for b in block_shape)
     plan = BlockPlan(shape, core, geometry.halo, geometry.z_factor, geometry.divisor,

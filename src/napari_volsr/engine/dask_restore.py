@@ -188,15 +188,15 @@ def restore_graph(source, spec: RestorerSpec, norms: list[Normalization], plan: 
 
 def _plan_for(restorer, spatial, n_channels, block_shape, overlap, device) -> BlockPlan:
     z_factor = validate_z_factor(restorer.z_factor)
+    overlap = restorer.overlap if overlap is None else overlap
     if isinstance(block_shape, str):
         if block_shape != "auto":
             raise ValueError(f"block_shape must be 'auto' or three integers, got {block_shape!r}")
         budget = memory_budget(resolve_device(device)) / max(n_channels, 1)
         core = auto_block_shape(spatial, restorer.halo, z_factor, restorer.bytes_per_voxel,
-                                budget, restorer.divisor)
+                                budget, restorer.divisor, overlap=overlap)
     else:
         core = tuple(int(b) for b in block_shape)
-    overlap = restorer.overlap if overlap is None else overlap
     return BlockPlan(spatial, core, restorer.halo, z_factor, restorer.divisor, overlap)
 
 

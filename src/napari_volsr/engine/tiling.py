@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -213,6 +214,23 @@ def read_block(data, block: Block, mode: str = "symmetric") -> np.ndarray:
     return region
 
 
+def _axis_options(n: int, halo: int, align: int, overlap: int, floor: int):
+    """(core, blocks, padded input) for splitting an axis of ``n`` into 1, 2, ... blocks."""
+    options: dict[int, tuple[int, int]] = {}
+    k = 1
+    while k <= n:
+        core = n if k == 1 else max(floor, math.ceil((n + (k - 1) * overlap) / k))
+        if core not in options:
+            effective = max(0, min(overlap, core // 2)) if core < n else 0
+            padded = core + 2 * halo + (-(core + 2 * halo)) % align
+            options[core] = (len(_axis_starts(n, core, effective)), padded)
+        if core <= floor:
+            break
+        # Every split up to 16 blocks, then coarser steps: long axes stay cheap to search.
+        k = k + 1 if k < 16 else math.ceil(k * 1.25)
+    return [(core, count, padded) for core, (count, padded) in options.items()]
+
+
 def auto_block_shape(
     shape: Sequence[int],
     halo: Sequence[int],
@@ -221,30 +239,36 @@ def auto_block_shape(
     budget_bytes: float,
     align: Sequence[int] | int = 1,
     min_block: int = 8,
+    overlap: Sequence[int] | int = 0,
 ) -> tuple[int, ...]:
-    """Largest block whose estimated memory fits ``budget_bytes``.
+    """The block shape that fits ``budget_bytes`` and makes the network read least.
 
-    The estimate is ``bytes_per_voxel`` times the voxels of the padded input,
-    times ``z_factor`` (activations live on the output grid). The longest axis is
-    halved until the estimate fits, never below ``min_block`` or the halo.
+    A block's memory is estimated as ``bytes_per_voxel`` times the voxels of its padded
+    input, times ``z_factor`` (activations live on the output grid). Every block reads
+    its halo again, so among the splits of each axis into 1, 2, ... blocks (at least
+    ``min_block`` voxels, neighbours overlapping by ``overlap`` as :class:`BlockPlan`
+    lays them out) whose estimate fits, the one with the fewest padded input voxels in
+    all wins, then the one with fewer blocks. When nothing fits, the smallest blocks.
     """
     ndim = len(shape)
     halo = _as_tuple(halo, ndim, "halo")
     align = _as_tuple(align, ndim, "align")
-    block = [int(n) for n in shape]
-
-    def cost(b):
-        padded = [x + 2 * h + (-(x + 2 * h)) % a for x, h, a in zip(b, halo, align)]
-        return math.prod(padded) * z_factor * bytes_per_voxel
-
-    floor = [max(min(min_block, n), 1) for n in shape]
-    while cost(block) > budget_bytes:
-        candidates = [i for i in range(ndim) if block[i] > floor[i]]
-        if not candidates:
-            break
-        axis = max(candidates, key=lambda i: block[i] * (z_factor if i == 0 else 1))
-        block[axis] = max(floor[axis], math.ceil(block[axis] / 2))
-    return tuple(block)
+    overlap = _as_tuple(overlap, ndim, "overlap")
+    floor = [max(min(min_block, int(n)), 1) for n in shape]
+    options = [
+        _axis_options(int(n), h, a, o, f)
+        for n, h, a, o, f in zip(shape, halo, align, overlap, floor)
+    ]
+    best, best_key = tuple(floor), None
+    for combo in itertools.product(*options):
+        padded = math.prod(p for _, _, p in combo)
+        if padded * z_factor * bytes_per_voxel > budget_bytes:
+            continue
+        blocks = math.prod(c for _, c, _ in combo)
+        key = (blocks * padded, blocks)
+        if best_key is None or key < best_key:
+            best, best_key = tuple(core for core, _, _ in combo), key
+    return best
 
 
 class ArrayMerger:
