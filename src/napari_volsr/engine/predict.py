@@ -17,6 +17,10 @@ from .tiling import ArrayMerger, BlockPlan, ZarrMerger, auto_block_shape, read_b
 OUTPUT_DTYPES = ("float32", "input", "uint8", "uint16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Small blocks go through the network several at a time, up to this many padded input
+# voxels per call (blocks_per_call).
+BATCH_VOXELS = 2**21
+MAX_BATCH = 16
 # A network spreads one NaN over its receptive field (RCAN's attention: the whole block).
 NON_FINITE = ("the volume has NaN or Inf values (or values beyond the float32 range); "
               "replace them first (e.g. numpy.nan_to_num) or crop them away")
@@ -67,7 +71,9 @@ class Restorer(Protocol):
     """What the tiled predictor needs from a model (or a baseline).
 
     ``__call__`` maps a normalised float tensor (B, 1, D, H, W) to
-    (B, len(outputs), D * z_factor, H, W) on the same device.
+    (B, len(outputs), D * z_factor, H, W) on the same device. A restorer that sets
+    ``batchable = True`` gives each batch item the result it would give alone, so
+    small blocks may share a call (:func:`blocks_per_call`).
     """
 
     name: str
@@ -236,9 +242,18 @@ def predict_block(raw: np.ndarray, norms: list[Normalization], restorer: Restore
     numpy.ndarray
         Normalised predictions (C * K, *padded output), channel-major, K = outputs.
     """
+    return predict_blocks([raw], norms, restorer, device, autocast_dtype)[0]
+
+
+def predict_blocks(raws: list[np.ndarray], norms: list[Normalization], restorer: Restorer,
+                   device, autocast_dtype=None) -> list[np.ndarray]:
+    """Run ``restorer`` once on equally shaped padded blocks, stacked along the batch axis.
+
+    Returns one array per block, as :func:`predict_block` does.
+    """
     import torch
 
-    x = np.stack([norm.forward(raw[c]) for c, norm in enumerate(norms)])[:, None]
+    x = np.stack([norm.forward(raw[c]) for raw in raws for c, norm in enumerate(norms)])[:, None]
     if not np.isfinite(x).all():
         raise ValueError(NON_FINITE)
     with torch.inference_mode():
@@ -248,8 +263,26 @@ def predict_block(raw: np.ndarray, norms: list[Normalization], restorer: Restore
                 pred = restorer(tensor)
         else:
             pred = restorer(tensor)
-        pred = pred.float().cpu().numpy()  # (C, K, *out)
-    return pred.reshape(-1, *pred.shape[2:])
+        pred = pred.float().cpu().numpy()  # (blocks * C, K, *out)
+    pred = pred.reshape(len(raws), -1, *pred.shape[2:])
+    return list(pred)
+
+
+def blocks_per_call(plan: BlockPlan, restorer: Restorer, budget: float) -> int:
+    """How many blocks one network call takes: 1, or several small ones.
+
+    Per-call costs dominate small blocks on the CPU (oneDNN threads over the batch too,
+    and PyTorch convolves small single images with a slower kernel), so blocks are
+    stacked up to :data:`BATCH_VOXELS` padded voxels within the memory ``budget``.
+    Restorers whose result depends on the call (diffusion draws noise per call) set
+    ``batchable = False``.
+    """
+    if not getattr(restorer, "batchable", False):
+        return 1
+    voxels = math.prod(plan.max_input_shape())
+    block_bytes = voxels * plan.z_factor * restorer.bytes_per_voxel
+    fits = int(budget // max(block_bytes, 1.0))
+    return max(1, min(MAX_BATCH, fits, BATCH_VOXELS // voxels, len(plan)))
 
 
 def _check_block_fits(plan: BlockPlan, bytes_per_voxel: float, device) -> None:
@@ -348,7 +381,8 @@ def iter_restore(
     while True:
         if auto:
             core = auto_block_shape(
-                spatial, restorer.halo, z_factor, restorer.bytes_per_voxel, budget, restorer.divisor
+                spatial, restorer.halo, z_factor, restorer.bytes_per_voxel, budget,
+                restorer.divisor, overlap=overlap,
             )
         else:
             core = tuple(int(b) for b in block_shape)
@@ -360,13 +394,19 @@ def iter_restore(
         else:
             merger = ZarrMerger(plan, out_store, n_outputs * n_channels)
         try:
-            for i, block in enumerate(plan):
-                if should_stop is not None and should_stop():
-                    raise RestoreCancelled("restoration cancelled")
-                pred = predict_block(read_block(volume, block), norms, restorer,
-                                     torch_device, autocast_dtype)
-                merger.add(block, pred)
-                yield RestoreProgress("blocks", i + 1, len(plan), plan.describe())
+            blocks = list(plan)
+            batch = blocks_per_call(plan, restorer, budget)  # budget and blocks: per channel
+            for start in range(0, len(blocks), batch):
+                group = blocks[start : start + batch]
+                raws = []
+                for block in group:
+                    if should_stop is not None and should_stop():
+                        raise RestoreCancelled("restoration cancelled")
+                    raws.append(read_block(volume, block))
+                preds = predict_blocks(raws, norms, restorer, torch_device, autocast_dtype)
+                for i, (block, pred) in enumerate(zip(group, preds), start + 1):
+                    merger.add(block, pred)
+                    yield RestoreProgress("blocks", i, len(plan), plan.describe())
             break
         except Exception as exc:
             smallest = all(c <= max(8, h) for c, h in zip(core, restorer.halo))
