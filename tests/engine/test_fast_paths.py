@@ -78,3 +78,33 @@ def test_bf16_on_the_cpu_stays_close_to_fp32(volume, fam, z_factor):
     # (8-bit mantissas through a dozen layers). fp32 stays the CPU default.
     assert np.sqrt(np.mean(error**2)) <= 1e-2 * span
     assert np.abs(error).max() <= 6e-2 * span
+
+
+def _transparent_huge_pages() -> bool:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return "[never]" not in f.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _transparent_huge_pages(), reason="needs Linux transparent huge pages")
+@pytest.mark.parametrize("opt_out", [False, True])
+def test_importing_the_package_first_puts_torch_buffers_on_huge_pages(opt_out):
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import napari_volsr, resource, torch\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "torch.ones(2**26)\n"  # 256 MiB: 65536 pages of 4 KiB
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if opt_out:
+        env["THP_MEM_ALLOC_ENABLE"] = "0"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True)
+    faults = int(out.stdout.split()[-1])
+    assert (faults > 60_000) if opt_out else (faults < 10_000)
