@@ -108,3 +108,23 @@ def test_importing_the_package_first_puts_torch_buffers_on_huge_pages(opt_out):
                          text=True, check=True)
     faults = int(out.stdout.split()[-1])
     assert (faults > 60_000) if opt_out else (faults < 10_000)
+
+
+@pytest.mark.slow
+def test_compiled_network_gives_the_eager_result(volume):
+    compiled = restore(volume, restorer_for("gan", compile=True), device="cpu").data
+    eager = restore(volume, restorer_for("gan"), device="cpu").data
+    assert np.abs(compiled - eager).max() <= 1e-5 * np.abs(eager).max()
+
+
+def test_a_failed_compile_falls_back_to_the_network(volume, monkeypatch):
+    def broken(module, **kwargs):
+        def call(*args):
+            raise RuntimeError("InductorError: no working C++ compiler")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    restorer = restorer_for("srunet", compile=True)
+    with pytest.warns(RuntimeWarning, match="uncompiled.*C\\+\\+ compiler"):
+        out = restore(volume, restorer, device="cpu").data
+    np.testing.assert_array_equal(out, restore(volume, restorer_for("srunet"), device="cpu").data)

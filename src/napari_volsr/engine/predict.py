@@ -404,7 +404,7 @@ def iter_restore(
                         raise RestoreCancelled("restoration cancelled")
                     raws.append(read_block(volume, block))
                 preds = predict_blocks(raws, norms, restorer, torch_device, autocast_dtype)
-                for i, (block, pred) in enumerate(zip(group, preds), start + 1):
+                for i, (block, pred) in enumerate(zip(group, preds, strict=True), start + 1):
                     merger.add(block, pred)
                     yield RestoreProgress("blocks", i, len(plan), plan.describe())
             break

@@ -257,7 +257,7 @@ def auto_block_shape(
     floor = [max(min(min_block, int(n)), 1) for n in shape]
     options = [
         _axis_options(int(n), h, a, o, f)
-        for n, h, a, o, f in zip(shape, halo, align, overlap, floor)
+        for n, h, a, o, f in zip(shape, halo, align, overlap, floor, strict=True)
     ]
     best, best_key = tuple(floor), None
     for combo in itertools.product(*options):
