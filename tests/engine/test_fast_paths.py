@@ -128,3 +128,12 @@ def test_a_failed_compile_falls_back_to_the_network(volume, monkeypatch):
     with pytest.warns(RuntimeWarning, match="uncompiled.*C\\+\\+ compiler"):
         out = restore(volume, restorer, device="cpu").data
     np.testing.assert_array_equal(out, restore(volume, restorer_for("srunet"), device="cpu").data)
+
+
+def test_sub_pixel_rcan_plans_memory_on_the_input_grid():
+    # RCAN's sub-pixel z-upsampling keeps its features on the input grid: a x4 model
+    # needs per input voxel what a x1 model of the same width needs.
+    up = restorer_for("rcan", z_factor=4, preset="small")
+    same = restorer_for("rcan", z_factor=1, preset="small")
+    assert up.net.shuffle
+    assert up.bytes_per_voxel * up.z_factor == same.bytes_per_voxel

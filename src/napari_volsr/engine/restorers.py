@@ -141,6 +141,10 @@ class NetworkRestorer:
         width = _full_resolution_width(config)
         if self.spatial_dims == 3:
             self.bytes_per_voxel = 4.0 * width * 6 * self.n_samples
+            if getattr(net, "shuffle", False):
+                # RCAN's sub-pixel upsampling keeps the features on the input grid; the
+                # planner counts output voxels (z_factor per input voxel).
+                self.bytes_per_voxel /= self.z_factor
         else:
             # Planes go through the net a few at a time (``plane_pixels``), so a block
             # only holds its input, the outputs and their fused copy: whole volumes
