@@ -174,6 +174,25 @@ def test_tiling_invariance(library, fam, tolerance):
     assert np.abs(whole - tiled).max() < tolerance * max(np.ptp(whole), 1e-6) + 1e-6
 
 
+@pytest.mark.parametrize("shape,block_shape", [
+    ((12, 42, 42), (6, 20, 20)), ((12, 40, 40), (6, 18, 18)), ((9, 37, 30), (5, 13, 22)),
+])
+def test_tiling_invariance_off_the_pooling_grid(shape, block_shape):
+    # SRUNet pools y and x twice: blocks must start on its 4-voxel grid, whatever the
+    # volume and block sizes, or each block sees different features.
+    rng = np.random.default_rng(3)
+    vol = ndimage.gaussian_filter(rng.random(shape), 2).astype(np.float32)
+    torch.manual_seed(0)
+    config = ModelConfig(task="upsample", z_factor=2, network=network_config("srunet", "tiny"))
+    from napari_volsr.engine.models import LoadedModel
+
+    restorer = NetworkRestorer(LoadedModel(config, build_network(config).eval()))
+    whole = restore(vol, restorer, block_shape=vol.shape, percentiles=(0, 100)).data
+    tiled = restore(vol, restorer, block_shape=block_shape, percentiles=(0, 100))
+    assert "1 block" not in tiled.plan
+    assert np.abs(whole - tiled.data).max() < 1e-4 * np.ptp(whole)
+
+
 def test_library_lists_saved_models(library):
     saved(library, "gan", z_factor=2, name="my-gan")
     assert list_library() == ["my-gan"]

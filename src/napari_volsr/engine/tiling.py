@@ -51,12 +51,33 @@ def _as_tuple(value, ndim: int, name: str) -> tuple[int, ...]:
     return value
 
 
-def _axis_starts(length: int, block: int, overlap: int) -> list[int]:
-    """Evenly spread block starts so neighbours overlap by at least ``overlap``."""
+def _axis_starts(length: int, block: int, overlap: int, align: int = 1) -> list[int]:
+    """Evenly spread block starts so neighbours overlap by at least ``overlap``.
+
+    With ``align > 1`` (``block`` and ``overlap`` multiples of it) every start is a
+    multiple of ``align``: a network that pools or strides then sees the same grid in
+    every block as in the whole volume. The last block may then reach up to
+    ``align - 1`` voxels past the end (read as mirrored edge, never written).
+    """
     if block >= length:
         return [0]
     n = math.ceil((length - overlap) / (block - overlap))
-    return [round(i * (length - block) / (n - 1)) for i in range(n)]
+    if align == 1:
+        return [round(i * (length - block) / (n - 1)) for i in range(n)]
+    step = align * math.ceil((length - block) / (n - 1) / align)
+    last = align * math.ceil((length - block) / align)
+    return sorted({min(i * step, last) for i in range(n)})
+
+
+def _split_overlap(overlap: int, block: int, length: int, align: int) -> int:
+    """The overlap used along an axis: 0 if unsplit, a multiple of ``align`` below half a block.
+
+    An overlap of half a block or more would make some voxels covered thrice.
+    """
+    if block >= length:
+        return 0
+    overlap = align * math.ceil(max(0, min(overlap, block // 2)) / align)
+    return overlap if 2 * overlap <= block else overlap - align
 
 
 def _axis_weights(intervals: list[tuple[int, int]], length: int) -> list[np.ndarray]:
@@ -121,21 +142,29 @@ class BlockPlan:
         self.align = _as_tuple(align, ndim, "align")
         if any(h < 0 for h in self.halo) or any(a < 1 for a in self.align):
             raise ValueError(f"halo must be >= 0 and align >= 1, got {self.halo}, {self.align}")
+        # Split axes get blocks (and overlaps) in multiples of ``align``, so that every
+        # block starts on the network's pooling grid (_axis_starts).
+        self.block_shape = tuple(
+            b if b >= n else min(n, a * math.ceil(b / a))
+            for b, n, a in zip(self.block_shape, self.shape, self.align, strict=True)
+        )
         overlap = _as_tuple(overlap, ndim, "overlap")
-        # An overlap of half a block or more would make some voxels covered thrice.
         self.overlap = tuple(
-            max(0, min(o, b // 2)) if b < n else 0
-            for o, b, n in zip(overlap, self.block_shape, self.shape)
+            _split_overlap(o, b, n, a)
+            for o, b, n, a in zip(overlap, self.block_shape, self.shape, self.align, strict=True)
         )
         self.scale = (self.z_factor,) + (1,) * (ndim - 1)
         self.out_shape = tuple(n * s for n, s in zip(self.shape, self.scale))
         self.starts = [
-            _axis_starts(n, b, o) for n, b, o in zip(self.shape, self.block_shape, self.overlap)
+            _axis_starts(n, b, o, a)
+            for n, b, o, a in zip(self.shape, self.block_shape, self.overlap, self.align,
+                                  strict=True)
         ]
 
     def _intervals(self, axis: int) -> list[tuple[int, int]]:
-        b = self.block_shape[axis]
-        return [(s, s + b) for s in self.starts[axis]]
+        """(start, stop) of each core along ``axis``, within the volume."""
+        b, n = self.block_shape[axis], self.shape[axis]
+        return [(s, min(s + b, n)) for s in self.starts[axis]]
 
     @cached_property
     def _weights(self) -> list[list[np.ndarray]]:
@@ -163,9 +192,10 @@ class BlockPlan:
         for axis, i in enumerate(index):
             n, h, a, s = self.shape[axis], self.halo[axis], self.align[axis], self.scale[axis]
             start, stop = self._intervals(axis)[i]
-            lo, hi = max(0, start - h), min(n, stop + h)
-            before, after = h - (start - lo), (stop + h) - hi
-            after += (-(stop - start + 2 * h)) % a
+            end = start + self.block_shape[axis]  # past ``stop`` for an aligned last block
+            lo, hi = max(0, start - h), min(n, end + h)
+            before, after = h - (start - lo), (end + h) - hi
+            after += (-(end - start + 2 * h)) % a
             read.append(slice(lo, hi))
             pad.append((before, after))
             crop.append(slice(h * s, (h + stop - start) * s))
@@ -220,10 +250,12 @@ def _axis_options(n: int, halo: int, align: int, overlap: int, floor: int):
     k = 1
     while k <= n:
         core = n if k == 1 else max(floor, math.ceil((n + (k - 1) * overlap) / k))
+        if core < n:  # as BlockPlan lays split axes out
+            core = min(n, align * math.ceil(core / align))
         if core not in options:
-            effective = max(0, min(overlap, core // 2)) if core < n else 0
+            effective = _split_overlap(overlap, core, n, align)
             padded = core + 2 * halo + (-(core + 2 * halo)) % align
-            options[core] = (len(_axis_starts(n, core, effective)), padded)
+            options[core] = (len(_axis_starts(n, core, effective, align)), padded)
         if core <= floor:
             break
         # Every split up to 16 blocks, then coarser steps: long axes stay cheap to search.
