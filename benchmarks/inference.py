@@ -33,13 +33,15 @@ depend on the weights, and untrained networks make the agreement with MONAI a st
 test (SRUNet's pooling grid is then as visible as its content). ``--shape`` is the output
 shape: the z-factor 4 rows restore an input a quarter as deep to the same output.
 Diffusion is timed per sampling step (one DDIM step, one sample; a restore with S steps
-and N samples costs about S x N times more); its default preset runs on
-``--diffusion-shape``, a smaller crop. Diffusion samples use different noise per tile,
-so their agreement with MONAI is not checked.
+and N samples costs about S x N times more). Its default preset in 3D is left out unless
+``--diffusion-default`` asks for it (on ``--diffusion-shape``): its halo of 64 voxels
+makes every block at least 136^3 voxels, 4.7 TFLOP per step, and auto blocks of any
+volume number in the hundreds on a CPU (diffusion restores in 2D by default). Diffusion
+samples use different noise per tile, so their agreement with MONAI is not checked.
 
 Usage::
 
-    python benchmarks/inference.py                  # the full table (about 15 min, 2 cores)
+    python benchmarks/inference.py                  # the full table (about 45 min, 2 cores)
     python benchmarks/inference.py --quick          # 32x128x128, small presets, 1 repeat
     python benchmarks/inference.py --families rcan,srunet --presets small --z-factors 1
 
@@ -377,13 +379,16 @@ def main():
     parser.add_argument("--shape", default="64,256,256", help="output shape (z, y, x)")
     parser.add_argument("--diffusion-shape", default="16,128,128",
                         help="output shape for the diffusion default preset")
+    parser.add_argument("--diffusion-default", action="store_true",
+                        help="also the diffusion default preset (slow: see above)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--block-shape", default=None, help="fixed core block z,y,x (default auto)")
     parser.add_argument("--compile", action="store_true",
-                        help="restore with torch.compile (the first timed restore of each row "
-                             "compiles for its block shape; --repeats 3 keeps it out of the median)")
+                        help="restore with torch.compile (the first timed restore of each "
+                             "row compiles for its block shape; 3 repeats keep it out of the "
+                             "median)")
     parser.add_argument("--monai-repeats", type=int, default=None,
                         help="repeats of the MONAI run (default: --repeats)")
     parser.add_argument("--no-monai", action="store_true")
@@ -418,6 +423,8 @@ def main():
         for preset in args.presets.split(","):
             for z in parse(args.z_factors):
                 big = fam == Family.DIFFUSION and preset == "default"
+                if big and not args.diffusion_default:
+                    continue
                 shape = parse(args.diffusion_shape if big else args.shape)
                 start = time.perf_counter()
                 row = measure(fam, preset, z, shape, args, device, dtype)
