@@ -8,7 +8,6 @@ import glob
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from .engine.io import (
     check_writable,
     format_suffix,
     read_volume,
+    remove_tree,
     write_volume,
 )
 from .engine.registry import Family
@@ -136,7 +136,7 @@ class _OutputGuard:
         """Remove new temporaries; True when the output was (re)written completely."""
         for tmp in _temp_siblings(self.path) - self.temps:
             if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
+                remove_tree(tmp)
             else:
                 tmp.unlink(missing_ok=True)
         return self.path.exists() and _stamp(self.path) != self.stamp
@@ -242,7 +242,7 @@ def _restore_file(input_path: Path, output_path: Path, restorer_for, options: di
         write_volume(output_path, out, overwrite=overwrite)
     finally:
         if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+            remove_tree(scratch)
     spacing = " x ".join(f"{s:g}" for s in result.spacing)
     return (f"wrote {output_path}: {tuple(data.shape)} {data.dtype}, spacing {spacing} "
             f"{volume.unit or ''} ({restorer.name} x{factor}; {result.plan}{note})")

@@ -130,3 +130,28 @@ def test_failed_write_leaves_no_file_and_keeps_old(tmp_path, volume, monkeypatch
 def test_write_refuses_missing_folder(tmp_path, volume):
     with pytest.raises(VolumeIOError, match="does not exist"):
         write_volume(tmp_path / "nope" / "x.tif", volume)
+
+
+def test_remove_tree_waits_for_zarr_writes_still_in_flight(tmp_path):
+    # A Ctrl-C abandons the wait in zarr's sync(), not the write on zarr's IO thread:
+    # a chunk landing after the removal would bring the temporary store back.
+    import asyncio
+    import time
+
+    from zarr.core.sync import _get_loop
+
+    from napari_volsr.engine.io import remove_tree
+
+    store = tmp_path / ".out.zarr.abc.part-merge.zarr"
+    store.mkdir()
+
+    async def late_chunk():
+        await asyncio.sleep(0.3)
+        (store / "c" / "0").mkdir(parents=True, exist_ok=True)
+        (store / "c" / "0" / "0").write_bytes(b"chunk")
+
+    future = asyncio.run_coroutine_threadsafe(late_chunk(), _get_loop())
+    remove_tree(store)
+    assert future.done()
+    time.sleep(0.1)
+    assert not store.exists()

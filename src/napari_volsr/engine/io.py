@@ -574,6 +574,40 @@ def read_volume(path: str | os.PathLike, lazy: bool = False) -> Volume:
     return volume
 
 
+def settle_zarr_writes(timeout: float = 30.0) -> None:
+    """Wait until zarr's background IO has finished what it started.
+
+    zarr-python 3 runs store IO as coroutines on its own event-loop thread. A
+    KeyboardInterrupt in the waiting thread abandons the wait, not the write, so a
+    chunk can land after its store was removed and bring the folder back.
+    """
+    import asyncio
+
+    try:
+        from zarr.core import sync as zarr_sync
+    except ImportError:
+        return
+    loops = getattr(zarr_sync, "loop", None)
+    loop = loops[0] if isinstance(loops, list) and loops else None
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return
+
+    async def _drain():
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
+    with contextlib.suppress(Exception):
+        asyncio.run_coroutine_threadsafe(_drain(), loop).result(timeout)
+
+
+def remove_tree(path: str | os.PathLike) -> None:
+    """Remove a folder (a temporary store) for good, after zarr's pending writes into it."""
+    settle_zarr_writes()
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``path`` and move it into place on success.
@@ -599,7 +633,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.replace(tmp, path)
     finally:
         if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp)
         elif tmp.exists():
             tmp.unlink()
 
