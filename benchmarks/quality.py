@@ -90,7 +90,7 @@ def run_iso(volume: np.ndarray, args, out_dir: Path) -> None:
         config = TrainingConfig(
             model=model, source="isotropic", patch_shape=patch, batch_size=args.batch,
             steps=None, minutes=args.minutes, learning_rate=args.lr.get(family),
-            validate_every=10_000, checkpoint_every=10_000,
+            validate_every=10_000, checkpoint_every=10_000, lr_decay=args.lr_decay,
             degradation=DegradationConfig(), loss=args.loss, n_val=4,
             warmup_steps=args.gan_warmup, seed=0,
         )
@@ -131,6 +131,7 @@ def run_denoise(volume: np.ndarray, args, out_dir: Path) -> None:
             model=model, source="paired", patch_shape=(16, p, p), batch_size=args.batch,
             steps=None, minutes=args.minutes, learning_rate=args.lr.get(family),
             validate_every=10_000, checkpoint_every=10_000, n_val=4, loss=args.loss,
+            lr_decay=args.lr_decay,
             warmup_steps=args.gan_warmup, seed=0,
         )
         trained = train_or_reuse(config, out_dir / model.name, args,
@@ -163,6 +164,8 @@ def main():
                         help="RCAN on the interpolated input (3D-RCAN) or sub-pixel (features)")
     parser.add_argument("--loss", choices=["mae", "mse", "cubic_weighted"], default="mae",
                         help="pixel loss of RCAN/SRUNet")
+    parser.add_argument("--lr-decay", choices=["quarters", "cosine", "none"], default="quarters",
+                        help="learning-rate schedule over the budget")
     parser.add_argument("--learning-rate", type=float, default=None,
                         help="override every family's learning rate")
     parser.add_argument("--flips", action="store_true",

@@ -179,6 +179,17 @@ def test_learning_rate_halves_every_quarter(tmp_path, clean_volume):
     assert lrs == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4, 1.25e-4, 1.25e-4])
 
 
+def test_cosine_learning_rate_anneals_to_zero_over_the_budget(tmp_path, clean_volume):
+    import math
+
+    config = config_for("rcan", steps=8, learning_rate=1e-3, lr_decay="cosine")
+    data = make_training_data(config, targets=[clean_volume])
+    lrs = [r.lr for r in iter_train(config, data, output_dir=tmp_path / "m") if r.losses]
+    expected = [1e-3 * 0.5 * (1 + math.cos(math.pi * k / 8)) for k in range(8)]
+    assert lrs == pytest.approx(expected)
+    assert lrs[-1] < 0.05 * lrs[0] and lrs == sorted(lrs, reverse=True)
+
+
 def test_bf16_autocast_on_cpu_trains(tmp_path, clean_volume):
     config = config_for("srunet", steps=2, precision="bf16")
     data = make_training_data(config, targets=[clean_volume])

@@ -185,9 +185,10 @@ class TrainingConfig(StrictModel):
     learning_rate: float | None = Field(
         None, gt=0, lt=1, description="Adam learning rate; None: the family's default."
     )
-    lr_decay: Literal["quarters", "none"] = Field(
+    lr_decay: Literal["quarters", "cosine", "none"] = Field(
         "quarters",
-        description="quarters: halve the learning rate every quarter of the budget (steps or time).",
+        description="quarters: halve the learning rate every quarter of the budget (steps or "
+        "time); cosine: anneal it to zero over the budget.",
     )
     loss: Literal["mae", "mse", "cubic_weighted"] = Field(
         "mae", description="Pixel loss of RCAN/SRUNet (cubic_weighted: the SR U-Net's)."

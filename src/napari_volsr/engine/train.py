@@ -124,11 +124,15 @@ def _total_steps(config: TrainingConfig, data: TrainingData) -> int | None:
 def lr_factor(fraction: float, mode: str) -> float:
     """Learning-rate multiplier after ``fraction`` of the budget (steps or time).
 
-    3D-RCAN halves the rate every quarter of training; a time budget counts too.
+    3D-RCAN halves the rate every quarter of training; cosine anneals it smoothly
+    towards zero at the end of the budget. A time budget counts too.
     """
+    fraction = min(1.0, max(0.0, fraction))
     if mode == "none":
         return 1.0
-    return 0.5 ** min(3, int(4 * max(0.0, fraction)))
+    if mode == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * fraction))
+    return 0.5 ** min(3, int(4 * fraction))
 
 
 class _Prefetcher:
