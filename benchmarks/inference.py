@@ -22,7 +22,10 @@ engine (``predict.restore``, default settings) and prints:
   same output quality at the edges MONAI gets the volume mirrored by our halo, as our
   blocks see it, and its output is cropped back. Printed: its time over ours (the goal:
   1.5 or more) and how far its output is from ours (RMS over the standard deviation of
-  ours, and the largest difference over the range).
+  ours, and the largest difference over the range). With several windows the two tilings
+  differ, so both are also scored against the network run over the whole mirrored volume
+  in one pass (``ours-ref``, ``MONAI-ref``): the output no tiling changes, when it fits
+  in memory (``--no-reference`` skips it).
 
 On a machine shared with other work, wall-clock times move with the load; the ``cores``
 column (CPU seconds per wall second of the restore) shows how much of the machine the
@@ -306,17 +309,19 @@ def monai_compare(row: Row, args, device, dtype) -> dict:
     crop = tuple(slice(h * s, (h + n) * s)
                  for (h, _), n, s in zip(pads, row.in_shape, (f, 1, 1), strict=True))
 
-    def run():
+    padded_shape = [n + a + b for n, (a, b) in zip(row.in_shape, pads, strict=True)]
+
+    def run(window=roi):
         norm = percentile_normalization(volume, DEFAULT_PERCENTILES)
         padded = np.pad(volume, pads, mode="symmetric")
         x = torch.from_numpy(norm.forward(padded))[None, None].to(device)
         with torch.inference_mode(), autocast(device, dtype):
-            out = sliding_window_inference(x, roi, 1, predictor, overlap=0.25, mode="gaussian")
+            out = sliding_window_inference(x, window, 1, predictor, overlap=0.25,
+                                           mode="gaussian")
         return norm.inverse(out[0, 0][crop].float().cpu().numpy())
 
     runs = [timed(run, device) for _ in range(args.monai_repeats or args.repeats)]
     seconds, cpu_seconds = medians(runs)
-    padded_shape = [n + a + b for n, (a, b) in zip(row.in_shape, pads, strict=True)]
     windows = math.prod(
         1 if n <= r else math.ceil((n - r) / max(1, int(r * 0.75))) + 1
         for n, r in zip(padded_shape, roi, strict=True)
@@ -324,9 +329,27 @@ def monai_compare(row: Row, args, device, dtype) -> dict:
     info = {"seconds": seconds, "cpu_seconds": cpu_seconds, "roi": roi, "windows": windows}
     if restorer.method is None:
         ours, theirs = row.output, runs[-1][2]
-        info["rms"] = float(np.sqrt(np.mean((theirs - ours) ** 2)) / (ours.std() or 1.0))
-        info["max"] = float(np.abs(theirs - ours).max() / (np.ptp(ours) or 1.0))
+        info["rms"], info["max"] = distance(theirs, ours)
+        # The quality yardstick: the network over the whole (mirrored) volume in one
+        # pass, which no tiling changes. Skipped when one pass does not fit in memory.
+        reference = None
+        if windows == 1:
+            reference = theirs
+        elif not args.no_reference:
+            try:
+                reference = run(tuple(padded_shape))
+            except (RuntimeError, MemoryError) as exc:
+                print(f"    whole-volume reference skipped: {str(exc).splitlines()[0][:80]}")
+        if reference is not None:
+            info["ours_ref"] = distance(ours, reference)[0]
+            info["monai_ref"] = distance(theirs, reference)[0]
     return info
+
+
+def distance(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(RMS(a - b) / std(b), max |a - b| / range(b))."""
+    return (float(np.sqrt(np.mean((a - b) ** 2)) / (b.std() or 1.0)),
+            float(np.abs(a - b).max() / (np.ptp(b) or 1.0)))
 
 
 # ---------------------------------------------------------------------- tables
@@ -354,21 +377,26 @@ def print_monai(rows: list[Row]) -> None:
     print("\nMONAI sliding_window_inference (gaussian, overlap 0.25, roi = our network input, "
           "volume mirrored by our halo); speed-up = MONAI s / ours s (goal >= 1.5)")
     print(f"{'family':<16} {'preset':<8} {'z':>2} {'roi':>14} {'windows':>7} {'MONAI s':>8} "
-          f"{'ours s':>7} {'speed-up':>8} {'cpu':>5} {'RMS/std':>8} {'max/range':>9}  agree")
+          f"{'ours s':>7} {'speed-up':>8} {'cpu':>5} {'RMS/std':>8} {'max/range':>9}  agree "
+          f"{'ours-ref':>8} {'MONAI-ref':>9}")
     for r in rows:
         m = r.monai
         if m is None:
             continue
         if "rms" in m:
             ok = "yes" if m["rms"] <= AGREEMENT_TOLERANCE else "NO"
-            agree = f"{m['rms']:>8.1e} {m['max']:>9.1e}  {ok}"
+            agree = f"{m['rms']:>8.1e} {m['max']:>9.1e}  {ok:<5}"
+            if "ours_ref" in m:
+                agree += f" {m['ours_ref']:>8.1e} {m['monai_ref']:>9.1e}"
         else:
             agree = f"{'(samples: not compared)':>18}"
         print(f"{r.label} {'x'.join(map(str, m['roi'])):>14} {m['windows']:>7} "
               f"{m['seconds']:>8.2f} {r.seconds:>7.2f} {m['seconds'] / r.seconds:>8.2f} "
               f"{m['cpu_seconds'] / r.cpu_seconds:>5.2f} {agree}")
     print(f"agree: RMS(MONAI - ours) / std(ours) <= {AGREEMENT_TOLERANCE:g}; 'cpu': the "
-          "speed-up from CPU times.")
+          "speed-up from CPU times;\nours-ref, MONAI-ref: RMS distance / std from the network "
+          "run over the whole mirrored volume in one pass (no tiling; with one window, MONAI's "
+          "output is that pass).")
 
 
 def main():
@@ -392,6 +420,8 @@ def main():
     parser.add_argument("--monai-repeats", type=int, default=None,
                         help="repeats of the MONAI run (default: --repeats)")
     parser.add_argument("--no-monai", action="store_true")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="skip the whole-volume pass that both tilings are scored against")
     parser.add_argument("--quick", action="store_true",
                         help="32x128x128 (diffusion 16x64x64), small presets, 1 repeat")
     args = parser.parse_args()
