@@ -1,0 +1,46 @@
+"""The benchmark scripts still run against the current engine (tiny networks, tiny volumes).
+
+Their figures are not checked here (timings belong in the scripts' output, not in
+assertions); what is checked is that each script finishes and prints its table.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_script(name: str, *args: str) -> str:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / name), *args], cwd=BENCHMARKS,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_inference_benchmark_prints_its_tables():
+    pytest.importorskip("monai")
+    out = run_script("inference.py", "--families", "gan,srunet", "--presets", "tiny",
+                     "--z-factors", "1,2", "--shape", "8,32,32", "--repeats", "1",
+                     "--block-shape", "4,16,16")
+    assert "Restore throughput" in out and "MONAI sliding_window_inference" in out
+    rows = [line for line in out.splitlines() if line.startswith(("gan ", "srunet "))]
+    assert len(rows) == 8  # 2 families x 2 z-factors, in both tables
+    assert all("nan" not in row for row in rows)
+
+
+def test_training_benchmark_prints_steps_per_second():
+    out = run_script("training.py", "--families", "rcan", "--presets", "tiny",
+                     "--z-factors", "1", "--steps", "2", "--warmup", "1",
+                     "--shape", "40,136,80")
+    assert "steps/s" in out and "rcan" in out
+
+
+def test_profile_restore_groups_operators():
+    out = run_script("profile_restore.py", "--family", "srunet", "--preset", "tiny",
+                     "--shape", "8,32,32")
+    assert "convolution" in out and "margin" in out
