@@ -70,7 +70,8 @@ class NetworkRestorer:
     channels_last
         Run a private copy of the weights in the channels-last memory layout. None
         (default): for 3D networks on the CPU, where oneDNN convolves 16-channel layers
-        1.2-1.5x faster that way (benchmarks/inference.py). Outputs change by float
+        1.1-1.7x faster that way (benchmarks/inference.py), except RCAN wider than 16
+        channels, which was slower (0.85x). Outputs change by float
         rounding only (about 1e-6 relative); the loaded network is left as it is.
     compile
         Run the network through ``torch.compile`` (inductor, weights frozen). Compiling
@@ -167,6 +168,10 @@ class NetworkRestorer:
         use = self.channels_last
         if use is None:
             use = self.spatial_dims == 3 and self.device.type == "cpu"
+            # RCAN at 32 channels and more ran 0.85-0.98x as fast channels-last, at 16
+            # channels 1.04-1.13x (benchmarks/inference.py, 2 cores).
+            if self.family.value == "rcan" and self.config.network.channels > 16:
+                use = False
         # Reuse the runner (and what it compiled) while the weights stay the same.
         key = (str(self.device), use, self.compile,
                tuple((p.data_ptr(), p._version) for p in self.net.parameters()))
