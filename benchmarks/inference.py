@@ -258,6 +258,23 @@ class Row:
         return self.flops_per_voxel * self.out_voxels / self.cpu_seconds / 1e9 / self.sustained_cpu
 
 
+def restore_work(restorer: NetworkRestorer, in_shape, result):
+    """(plan, layers of one block, FLOPs per output voxel, margin) of a finished restore.
+
+    ``margin``: the FLOPs all blocks execute (halos, mirrored edges) over those of the
+    output alone.
+    """
+    s = result.settings
+    plan = BlockPlan(in_shape, s["block_shape"], s["halo"], restorer.z_factor,
+                     restorer.divisor, restorer.overlap)
+    net, shapes, extra, block_out = network_pass(restorer, plan.max_input_shape())
+    layers = trace_layers(net, *shapes, extra=extra)
+    block_flops = sum(layer.flops for layer in layers)
+    flops_per_voxel = block_flops / block_out
+    margin = block_flops * len(plan) / (flops_per_voxel * math.prod(result.data.shape))
+    return plan, layers, flops_per_voxel, margin
+
+
 def measure(fam, preset, z_factor, out_shape, args, device, dtype) -> Row:
     in_shape = (max(1, out_shape[0] // z_factor), *out_shape[1:])
     volume = make_volume(in_shape)
@@ -270,15 +287,8 @@ def measure(fam, preset, z_factor, out_shape, args, device, dtype) -> Row:
             for _ in range(args.repeats)]
     result = runs[-1][2]
     seconds, cpu_seconds = medians(runs)
-    s = result.settings
-    plan = BlockPlan(in_shape, s["block_shape"], s["halo"], z_factor, restorer.divisor,
-                     restorer.overlap)
-    net, shapes, extra, block_out = network_pass(restorer, plan.max_input_shape())
-    layers = trace_layers(net, *shapes, extra=extra)
-    block_flops = sum(layer.flops for layer in layers)
-    flops_per_voxel = block_flops / block_out
+    plan, layers, flops_per_voxel, margin = restore_work(restorer, in_shape, result)
     out_voxels = math.prod(result.data.shape)
-    margin = block_flops * len(plan) / (flops_per_voxel * out_voxels)
     sustained, sustained_cpu = sustained_gflops(layers, device, dtype, repeats=2)
     params = sum(p.numel() for p in restorer.net.parameters())
     return Row(fam, preset, z_factor, params, in_shape, out_voxels, plan, seconds,

@@ -23,16 +23,14 @@ Usage::
 import napari_volsr  # noqa: F401, I001
 
 import argparse
-import math
 import time
 from collections import defaultdict
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from inference import make_restorer, make_volume, network_pass, trace_layers  # this folder
+from inference import make_restorer, make_volume, restore_work  # this folder
 from napari_volsr.engine.predict import restore
-from napari_volsr.engine.tiling import BlockPlan
 
 GROUPS = {
     "convolution": ("conv", "mkldnn_convolution", "_convolution"),
@@ -74,12 +72,7 @@ def main():
         result = restore(volume, restorer)
         wall = time.perf_counter() - start
 
-    s = result.settings
-    plan = BlockPlan(in_shape, s["block_shape"], s["halo"], f, restorer.divisor,
-                     restorer.overlap)
-    net, shapes, extra, block_out = network_pass(restorer, plan.max_input_shape())
-    block_flops = sum(layer.flops for layer in trace_layers(net, *shapes, extra=extra))
-    margin = block_flops * len(plan) / (block_flops / block_out * math.prod(result.data.shape))
+    plan, _, _, margin = restore_work(restorer, in_shape, result)
 
     events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
     total_self = sum(e.self_cpu_time_total for e in events) / 1e6

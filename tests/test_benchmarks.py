@@ -45,3 +45,10 @@ def test_profile_restore_groups_operators():
     out = run_script("profile_restore.py", "--family", "srunet", "--preset", "tiny",
                      "--shape", "8,32,32")
     assert "convolution" in out and "margin" in out
+
+
+def test_layout_benchmark_compares_both_layouts():
+    out = run_script("layout.py", "--families", "gan", "--presets", "tiny", "--z-factors", "2",
+                     "--shape", "8,32,32", "--repeats", "1")
+    row = [line for line in out.splitlines() if line.startswith("gan ")]
+    assert len(row) == 1 and "nan" not in row[0]

@@ -70,8 +70,8 @@ class NetworkRestorer:
     channels_last
         Run a private copy of the weights in the channels-last memory layout. None
         (default): for 3D networks on the CPU, where oneDNN convolves 16-channel layers
-        1.1-1.7x faster that way (benchmarks/inference.py), except RCAN wider than 16
-        channels, which was slower (0.85x). Outputs change by float
+        faster that way, except RCAN wider than 16 channels, which was slower
+        (benchmarks/layout.py). Outputs change by float
         rounding only (about 1e-6 relative); the loaded network is left as it is.
     compile
         Run the network through ``torch.compile`` (inductor, weights frozen). Compiling
@@ -168,8 +168,8 @@ class NetworkRestorer:
         use = self.channels_last
         if use is None:
             use = self.spatial_dims == 3 and self.device.type == "cpu"
-            # RCAN at 32 channels and more ran 0.85-0.98x as fast channels-last, at 16
-            # channels 1.04-1.13x (benchmarks/inference.py, 2 cores).
+            # RCAN at 32 channels ran slower channels-last, at 16 faster
+            # (benchmarks/layout.py; figures in the README).
             if self.family.value == "rcan" and self.config.network.channels > 16:
                 use = False
         # Reuse the runner (and what it compiled) while the weights stay the same.
