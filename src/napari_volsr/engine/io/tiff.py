@@ -1,0 +1,194 @@
+"""TIFF (ImageJ hyperstack and OME-TIFF) reading and writing with voxel spacing."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .volume import (
+    SPATIAL_AXES,
+    Volume,
+    VolumeIOError,
+    normalise_unit,
+    one_line_message,
+    widen_for_storage,
+)
+
+_TIFF_AXIS_MAP = {"I": "Z", "Q": "Z", "S": "C"}
+
+
+def _valid_size(value) -> bool:
+    """A usable voxel size: positive and finite. Others count as missing, like a zero."""
+    try:
+        return 0 < float(value) < float("inf")
+    except (TypeError, ValueError):
+        return False
+
+
+def _tiff_spacing(tif, series) -> tuple[dict[str, float], str | None]:
+    """Voxel size per axis letter and the unit, from ImageJ or OME metadata."""
+    import tifffile
+
+    sizes: dict[str, float] = {}
+    unit = None
+    if tif.is_ome and tif.ome_metadata:
+        try:
+            ome = tifffile.xml2dict(tif.ome_metadata)["OME"]
+            image = ome["Image"][0] if isinstance(ome["Image"], list) else ome["Image"]
+            pixels = image["Pixels"]
+            for ax in "XYZ":
+                value = pixels.get(f"PhysicalSize{ax}")
+                if _valid_size(value):
+                    sizes[ax] = float(value)
+                    unit = unit or pixels.get(f"PhysicalSize{ax}Unit", "µm")
+        except (KeyError, TypeError, ValueError, IndexError):
+            sizes = {}
+    if not sizes:
+        page = series.pages[0] if series.pages else tif.pages[0]
+        for ax, tag in (("X", "XResolution"), ("Y", "YResolution")):
+            res = page.tags.get(tag)
+            if res is not None:
+                num, den = res.value
+                if num > 0 and den > 0 and (num, den) != (1, 1):
+                    sizes[ax] = den / num
+        if tif.is_imagej and tif.imagej_metadata:
+            meta = tif.imagej_metadata
+            if _valid_size(meta.get("spacing")):
+                sizes["Z"] = float(meta["spacing"])
+            unit = meta.get("unit")
+    return sizes, normalise_unit(unit)
+
+
+def _check_complete(tif, series, path: Path) -> None:
+    """Refuse truncated files: tifffile would read them, filling the missing part."""
+    size = path.stat().st_size
+    if series.dataoffset is not None:
+        end = series.dataoffset + series.nbytes
+    else:
+        end = max(
+            (o + n for page in series.pages if page is not None
+             for o, n in zip(page.dataoffsets, page.databytecounts)),
+            default=0,
+        )
+    # ImageJ writes the plane count up front; fewer readable planes means a cut file.
+    expected = (tif.imagej_metadata or {}).get("images", 0) if tif.is_imagej else 0
+    planes = 1
+    for axis, n in zip(series.axes, series.shape):
+        planes *= 1 if axis in "YXS" else n
+    if end > size or planes < expected:
+        raise VolumeIOError(f"{path}: the TIFF is truncated (incomplete copy or download?)")
+    # With pages missing, tifffile falls back to what it finds (one plane: "a 2D image").
+    shaped = tif.shaped_metadata if tif.is_shaped else None
+    described = shaped[0].get("shape") if shaped else None
+    if described and math.prod(described) != math.prod(series.shape):
+        raise VolumeIOError(
+            f"{path}: the TIFF's metadata describes {tuple(described)} voxels but the file "
+            f"holds {tuple(series.shape)} (truncated or edited?)"
+        )
+
+
+class _NamedErrors:
+    """A lazily read array whose decoding errors name the file (dask reads it much later)."""
+
+    def __init__(self, array, path: Path):
+        self.array, self.path = array, path
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+
+    def __getitem__(self, index):
+        try:
+            return self.array[index]
+        except Exception as exc:  # codecs raise their own types for damaged data
+            message = one_line_message(exc)
+            raise VolumeIOError(f"{self.path}: damaged image data ({message})") from exc
+
+
+def read_tiff(path: Path, lazy: bool) -> Volume:
+    """Read a TIFF's first series as ``[C]ZYX`` or ``[C]YX`` with its ImageJ or OME spacing."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes = series.axes
+            _check_complete(tif, series, path)
+            sizes, unit = _tiff_spacing(tif, series)
+            if lazy:
+                import dask.array as da
+                import zarr
+
+                array = zarr.open(series.aszarr(), mode="r")
+                data = da.from_array(_NamedErrors(array, path), chunks=array.chunks)
+            else:
+                data = series.asarray()
+                if data.shape != tuple(series.shape):  # tifffile warns and returns less
+                    raise VolumeIOError(
+                        f"{path}: the TIFF's metadata describes {tuple(series.shape)} voxels "
+                        f"but the file holds {data.shape} (truncated or edited?)"
+                    )
+    except VolumeIOError:
+        raise
+    except Exception as exc:  # tifffile raises many types for broken files
+        raise VolumeIOError(f"{path}: not a readable TIFF ({one_line_message(exc)})") from exc
+    axes = "".join(_TIFF_AXIS_MAP.get(a, a) for a in axes)
+    # Drop singleton axes we do not model (T, a second Z from 'I', etc.).
+    keep = [i for i, (a, n) in enumerate(zip(axes, data.shape)) if a in "CZYX" or n > 1]
+    for i, (a, n) in enumerate(zip(axes, data.shape)):
+        if i not in keep:
+            continue
+        if a not in "CZYX":
+            raise VolumeIOError(
+                f"{path}: axis {a!r} of size {n} is not supported (axes {series.axes}); "
+                "save one time point or position per file"
+            )
+    squeeze = tuple(i for i in range(data.ndim) if i not in keep)
+    data = data.squeeze(axis=squeeze) if squeeze else data
+    axes = "".join(a for i, a in enumerate(axes) if i in keep)
+    if len(set(axes)) != len(axes):
+        raise VolumeIOError(f"{path}: repeated axes {series.axes} cannot be interpreted")
+    if "C" in axes and data.shape[axes.index("C")] == 1:
+        data = data.squeeze(axis=axes.index("C"))
+        axes = axes.replace("C", "")
+    target = "".join(a for a in "CZYX" if a in axes)
+    data = data.transpose([axes.index(a) for a in target])
+    spacing = tuple(sizes.get(a, 1.0) for a in target if a in SPATIAL_AXES)
+    return Volume(data, spacing, target, unit, metadata={"source_format": "tiff"})
+
+
+def write_tiff(path: Path, volume: Volume, ome: bool) -> None:
+    """Write an ImageJ hyperstack where ImageJ takes the type (and not ``ome``), else OME-TIFF."""
+    import tifffile
+
+    data = widen_for_storage(np.asarray(volume.data))
+    if data.dtype.itemsize == 8 and data.dtype.kind in "iu":
+        raise VolumeIOError(
+            f"TIFF cannot store {data.dtype} values with their voxel spacing; write .nii.gz "
+            "or .zarr, or choose a 32-bit or smaller output type"
+        )
+    spatial = [a for a in volume.axes if a in SPATIAL_AXES]
+    sizes = dict(zip(spatial, volume.spacing))
+    unit = volume.unit or "pixel"
+    imagej_ok = data.dtype in (np.uint8, np.uint16, np.float32) and not ome
+    if imagej_ok:
+        # ImageJ hyperstacks are TZCYXS: put the channel axis after Z.
+        order = "".join(a for a in "ZCYX" if a in volume.axes)
+        data = data.transpose([volume.axes.index(a) for a in order])
+        metadata = {"axes": order, "unit": "um" if unit == "µm" else unit}
+        if "Z" in sizes:
+            metadata["spacing"] = sizes["Z"]
+        tifffile.imwrite(
+            path,
+            data,
+            imagej=True,
+            resolution=(1 / sizes.get("X", 1.0), 1 / sizes.get("Y", 1.0)),
+            metadata=metadata,
+        )
+    else:
+        metadata: dict[str, Any] = {"axes": volume.axes}
+        for ax, size in sizes.items():
+            metadata[f"PhysicalSize{ax}"] = size
+            if volume.unit:
+                metadata[f"PhysicalSize{ax}Unit"] = volume.unit
+        tifffile.imwrite(path, data, ome=True, metadata=metadata, photometric="minisblack")
