@@ -1,0 +1,428 @@
+"""``volsr restore``: one file or a folder of files, in process or on a dask cluster."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from ..engine.io import (
+    WRITERS,
+    VolumeIOError,
+    can_read,
+    check_writable,
+    format_suffix,
+    read_volume,
+    remove_tree,
+    write_volume,
+)
+from .app import _Failure, _Interrupted
+from .options import _base_name, _int_tuple, _percentiles, _z
+
+OUTPUT_FORMATS = ("tif", "ome.tif", "nii.gz", "zarr")
+
+
+def _temp_siblings(path: Path) -> set[Path]:
+    """Temporaries ``io.atomic_path`` makes for ``path`` (``.NAME.<random>.part<suffix>``)."""
+    return set(path.parent.glob(f".{glob.escape(path.name)}.*.part*"))
+
+
+def _stamp(path: Path):
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+class _OutputGuard:
+    """Remembers an output's state so an interrupted write can be cleaned up and told apart.
+
+    ``write_volume`` writes to a temporary sibling and renames it, removing the
+    temporary on errors; a Ctrl-C landing inside that cleanup could still leave it, so
+    temporaries that appeared since the guard was made are removed here as well.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.temps = _temp_siblings(path)
+        self.stamp = _stamp(path)
+
+    def clean(self) -> bool:
+        """Remove new temporaries; True when the output was (re)written completely."""
+        for tmp in _temp_siblings(self.path) - self.temps:
+            if tmp.is_dir():
+                remove_tree(tmp)
+            else:
+                tmp.unlink(missing_ok=True)
+        return self.path.exists() and _stamp(self.path) != self.stamp
+
+
+def _single_output(input_path: Path, output_path: Path, out_format: str | None) -> Path:
+    """Return the output file of one input: ``-o`` itself, or a file in the folder ``-o``."""
+    if output_path.is_dir() and not can_read(output_path):
+        suffix = f".{out_format}" if out_format else format_suffix(input_path)
+        return output_path / f"{_base_name(input_path)}{suffix}"
+    if out_format and format_suffix(output_path) != f".{out_format}":
+        raise _Failure(f"--format {out_format} does not match the output name {output_path.name}; "
+                       f"name it *.{out_format} or leave --format out")
+    return output_path
+
+
+def _batch_inputs(folder: Path) -> list[Path]:
+    """Readable volumes in a folder (not hidden), sorted by name."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and can_read(p))
+
+
+def _reference_for(input_path: Path, reference: Path | None) -> Path | None:
+    """Return the ground truth for ``input_path`` (None without ``--rescale``).
+
+    That is ``reference`` itself, or a file of the same name (or base name) in the
+    folder ``reference``, as 3D-RCAN's apply pairs them.
+    """
+    if reference is None or not (reference.is_dir() and not can_read(reference)):
+        return reference
+    same = reference / input_path.name
+    if same.exists():
+        return same
+    base = _base_name(input_path)
+    for candidate in _batch_inputs(reference):
+        if _base_name(candidate) == base:
+            return candidate
+    raise ValueError(f"no reference for {input_path.name} in {reference} (expected a file "
+                     f"named {input_path.name} or {base}.*)")
+
+
+def _is_zarr(path: Path) -> bool:
+    return format_suffix(path) in (".zarr", ".ome.zarr")
+
+
+def _restore_file(input_path: Path, output_path: Path, restorer_for, options: dict,
+                  reference: Path | None, overwrite: bool, quiet: bool, label: str,
+                  cluster=None) -> str:
+    """Restore one file and write it; return the line that says what was written.
+
+    Zarr outputs are streamed: blocks merge into a scratch store beside the output
+    (or, with ``cluster`` = (client, spec_for), workers write the output directly), so
+    memory is bounded by the block plan, not the volume.
+    """
+    import numpy as np
+
+    from ..engine.evaluate import check_same_shape, rescale_to
+    from ..engine.predict import iter_restore, to_output_dtype
+
+    volume = read_volume(input_path, lazy=True)
+    if len(volume.spacing) != 3:
+        raise ValueError(
+            f"{input_path} is a 2D image {tuple(volume.data.shape)}; "
+            "restoration needs a 3D volume (Z, Y, X)"
+        )
+    if cluster is not None:
+        from ..engine.dask_restore import iter_restore_to_zarr
+
+        client, spec_for = cluster
+        run = {k: v for k, v in options.items() if k not in ("device", "precision")}
+        result = _run_with_progress(
+            iter_restore_to_zarr(input_path, spec_for(volume.spacing), output_path, client,
+                                 overwrite=overwrite, **run), quiet, label)
+        spacing = " x ".join(f"{s:g}" for s in result.spacing)
+        return (f"wrote {output_path}: {tuple(result.data.shape)} {result.data.dtype}, spacing "
+                f"{spacing} {volume.unit or ''} ({result.settings['method']} x{result.z_factor}; "
+                f"{result.plan} on {result.settings['workers']} dask workers)")
+    restorer = restorer_for(volume.spacing)
+    factor = restorer.z_factor
+    ground_truth = None
+    if reference is not None:
+        ground_truth = read_volume(reference, lazy=True)
+        shape = list(volume.data.shape)
+        shape[-3] *= factor
+        check_same_shape(shape, ground_truth.data.shape, what=f"the result of {input_path.name}")
+    output_dtype = options["output_dtype"]
+    run_options = dict(options, output_dtype="float32") if ground_truth is not None else options
+    scratch = None
+    if _is_zarr(output_path) and ground_truth is None:
+        # Named like io.atomic_path's temporaries, so an interrupt's cleanup finds it.
+        scratch = Path(tempfile.mkdtemp(prefix=f".{output_path.name}.", suffix=".part-merge.zarr",
+                                        dir=output_path.parent))
+        run_options = dict(run_options, out_store=str(scratch))
+    try:
+        generator = iter_restore(volume.data, restorer, spacing=volume.spacing,
+                                 origin=volume.origin, **run_options)
+        result = _run_with_progress(generator, quiet, label)
+        data, note = result.data, ""
+        if ground_truth is not None:
+            data, gain, offset = rescale_to(np.asarray(data), ground_truth.data)
+            data = to_output_dtype(data, output_dtype, volume.data.dtype)
+            note = f"; fitted to {reference.name}: {gain:.6g} * x + {offset:.6g}"
+        out = volume.with_data(data, spacing=result.spacing, origin=result.origin)
+        write_volume(output_path, out, overwrite=overwrite)
+    finally:
+        if scratch is not None:
+            remove_tree(scratch)
+    spacing = " x ".join(f"{s:g}" for s in result.spacing)
+    return (f"wrote {output_path}: {tuple(data.shape)} {data.dtype}, spacing {spacing} "
+            f"{volume.unit or ''} ({restorer.name} x{factor}; {result.plan}{note})")
+
+
+@click.command()
+@click.option("-i", "--input", "input_path", required=True, type=click.Path(path_type=Path),
+              help="Volume to restore (.tif, .ome.tif, .nii, .nii.gz, .zarr), or a folder: "
+              "batch mode, every readable volume in it.")
+@click.option("-o", "--output", "output_path", required=True, type=click.Path(path_type=Path),
+              help="Where to write the result; the format follows the suffix. A folder (made "
+              "if missing) for batch mode: same base names, format from --format.")
+@click.option("-m", "--method", "--model", "model", default="cubic", show_default=True,
+              help="A model from the library (name or folder) or a baseline: nearest, linear, cubic.")
+@click.option("-z", "--z-factor", default="auto", show_default=True,
+              help="z upsampling factor 1..16, or 'auto': the model's, or round(z spacing / "
+              "x spacing) for baselines.")
+@click.option("--block-shape", default="auto", show_default=True,
+              help="'auto' (from the memory budget) or Z,Y,X block core in input voxels.")
+@click.option("--overlap", default=None,
+              help="Z,Y,X voxels by which blocks overlap and are blended (default: the model's).")
+@click.option("--percentiles", default="1,99.8", show_default=True,
+              help="Low,high percentiles mapped to 0,1 before the network.")
+@click.option("--output-dtype", type=click.Choice(["float32", "input", "uint8", "uint16"]),
+              default="float32", show_default=True)
+@click.option("--format", "out_format", type=click.Choice(OUTPUT_FORMATS), default=None,
+              help="Output format when -o is a folder (default: the input's).")
+@click.option("--rescale", "reference", type=click.Path(path_type=Path), default=None,
+              help="Ground truth on the output grid: fit the result to it by least squares "
+              "(a * x + b) before writing, as 3D-RCAN does. In batch mode a folder of files "
+              "named like the inputs.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              default="auto", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Restore on a local dask.distributed cluster of N worker processes "
+              "(zarr output).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Restore on a running dask.distributed cluster (e.g. tcp://host:8786); "
+              "the output zarr must be on storage every worker can write.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def restore(input_path, output_path, model, z_factor, block_shape, overlap, percentiles,
+            output_dtype, out_format, reference, device, precision, overwrite, workers,
+            scheduler, quiet):
+    """Restore (and z-upsample) a volume file, or every volume in a folder.
+
+    Outputs are written atomically: Ctrl-C leaves finished files and no partial ones.
+    Zarr outputs are streamed block by block, so volumes larger than memory work.
+    In batch mode a file that fails is reported and the others go on; the exit status
+    is then non-zero.
+    """
+    low, high = _percentiles(percentiles)
+    blocks = "auto" if block_shape == "auto" else _int_tuple(block_shape, 3, "--block-shape")
+    overlaps = None if overlap is None else _int_tuple(overlap, 3, "--overlap", minimum=0)
+    factor = None if z_factor == "auto" else _z(z_factor)
+    batch = input_path.is_dir() and not can_read(input_path)
+    if batch:
+        jobs = _batch_jobs(input_path, output_path, out_format)
+    else:
+        output_path = _single_output(input_path, output_path, out_format)
+        if input_path.resolve() == output_path.resolve():
+            raise _Failure("the output path equals the input path; choose another output name")
+        if output_path.exists() and not overwrite:
+            raise _Failure(f"{output_path} exists; pass --overwrite or choose another name")
+        try:
+            check_writable(output_path, overwrite=True)
+        except VolumeIOError as exc:
+            raise _Failure(str(exc)) from None
+        jobs = [(input_path, output_path)]
+    if reference is not None and not reference.exists():
+        raise _Failure(f"{reference}: no such reference file or folder (--rescale)")
+    if batch and reference is not None and can_read(reference) and len(jobs) > 1:
+        raise _Failure(f"--rescale {reference} is one file but {input_path} holds {len(jobs)} "
+                       "volumes; pass a folder of references named like the inputs")
+    restorer_for = _restorer_factory(model, factor, device)
+    options = dict(block_shape=blocks, overlap=overlaps, percentiles=(low, high),
+                   output_dtype=output_dtype, device=device, precision=precision)
+    distributed = workers is not None or scheduler is not None
+    if distributed:
+        _check_distributed(workers, scheduler, [out for _, out in jobs], reference)
+    with _dask_cluster(workers, scheduler, model, factor, device, precision) as cluster:
+        if batch:
+            _restore_batch(jobs, input_path, output_path, restorer_for, options, reference,
+                           overwrite, quiet, cluster)
+            return
+        guard = _OutputGuard(output_path)
+        try:
+            line = _restore_file(input_path, output_path, restorer_for, options,
+                                 _reference_for(input_path, reference), overwrite, quiet,
+                                 "restoring", cluster)
+        except (VolumeIOError, ValueError) as exc:
+            raise _Failure(str(exc)) from None
+        except KeyboardInterrupt:
+            written = guard.clean()
+            raise _Interrupted(f"{output_path} was written before the interrupt" if written
+                               else "no output was written") from None
+    click.echo(line.rstrip(), err=quiet)
+
+
+def _check_distributed(workers, scheduler, outputs: list[Path], reference) -> None:
+    if workers is not None and scheduler is not None:
+        raise _Failure("give --workers (a local cluster) or --scheduler (an existing one), "
+                       "not both")
+    if reference is not None:
+        raise _Failure("--rescale needs the whole result in memory; restore without "
+                       "--workers/--scheduler")
+    if not all(_is_zarr(out) for out in outputs):
+        raise _Failure("dask workers write their blocks into one zarr store: name the output "
+                       "*.zarr (or --format zarr for a folder)")
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise _Failure("--workers/--scheduler need dask.distributed: "
+                       "pip install 'napari-volsr[distributed]'") from None
+
+
+@contextlib.contextmanager
+def _dask_cluster(workers, scheduler, model, factor, device, precision):
+    """Yield (client, spacing -> RestorerSpec) for distributed restoration, or None."""
+    if workers is None and scheduler is None:
+        yield None
+        return
+    from .._layers import default_z_factor
+    from ..engine.dask_restore import local_cluster_client, model_spec, torch_threads_per_worker
+    from ..engine.restorers import BASELINES
+
+    threads = torch_threads_per_worker(workers) if workers else None
+    try:
+        spec = model_spec(model, factor, device, precision, threads)
+    except Exception as exc:
+        raise _Failure(str(exc)) from None
+
+    def spec_for(spacing):
+        if model in BASELINES and factor is None:
+            return dataclasses.replace(spec, z_factor=default_z_factor(spacing))
+        return spec
+
+    if workers is not None:
+        client = local_cluster_client(workers)
+    else:
+        from distributed import Client
+
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise _Failure(f"cannot reach the dask scheduler at {scheduler} ({exc})") from None
+    try:
+        yield client, spec_for
+    finally:
+        cluster = client.cluster if workers is not None else None
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _restorer_factory(model: str, factor: int | None, device: str):
+    """Return ``spacing -> restorer``, failing early on unusable models or devices.
+
+    A trained model is loaded once; baselines follow each file's spacing unless ``-z``
+    is given.
+    """
+    from .._layers import default_z_factor
+    from ..engine.predict import resolve_device
+    from ..engine.restorers import BASELINES, get_restorer
+
+    try:
+        resolve_device(device)
+        if model in BASELINES:
+            def for_spacing(spacing):
+                return get_restorer(model, factor or default_z_factor(spacing))
+
+            get_restorer(model, factor or 1)  # check the options once, before any work
+            return for_spacing
+        shared = get_restorer(model, factor)
+    except ValueError as exc:
+        raise _Failure(str(exc)) from None
+    return lambda spacing: shared
+
+
+def _batch_jobs(input_dir: Path, output_dir: Path,
+                out_format: str | None) -> list[tuple[Path, Path]]:
+    """(input, output) pairs of batch mode, checked before any work."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise _Failure(f"-o {output_dir} is a file; with a folder as input, -o must be a folder")
+    if format_suffix(output_dir) in WRITERS:
+        raise _Failure(f"-o {output_dir} names a volume; with a folder as input, -o must be a "
+                       "folder (choose the format with --format)")
+    if output_dir.resolve() == input_dir.resolve():
+        raise _Failure("the output folder equals the input folder; choose another output folder")
+    inputs = _batch_inputs(input_dir)
+    if not inputs:
+        raise _Failure(f"{input_dir}: no volumes to restore (looked for .tif, .tiff, .ome.tif, "
+                       ".nii, .nii.gz, .zarr)")
+    jobs = []
+    for path in inputs:
+        suffix = f".{out_format}" if out_format else format_suffix(path)
+        jobs.append((path, output_dir / f"{_base_name(path)}{suffix}"))
+    return jobs
+
+
+def _restore_batch(jobs, input_dir: Path, output_dir: Path, restorer_for, options: dict,
+                   reference: Path | None, overwrite: bool, quiet: bool, cluster=None) -> None:
+    """Restore every file; report failures one by one and fail at the end if any did."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _Failure(f"{output_dir}: cannot make the output folder "
+                       f"({exc.strerror or exc})") from None
+    failures, written, claimed = [], 0, {}
+    n = len(jobs)
+    for i, (input_path, output_path) in enumerate(jobs, start=1):
+        guard = _OutputGuard(output_path)
+        try:
+            if output_path in claimed:
+                raise ValueError(f"{claimed[output_path].name} already writes {output_path.name}; "
+                                 "rename one of them or choose another --format")
+            claimed[output_path] = input_path
+            if output_path.exists() and not overwrite:
+                raise ValueError(f"{output_path} exists; pass --overwrite")
+            line = _restore_file(input_path, output_path, restorer_for, options,
+                                 _reference_for(input_path, reference), overwrite, quiet,
+                                 f"[{i}/{n}] {input_path.name}", cluster)
+        except KeyboardInterrupt:
+            if guard.clean():
+                written += 1
+            raise _Interrupted(
+                f"stopped at {input_path.name}: {written} of {n} volumes written to {output_dir}, "
+                "no partial files left"
+            ) from None
+        except Exception as exc:  # one bad file must not stop the batch
+            guard.clean()
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            failures.append(input_path.name)
+            click.echo(f"volsr: {input_path.name}: failed: {message}", err=True)
+            continue
+        written += 1
+        click.echo(line.rstrip(), err=quiet)
+    click.echo(f"restored {written} of {n} volumes from {input_dir} into {output_dir}", err=quiet)
+    if failures:
+        raise _Failure(f"{len(failures)} of {n} volumes failed: {', '.join(failures)}")
+
+
+def _run_with_progress(generator, quiet: bool, label: str = "restoring"):
+    """Drain a progress generator, drawing a bar for the blocks stage on stderr."""
+    bar = None
+    try:
+        while True:
+            try:
+                record = next(generator)
+            except StopIteration as stop:
+                return stop.value
+            if quiet or record.stage != "blocks" or record.total < 1:
+                continue
+            if bar is None:
+                bar = click.progressbar(length=record.total, label=label, file=sys.stderr)
+                bar.__enter__()
+            bar.update(record.done - bar.pos)
+    finally:
+        generator.close()
+        if bar is not None:
+            bar.__exit__(None, None, None)
