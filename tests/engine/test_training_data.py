@@ -4,14 +4,16 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from napari_volsr.engine.config import ModelConfig, TrainingConfig
 from napari_volsr.engine.data import (
     Normalization,
     TrainingData,
     isotropic_data,
+    make_training_data,
     paired_data,
     synthetic_data,
 )
-from napari_volsr.engine.degrade import DegradationConfig, slab_downsample
+from napari_volsr.engine.degrade import DegradationConfig, degrade, slab_downsample
 
 # Percentiles 0/100 map min/max to 0/1, so tests can undo the normalisation exactly.
 FULL_RANGE = (0.0, 100.0)
@@ -304,3 +306,136 @@ def test_bad_arguments_name_the_argument(coords, kwargs, match):
     args = {"z_factor": 2, "patch_shape": (4, 8, 8)} | kwargs
     with pytest.raises(ValueError, match=match):
         synthetic_data(coords, degradation=DegradationConfig(), **args)
+
+
+# --- make_training_data: every source of a TrainingConfig --------------------------------
+
+NOISY = DegradationConfig(gaussian_sigma=(0.05, 0.1), poisson_peak=(50.0, 100.0))
+
+
+def training_config(source, spatial_dims=2, z_factor=1, patch=(8, 8), **kwargs):
+    task = "isotropic" if source == "isotropic" else ("upsample" if z_factor > 1 else "restore")
+    model = ModelConfig(task=task, spatial_dims=spatial_dims, z_factor=z_factor,
+                        percentiles=FULL_RANGE)
+    return TrainingConfig(model=model, source=source, patch_shape=patch, steps=1, n_val=3,
+                          **kwargs)
+
+
+def assert_same_batches(data, reference, drop_z=False):
+    """Batches of ``data`` equal those of ``reference`` (z axis dropped), rank 1 too."""
+    for step, rank in [(0, 0), (5, 0), (5, 1)]:
+        got, want = data.batch(step, 4, rank), reference.batch(step, 4, rank)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b[:, :, 0] if drop_z else b)
+    for (ia, ta), (ib, tb) in zip(data.validation, reference.validation, strict=True):
+        np.testing.assert_array_equal(ia, ib[:, 0] if drop_z else ib)
+        np.testing.assert_array_equal(ta, tb[:, 0] if drop_z else tb)
+
+
+def test_slice_wise_paired_pairs_are_aligned_single_slices(coords):
+    raw = coords * 2 + 1
+    data = make_training_data(training_config("paired"), raws=[raw], targets=[coords])
+    assert (data.spatial_dims, data.z_factor, data.patch_shape) == (2, 1, (8, 8))
+    assert data.summary["slice_wise"] is True and data.summary["patch_shape"] == [1, 8, 8]
+    target_norm, raw_norm = norm_of(data), norm_of(data, key="raw_normalization")
+    val_start = data.summary["validation_rows"][0][0]
+    for inp, tgt in data.validation:
+        assert inp.shape == tgt.shape == (1, 8, 8) and inp.dtype == tgt.dtype == np.float32
+        z, y, x = decode(tgt[0], target_norm)
+        assert (z == z.flat[0]).all() and y.min() >= val_start  # one z slice, validation rows
+        np.testing.assert_allclose(raw_norm.inverse(inp), 2 * target_norm.inverse(tgt) + 1,
+                                   rtol=1e-6)
+    inputs, targets = data.batch(0, 8)
+    assert inputs.shape == targets.shape == (8, 1, 8, 8)
+    for inp, tgt in zip(inputs[:, 0], targets[:, 0], strict=True):
+        z, y, x = decode(tgt, target_norm)
+        assert (z == z.flat[0]).all() and y.max() < val_start
+        np.testing.assert_allclose(raw_norm.inverse(inp), 2 * target_norm.inverse(tgt) + 1,
+                                   rtol=1e-6)
+
+
+def test_slice_wise_pairs_are_the_one_slice_volumetric_pairs(coords):
+    # Slice-wise training draws exactly the crops, augmentations and noise of one-slice
+    # 3D patches, so models trained before the 2D option existed stay reproducible.
+    config = training_config("paired", patch=(8, 12), seed=5, foreground=0.3)
+    data = make_training_data(config, raws=[coords + 3], targets=[coords])
+    volumetric = paired_data(coords + 3, coords, 1, (1, 8, 12), percentiles=FULL_RANGE,
+                             n_val=3, seed=5, foreground=0.3)
+    assert_same_batches(data, volumetric, drop_z=True)
+    config = training_config("synthetic", degradation=NOISY, seed=3)
+    data = make_training_data(config, targets=[coords, coords[2:]])
+    volumetric = synthetic_data([coords, coords[2:]], 1, (1, 8, 8), NOISY,
+                                percentiles=FULL_RANGE, n_val=3, seed=3)
+    assert_same_batches(data, volumetric, drop_z=True)
+    assert data.summary == {**volumetric.summary, "slice_wise": True}
+
+
+def test_slice_wise_synthetic_inputs_degrade_their_target(coords):
+    clean = synthetic_data(coords, 1, (8, 8), DegradationConfig(), spatial_dims=2, n_val=2)
+    inputs, targets = clean.batch(0, 6)
+    assert inputs.shape == targets.shape == (6, 1, 8, 8) and clean.spatial_dims == 2
+    np.testing.assert_array_equal(inputs, targets)  # no blur or noise: the target itself
+    # Fixed ranges without noise make the degradation deterministic, so it can be redone.
+    blur = DegradationConfig(blur_sigma=(0.5, 0.5), lateral_blur_sigma=(1.0, 1.0))
+    data = make_training_data(training_config("synthetic", degradation=blur), targets=[coords])
+    rng = np.random.default_rng(0)
+    for inp, tgt in data.validation:
+        assert inp.shape == tgt.shape == (1, 8, 8) and not np.array_equal(inp, tgt)
+        np.testing.assert_array_equal(inp, degrade(tgt, 1, blur, rng))
+    inputs, targets = data.batch(0, 6)
+    for inp, tgt in zip(inputs, targets, strict=True):
+        np.testing.assert_allclose(inp, degrade(tgt, 1, blur, rng), atol=1e-6)
+
+
+SOURCES_2D = {
+    "paired": lambda v, **kw: paired_data(v, v, patch_shape=(8, 8), spatial_dims=2, **kw),
+    "synthetic": lambda v, **kw: synthetic_data(v, patch_shape=(8, 8), spatial_dims=2,
+                                                degradation=DegradationConfig(), **kw),
+}
+
+
+@pytest.mark.parametrize("source", SOURCES_2D)
+def test_slice_wise_needs_z_factor_one(coords, source):
+    with pytest.raises(ValueError, match="z_factor 1"):
+        SOURCES_2D[source](coords, z_factor=2)
+
+
+COMMON = {"percentiles": FULL_RANGE, "n_val": 3}
+
+
+@pytest.mark.parametrize(
+    ("source", "spatial_dims", "z_factor", "patch", "reference"),
+    [
+        ("paired", 3, 2, (4, 8, 8),
+         lambda v: paired_data(slab_downsample(v, 2), v, 2, (4, 8, 8), **COMMON)),
+        ("synthetic", 3, 2, (4, 8, 8),
+         lambda v: synthetic_data(v, 2, (4, 8, 8), NOISY, **COMMON)),
+        ("isotropic", 2, 4, (4, 6),
+         lambda v: isotropic_data(v, 4, (4, 6), NOISY, **COMMON)),
+    ],
+)
+def test_make_training_data_follows_the_source(coords, source, spatial_dims, z_factor, patch,
+                                               reference):
+    config = training_config(source, spatial_dims, z_factor, patch, degradation=NOISY)
+    arrays = {"paired": {"raws": slab_downsample(coords, 2), "targets": coords},
+              "synthetic": {"targets": coords}, "isotropic": {"volumes": coords}}[source]
+    data = make_training_data(config, **arrays)
+    assert (data.spatial_dims, data.z_factor, data.patch_shape) == (spatial_dims, z_factor, patch)
+    assert "slice_wise" not in data.summary
+    assert_same_batches(data, reference(coords))
+
+
+
+@pytest.mark.parametrize(
+    ("source", "given", "match"),
+    [
+        ("paired", ["targets"], "raw and target"),
+        ("synthetic", ["raws"], "clean target"),
+        ("isotropic", ["targets"], "anisotropic volume"),
+    ],
+)
+def test_make_training_data_names_the_missing_volumes(coords, source, given, match):
+    config = (training_config(source, 2, 2, degradation=NOISY) if source == "isotropic"
+              else training_config(source, 3, 1, (4, 8, 8), degradation=NOISY))
+    with pytest.raises(ValueError, match=match):
+        make_training_data(config, **dict.fromkeys(given, [coords]))

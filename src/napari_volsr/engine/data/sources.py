@@ -1,0 +1,381 @@
+"""Training-pair sources (paired, synthetic, isotropic) and their argument checks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..degrade import DegradationConfig
+from ..nets._common import MAX_Z_FACTOR, check_int
+from .normalization import DEFAULT_PERCENTILES, percentile_normalization
+from .sampling import (
+    IsotropicSampler,
+    NormalizedVolume,
+    PairedSampler,
+    SyntheticSampler,
+    TrainingData,
+    build_training_data,
+    split_rows,
+)
+
+if TYPE_CHECKING:
+    from ..config import TrainingConfig
+
+
+def _as_list(arrays) -> list:
+    return list(arrays) if isinstance(arrays, (list, tuple)) else [arrays]
+
+
+def _load(array, what: str, percentiles) -> NormalizedVolume:
+    # Random crops with rejection read the volume many times; a lazy (dask) array would
+    # recompute chunks for every try, so it is read once. Numpy inputs are not copied,
+    # and normalisation happens per crop, so the volume is never modified.
+    data = np.asarray(array.compute() if hasattr(array, "compute") else array)
+    if data.ndim != 3:
+        raise ValueError(f"{what} must be a ZYX volume (3 dimensions), got shape {data.shape}")
+    return NormalizedVolume(data, percentile_normalization(data, percentiles))
+
+
+def _check_common(z_factor, patch_shape, spatial_dims, n_val, val_fraction, foreground,
+                  max_tries, seed) -> tuple[int, tuple[int, ...]]:
+    f = check_int("z_factor", z_factor, 1, MAX_Z_FACTOR)
+    patch = tuple(int(p) for p in patch_shape)
+    if len(patch) != spatial_dims or any(p < 1 for p in patch) or patch != tuple(patch_shape):
+        raise ValueError(
+            f"patch_shape must be {spatial_dims} positive integers, got {tuple(patch_shape)}"
+        )
+    check_int("n_val", n_val, 0)
+    check_int("max_tries", max_tries, 1)
+    check_int("seed", seed, 0)
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if not 0.0 <= foreground <= 1.0:
+        raise ValueError(f"foreground must be a fraction in [0, 1], got {foreground}")
+    return f, patch
+
+
+def _check_volume_patch(z_factor, patch_shape, spatial_dims, *checks) -> tuple[int, tuple]:
+    """z-factor and 3D patch of the paired and synthetic sources.
+
+    Slice-wise (``spatial_dims == 2``) patches ``(py, px)`` become one-slice-thick 3D
+    patches ``(1, py, px)``; their z axis is dropped when pairs are handed out.
+    """
+    if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+    f, patch = _check_common(z_factor, patch_shape, spatial_dims, *checks)
+    if spatial_dims == 3:
+        return f, patch
+    if f != 1:
+        raise ValueError(
+            f"slice-wise pairs (spatial_dims 2) need z_factor 1, got {f}: to upsample z use "
+            "3D patches, or the isotropic source for one anisotropic volume"
+        )
+    return f, (1, *patch)
+
+
+def _check_fits(shape: tuple[int, ...], need: tuple[int, ...], what: str, patch_desc: str):
+    if any(n > s for n, s in zip(need, shape, strict=True)):
+        raise ValueError(
+            f"patch shape {patch_desc} needs at least {need} voxels but {what} has "
+            f"shape {shape}; use a smaller patch"
+        )
+
+
+def _base_summary(source: str, volumes: list[NormalizedVolume], f: int, patch: tuple[int, ...],
+                  target_patch: tuple[int, ...], splits: list[int], *, n_val, val_fraction,
+                  percentiles, seed) -> dict:
+    return {
+        "source": source,
+        "n_volumes": len(volumes),
+        "shapes": [list(v.data.shape) for v in volumes],
+        "normalization": [[v.norm.low, v.norm.high] for v in volumes],
+        "percentiles": [float(p) for p in percentiles],
+        "z_factor": f,
+        "patch_shape": list(patch),
+        "target_patch_shape": list(target_patch),
+        "n_val": n_val,
+        "val_fraction": val_fraction,
+        # Rows [start, Y) of each volume hold validation crops only.
+        "validation_rows": [[s, v.data.shape[1]] for s, v in zip(splits, volumes, strict=True)],
+        # Target-grid voxels that training crops come from: one epoch sees about this many.
+        "train_voxels": int(sum(v.data.shape[0] * s * v.data.shape[2]
+                                for s, v in zip(splits, volumes, strict=True))),
+        "seed": seed,
+    }
+
+
+def _central_slab(volume: NormalizedVolume, start: int, stop: int) -> np.ndarray:
+    return volume.crop((start, 0, 0), (stop - start, *volume.data.shape[1:])).mean(axis=0)
+
+
+def _lateral_shift(raw: NormalizedVolume, target: NormalizedVolume,
+                   z_factor: int) -> tuple[float, float] | None:
+    """Lateral displacement (dy, dx) of ``target`` relative to ``raw``, or None if flat.
+
+    Compares the mean of a central slab of at most 8 raw slices with the mean of the
+    target slices covering the same depth, so it stays cheap for big volumes.
+    """
+    from skimage.registration import phase_cross_correlation
+
+    depth = raw.data.shape[0]
+    start = max(0, depth // 2 - 4)
+    stop = min(depth, start + 8)
+    images = []
+    for image in (_central_slab(raw, start, stop),
+                  _central_slab(target, start * z_factor, stop * z_factor)):
+        image = image - image.mean()
+        if not np.any(image):
+            return None
+        # A Hann window stops the image borders (wrapped by the FFT) dominating the
+        # correlation peak.
+        if min(image.shape) >= 8:
+            image = image * np.outer(np.hanning(image.shape[0]), np.hanning(image.shape[1]))
+        images.append(image)
+    shift, _, _ = phase_cross_correlation(images[0], images[1], upsample_factor=4,
+                                          normalization=None)
+    # skimage returns the shift that registers the moving image; the displacement of
+    # the target is its opposite.
+    # (Adding 0.0 turns -0.0 into 0.0 for the message.)
+    return float(-shift[0]) + 0.0, float(-shift[1]) + 0.0
+
+
+def _alignment_warnings(raws: list[NormalizedVolume], targets: list[NormalizedVolume],
+                        z_factor: int) -> list[str]:
+    warnings = []
+    for i, (raw, target) in enumerate(zip(raws, targets, strict=True)):
+        shift = _lateral_shift(raw, target, z_factor)
+        if shift is not None and math.hypot(*shift) > 1.0:
+            warnings.append(
+                f"pair {i}: the target looks shifted by (dy, dx) = ({shift[0]:.1f}, "
+                f"{shift[1]:.1f}) pixels from the raw; register the pair first, or the "
+                "network learns to move structures instead of restoring them."
+            )
+    return warnings
+
+
+def _pair_splits(raws: list[NormalizedVolume], targets: list[NormalizedVolume], f: int,
+                 patch: tuple[int, ...], n_val: int, val_fraction: float) -> list[int]:
+    """Check each pair's shapes against the z-factor and patch; its validation row split."""
+    splits = []
+    for i, (raw, target) in enumerate(zip(raws, targets, strict=True)):
+        depth, height, width = raw.data.shape
+        expected = (depth * f, height, width)
+        if target.data.shape != expected:
+            raise ValueError(
+                f"pair {i}: target shape {target.data.shape} does not match raw shape "
+                f"{raw.data.shape} with z_factor {f}; expected {expected} (same Y and X, "
+                "depth = raw depth x z_factor)"
+            )
+        _check_fits(raw.data.shape, patch, f"raw {i}", str(patch))
+        splits.append(split_rows(height, patch[1], n_val, val_fraction, f"raw {i}", str(patch)))
+    return splits
+
+
+def paired_data(raws, targets, z_factor: int, patch_shape: Sequence[int], *,
+                spatial_dims: int = 3, percentiles=DEFAULT_PERCENTILES, n_val: int = 8,
+                val_fraction: float = 0.1, foreground: float = 0.0, seed: int = 0,
+                max_tries: int = 100) -> TrainingData:
+    """Training pairs from registered raw and target volumes.
+
+    Parameters
+    ----------
+    raws, targets
+        ZYX arrays (numpy or dask), or lists of them, pair by pair. Each target has the
+        raw's shape (``z_factor=1``) or ``z_factor`` times its depth.
+    z_factor
+        Upsampling factor along z, 1..16.
+    patch_shape
+        ``(pz, py, px)`` on the raw grid; target patches are ``(pz * f, py, px)``.
+        ``(py, px)`` when ``spatial_dims`` is 2.
+    spatial_dims
+        3: volumetric pairs. 2: slice-wise pairs, single z slices with the z axis
+        dropped, for a 2D restoration network (``z_factor`` must be 1).
+    percentiles
+        Low/high percentiles mapped to 0/1, computed per volume.
+    n_val
+        Number of fixed validation pairs (0: no validation band is held out).
+    val_fraction
+        Share of each volume's Y rows (at least one patch height) kept for validation.
+    foreground
+        Minimum share of target voxels above ``FOREGROUND_LEVEL`` for a patch to count.
+    seed
+        Seed for validation crops and the training stream.
+    max_tries
+        Crops tried per patch before the best one is taken.
+
+    Returns
+    -------
+    TrainingData
+        Pairs with ``spatial_dims`` axes; ``warnings`` names pairs that look laterally
+        shifted (> 1 pixel).
+
+    Raises
+    ------
+    ValueError
+        On mismatched shapes, patches that do not fit, volumes too small to hold a
+        validation band, or no foreground in any crop.
+    """
+    f, patch = _check_volume_patch(z_factor, patch_shape, spatial_dims, n_val, val_fraction,
+                                   foreground, max_tries, seed)
+    raw_list, target_list = _as_list(raws), _as_list(targets)
+    if len(raw_list) != len(target_list) or not raw_list:
+        raise ValueError(f"need one target per raw volume, got {len(raw_list)} raw and "
+                         f"{len(target_list)} target volumes")
+    raw_vols = [_load(r, f"raw {i}", percentiles) for i, r in enumerate(raw_list)]
+    target_vols = [_load(t, f"target {i}", percentiles) for i, t in enumerate(target_list)]
+    splits = _pair_splits(raw_vols, target_vols, f, patch, n_val, val_fraction)
+    warnings = _alignment_warnings(raw_vols, target_vols, f)
+    sampler = PairedSampler(raw_vols, target_vols, splits, z_factor=f, patch_shape=patch,
+                            foreground=foreground, max_tries=max_tries,
+                            slice_wise=spatial_dims == 2)
+    summary = _base_summary("paired", target_vols, f, patch, sampler.target_shape(), splits,
+                            n_val=n_val, val_fraction=val_fraction, percentiles=percentiles,
+                            seed=seed)
+    summary["raw_shapes"] = [list(r.data.shape) for r in raw_vols]
+    summary["raw_normalization"] = [[r.norm.low, r.norm.high] for r in raw_vols]
+    return build_training_data(sampler, n_val=n_val, seed=seed, warnings=warnings, summary=summary)
+
+
+def synthetic_data(targets, z_factor: int, patch_shape: Sequence[int],
+                   degradation: DegradationConfig, *, spatial_dims: int = 3,
+                   percentiles=DEFAULT_PERCENTILES, n_val: int = 8, val_fraction: float = 0.1,
+                   foreground: float = 0.0, seed: int = 0, max_tries: int = 100) -> TrainingData:
+    """Training pairs from clean volumes alone, each input a fresh synthetic degradation.
+
+    A target patch ``(pz * f, py, px)`` is cropped and its input ``(pz, py, px)`` made by
+    :func:`~napari_volsr.engine.degrade.degrade` with parameters drawn per patch.
+    Keyword arguments are those of :func:`paired_data`.
+
+    Parameters
+    ----------
+    targets
+        Clean (ideally isotropic) ZYX volumes, numpy or dask, or a list of them.
+    z_factor
+        Upsampling factor along z, 1..16.
+    patch_shape
+        ``(pz, py, px)`` on the input grid; ``(py, px)`` when ``spatial_dims`` is 2.
+    degradation
+        Ranges of blur and noise.
+    spatial_dims
+        3: volumetric pairs. 2: slice-wise pairs (one-slice crops, z axis dropped,
+        ``z_factor`` 1).
+
+    Returns
+    -------
+    TrainingData
+        Pairs with ``spatial_dims`` axes.
+    """
+    f, patch = _check_volume_patch(z_factor, patch_shape, spatial_dims, n_val, val_fraction,
+                                   foreground, max_tries, seed)
+    volumes = [_load(t, f"target {i}", percentiles) for i, t in enumerate(_as_list(targets))]
+    target_patch = (patch[0] * f, *patch[1:])
+    splits = []
+    for i, volume in enumerate(volumes):
+        desc = f"{patch} (target {target_patch})"
+        _check_fits(volume.data.shape, target_patch, f"target {i}", desc)
+        splits.append(split_rows(volume.data.shape[1], patch[1], n_val, val_fraction,
+                                 f"target {i}", desc))
+    sampler = SyntheticSampler(volumes, splits, degradation, z_factor=f, patch_shape=patch,
+                               foreground=foreground, max_tries=max_tries,
+                               slice_wise=spatial_dims == 2)
+    summary = _base_summary("synthetic", volumes, f, patch, target_patch, splits, n_val=n_val,
+                            val_fraction=val_fraction, percentiles=percentiles, seed=seed)
+    summary["degradation"] = degradation.model_dump(mode="json")
+    return build_training_data(sampler, n_val=n_val, seed=seed, warnings=[], summary=summary)
+
+
+def isotropic_data(volumes, z_factor: int, patch_shape: Sequence[int],
+                   degradation: DegradationConfig, *, percentiles=DEFAULT_PERCENTILES,
+                   n_val: int = 8, val_fraction: float = 0.1, foreground: float = 0.0,
+                   seed: int = 0, max_tries: int = 100) -> TrainingData:
+    """Self-supervised 2D pairs from lateral planes of an anisotropic volume.
+
+    After CARE's isotropic reconstruction (Weigert et al. 2018) and vEMDiffuse-a: a
+    ``(py * f, px)`` crop of a YX plane (or, for some training crops, of an XY plane) is
+    the target, and its slab average by ``f`` along the first axis, with the drawn
+    blur and noise, is the ``(py, px)`` input. The trained 2D network is then applied to
+    the XZ and YZ planes. Keyword arguments are those of :func:`paired_data`.
+
+    Parameters
+    ----------
+    volumes
+        Anisotropic ZYX volumes, numpy or dask, or a list of them.
+    z_factor
+        Anisotropy ``f`` (z spacing / lateral spacing), 1..16.
+    patch_shape
+        ``(py, px)`` on the input grid.
+    degradation
+        Ranges of blur and noise along the axis playing z.
+
+    Returns
+    -------
+    TrainingData
+        2D pairs (``spatial_dims == 2``).
+    """
+    f, patch = _check_common(z_factor, patch_shape, 2, n_val, val_fraction, foreground,
+                             max_tries, seed)
+    vols = [_load(v, f"volume {i}", percentiles) for i, v in enumerate(_as_list(volumes))]
+    target_patch = (patch[0] * f, patch[1])
+    splits = []
+    for i, volume in enumerate(vols):
+        desc = f"{patch} (target {target_patch} on YX planes)"
+        _check_fits(volume.data.shape, (1, *target_patch), f"volume {i}", desc)
+        splits.append(split_rows(volume.data.shape[1], target_patch[0], n_val, val_fraction,
+                                 f"volume {i}", desc))
+    sampler = IsotropicSampler(vols, splits, degradation, z_factor=f, patch_shape=patch,
+                               foreground=foreground, max_tries=max_tries)
+    summary = _base_summary("isotropic", vols, f, patch, target_patch, splits, n_val=n_val,
+                            val_fraction=val_fraction, percentiles=percentiles, seed=seed)
+    summary["degradation"] = degradation.model_dump(mode="json")
+    summary["transposed_crops"] = sampler.transposable
+    return build_training_data(sampler, n_val=n_val, seed=seed, warnings=[], summary=summary)
+
+
+def make_training_data(config: TrainingConfig, *, raws=None, targets=None,
+                       volumes=None) -> TrainingData:
+    """Build the training pairs the config's ``source`` and model ask for.
+
+    A 2D model with the paired or synthetic source trains slice-wise on single z
+    slices (its z-factor must be 1); a 3D model on volumetric patches; the isotropic
+    source on lateral planes.
+
+    Parameters
+    ----------
+    config
+        Training config (source, model dimensionality and z-factor, patch shape,
+        validation split, degradation...).
+    raws, targets
+        Volumes for the paired source (``targets`` alone for the synthetic source).
+    volumes
+        Anisotropic volumes for the isotropic source.
+
+    Returns
+    -------
+    TrainingData
+        Pairs with ``config.model.spatial_dims`` axes.
+
+    Raises
+    ------
+    ValueError
+        If the source's volumes are missing or do not fit the config.
+    """
+    model = config.model
+    patch = config.resolved_patch_shape()
+    common = dict(percentiles=model.percentiles, n_val=config.n_val,
+                  val_fraction=config.val_fraction, foreground=config.foreground,
+                  seed=config.seed)
+    if config.source == "isotropic":
+        if volumes is None:
+            raise ValueError("the isotropic source needs the anisotropic volume(s)")
+        return isotropic_data(volumes, model.z_factor, patch, config.degradation, **common)
+    common["spatial_dims"] = model.spatial_dims
+    if config.source == "paired":
+        if raws is None or targets is None:
+            raise ValueError("the paired source needs raw and target volumes")
+        return paired_data(raws, targets, model.z_factor, patch, **common)
+    if targets is None:
+        raise ValueError("the synthetic source needs clean target volumes")
+    return synthetic_data(targets, model.z_factor, patch, config.degradation, **common)
