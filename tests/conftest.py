@@ -1,6 +1,17 @@
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import ndimage
+
+# Test modules import the shared helpers and case tables (helpers.py, bad_input_cases.py)
+# by name. pytest's default "prepend" import mode already puts this folder on sys.path when
+# it loads this file; this keeps them importable under --import-mode=importlib too.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).parent))
+
+import helpers  # noqa: E402
 
 
 @pytest.fixture
@@ -26,3 +37,39 @@ def anisotropic_tiff(tmp_path, rng):
     tifffile.imwrite(path, data, imagej=True, resolution=(5.0, 5.0),
                      metadata={"spacing": 0.8, "unit": "um", "axes": "ZYX"})
     return path, data
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """(noisy raw, clean target), both (16, 48, 48) float32, the same in every test."""
+    return helpers.noisy_pair(np.random.default_rng(1))
+
+
+@pytest.fixture
+def save_tiny():
+    """``save_tiny(folder, family="gan", z_factor=2, **fields)``: an untrained tiny model."""
+    return helpers.save_tiny
+
+
+@pytest.fixture
+def library(tmp_path, monkeypatch):
+    """An empty model library in a temporary folder (``NAPARI_VOLSR_MODELS``)."""
+    root = tmp_path / "library"
+    root.mkdir()
+    monkeypatch.setenv("NAPARI_VOLSR_MODELS", str(root))
+    return root
+
+
+@pytest.fixture
+def tiny_library(library):
+    """The model library holding one model, ``helpers.TINY_NETWORK`` (tiny GAN, z x2)."""
+    helpers.save_tiny(library / helpers.TINY_NETWORK)
+    return library
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Messages the panels show as error notifications."""
+    messages = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", messages.append)
+    return messages

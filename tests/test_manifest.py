@@ -8,8 +8,8 @@ import napari_volsr
 def test_npe2_validate_passes():
     out = subprocess.run([sys.executable, "-m", "npe2", "validate", "napari-volsr"],
                          capture_output=True, text=True)
+    # The exit status is npe2's verdict; its wording is not ours to pin down.
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "valid" in (out.stdout + out.stderr).lower()
 
 
 def test_manifest_is_package_data():
