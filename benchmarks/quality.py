@@ -65,7 +65,9 @@ def train_or_reuse(config, folder: Path, args, **sources):
     if args.reuse and (folder / "config.json").is_file():
         trained = load_model(folder)
         settings = trained.config.training.get("settings", {})
-        if settings.get("minutes") == args.minutes and settings.get("loss") == config.loss:
+        # Version-2 cards keep the loss under "method", version-1 cards at the top.
+        saved_loss = settings.get("method", {}).get("loss", settings.get("loss"))
+        if settings.get("minutes") == args.minutes and saved_loss == getattr(config.method, "loss", None):
             return trained
     data = make_training_data(config, **sources)
     return train(config, data, output_dir=folder, overwrite=True)

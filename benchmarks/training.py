@@ -34,6 +34,7 @@ import time
 import torch
 
 from inference import make_volume, network_pass, trace_layers  # this folder
+from napari_volsr.engine.degrade import DegradationConfig
 from napari_volsr.engine.config import ModelConfig, TrainingConfig
 from napari_volsr.engine.registry import Family, build_network, network_config
 from napari_volsr.engine.restorers import NetworkRestorer
@@ -52,8 +53,11 @@ def measure(fam: str, preset: str, z_factor: int, args) -> dict:
     task = "restore" if z_factor == 1 else "upsample"
     model = ModelConfig(name=f"bench-{fam}", task=task, z_factor=z_factor,
                         network=network_config(fam, preset))
+    # Same-shape restoration needs some degradation to learn from: a fixed z blur.
+    degradation = DegradationConfig(blur_sigma=(1.0, 1.0)) if z_factor == 1 else DegradationConfig()
     config = TrainingConfig(model=model, source="synthetic", steps=args.warmup + args.steps,
-                            validate_every=10**6, checkpoint_every=10**6, device=args.device)
+                            validate_every=10**6, checkpoint_every=10**6, device=args.device,
+                            degradation=degradation)
     volume = make_volume(tuple(int(v) for v in args.shape.split(",")))
     data = make_training_data(config, targets=[volume])
     stamps = []

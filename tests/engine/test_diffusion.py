@@ -122,7 +122,8 @@ def test_unet_forward_small_preset(spatial_dims):
 
 
 def test_attention_matches_the_formula_without_storing_the_attention_matrix():
-    import resource
+    import subprocess
+    import sys
 
     from napari_volsr.engine.nets.diffusion_unet import SelfAttention
 
@@ -138,11 +139,24 @@ def test_attention_matches_the_formula_without_storing_the_attention_matrix():
         ref = x + attention.proj((v @ weights.transpose(-1, -2)).reshape(x.shape))
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     # 16384 voxels: the voxels x voxels matrix alone would be 2 GiB (2 heads, float32).
-    big = torch.randn(1, 64, 16, 32, 32)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    with torch.inference_mode():
-        attention(big)
-    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    # ru_maxrss is the process's lifetime peak: here, any earlier test's higher peak would
+    # hide the growth, so a fresh process measures its own.
+    peak = (
+        "import resource, torch\n"
+        "from torch import nn\n"
+        "from napari_volsr.engine.nets.diffusion_unet import SelfAttention\n"
+        "torch.manual_seed(0)\n"
+        "attention = SelfAttention(3, 64, 8, num_heads=2).eval()\n"
+        "nn.init.normal_(attention.proj.weight, std=0.1)\n"
+        "big = torch.randn(1, 64, 16, 32, 32)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+        "with torch.inference_mode():\n"
+        "    attention(big)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", peak], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    grown = int(run.stdout.split()[-1])
     assert grown < 2**30
 
 

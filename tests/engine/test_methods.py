@@ -262,3 +262,73 @@ def test_gan_checks_discriminator_channels_against_conditioning():
     generator = ResNetGenerator(3, **resnet_gan.PRESETS["tiny"])
     with pytest.raises(ValueError, match="in_channels"):
         GANMethod(generator, PatchDiscriminator(3, in_channels=1), d_condition=True)
+
+
+# -- the contract -------------------------------------------------------------------------
+
+
+def _methods():
+    from napari_volsr.engine.methods.diffusion import DiffusionMethod
+    from napari_volsr.engine.nets.diffusion_unet import PRESETS, DiffusionUNet
+
+    torch.manual_seed(0)
+    unet = DiffusionUNet(3, z_factor=2, **{**PRESETS["tiny"], "channel_mults": (1, 2)})
+    return {
+        "supervised": SupervisedMethod(rcan.RCAN(3, z_factor=2, **rcan.PRESETS["tiny"])),
+        "gan": _gan(),
+        "diffusion": DiffusionMethod(unet, val_steps=2),
+    }
+
+
+@pytest.mark.parametrize("kind", ["supervised", "gan", "diffusion"])
+def test_every_method_keeps_the_contract(sr_batch, kind):
+    from napari_volsr.engine.methods.base import TrainingMethod
+
+    method = _methods()[kind]
+    assert isinstance(method, TrainingMethod)
+    optimizers = method.configure_optimizers(1e-3)
+    assert method.optimizers == optimizers and method.scalers == []
+    before = _params(method.network)
+    logs = method.training_step(sr_batch, 0)
+    assert method.main_loss in logs and math.isfinite(logs[method.main_loss])
+    assert not _same(before, method.network)
+    # Checkpoint state: optimizer moments survive a round trip into a fresh method.
+    state = method.training_state()
+    fresh = _methods()[kind]
+    fresh.configure_optimizers(1e-3)
+    fresh.load_state_dict(method.state_dict())
+    fresh.load_training_state(state)
+    for a, b in zip(fresh.optimizers, method.optimizers, strict=True):
+        assert str(a.state_dict()) == str(b.state_dict())
+    pred = method.validation_predict(sr_batch["input"][:1], seed=3)
+    assert pred.shape == sr_batch["target"][:1].shape and not pred.requires_grad
+    assert (method.ema_network is not None) == (kind == "diffusion")
+    expected = method.ema_network if kind == "diffusion" else method.network
+    assert method.restoring_network is expected
+
+
+def test_supervised_and_gan_share_one_predict():
+    from napari_volsr.engine.methods.base import TrainingMethod
+
+    assert SupervisedMethod.predict is TrainingMethod.predict
+    assert GANMethod.predict is TrainingMethod.predict
+    assert GANMethod.main_loss == "g_loss" and SupervisedMethod.main_loss == "loss"
+
+
+def test_gan_warms_up_for_its_first_steps(sr_batch):
+    method = _gan("lsgan", warmup_steps=2)
+    method.configure_optimizers()
+    d_before = _params(method.discriminator)
+    for step in (0, 1):
+        logs = method.training_step(sr_batch, step)
+        assert math.isnan(logs["d_loss"]) and _same(d_before, method.discriminator)
+    logs = method.training_step(sr_batch, 2)
+    assert math.isfinite(logs["d_loss"]) and not _same(d_before, method.discriminator)
+
+
+def test_diffusion_validation_sample_is_seeded(sr_batch):
+    method = _methods()["diffusion"]
+    x = sr_batch["input"][:1]
+    a, b = method.validation_predict(x, seed=5), method.validation_predict(x, seed=5)
+    assert torch.equal(a, b)
+    assert method.preview_options() == {"diffusion_steps": 2, "diffusion_samples": 1}

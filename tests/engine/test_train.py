@@ -164,7 +164,8 @@ def test_gan_patch_must_fit_the_discriminator():
 def test_diverging_training_stops_with_a_message(tmp_path, clean_volume, monkeypatch):
     from napari_volsr.engine.methods.supervised import SupervisedMethod
 
-    monkeypatch.setattr(SupervisedMethod, "training_step", lambda self, batch: {"loss": float("nan")})
+    monkeypatch.setattr(SupervisedMethod, "training_step",
+                        lambda self, batch, step=None: {"loss": float("nan")})
     config = config_for("rcan")
     data = make_training_data(config, targets=[clean_volume])
     with pytest.raises(FloatingPointError, match="lower the learning rate"):
@@ -195,3 +196,45 @@ def test_bf16_autocast_on_cpu_trains(tmp_path, clean_volume):
     data = make_training_data(config, targets=[clean_volume])
     records = [r for r in iter_train(config, data, output_dir=tmp_path / "m") if r.losses]
     assert len(records) == 2 and all(np.isfinite(r.losses["loss"]) for r in records)
+
+
+@pytest.mark.parametrize("family,main", [("rcan", "loss"), ("gan", "g_loss")])
+def test_progress_names_the_main_loss(tmp_path, clean_volume, family, main):
+    config = config_for(family, steps=2)
+    data = make_training_data(config, targets=[clean_volume])
+    records = list(iter_train(config, data, output_dir=tmp_path / "m"))
+    stepped = [r for r in records if r.losses]
+    assert len(stepped) == 2 and all(r.loss == r.losses[main] for r in stepped)
+    assert records[-1].loss is None  # the closing record carries no losses
+
+
+def test_gan_warm_up_comes_from_the_method_config(tmp_path, clean_volume):
+    config = config_for("gan", steps=3, warmup_steps=2)
+    assert config.method.warmup_steps == 2
+    data = make_training_data(config, targets=[clean_volume])
+    d_losses = [r.losses["d_loss"] for r in iter_train(config, data, output_dir=tmp_path / "m")
+                if r.losses]
+    assert np.isnan(d_losses[:2]).all() and np.isfinite(d_losses[2])
+    settings = load_model(tmp_path / "m").config.training["settings"]
+    assert settings["method"]["warmup_steps"] == 2 and "warmup_steps" not in settings
+
+
+def test_a_checkpoint_of_version_1_resumes(tmp_path, clean_volume):
+    import json
+
+    config = config_for("rcan", steps=4, checkpoint_every=100)
+    data = make_training_data(config, targets=[clean_volume])
+    straight = train(config, data, output_dir=tmp_path / "straight")
+    steps = []
+    for record in iter_train(config, data, output_dir=tmp_path / "m",
+                             should_stop=lambda: len(steps) >= 2):
+        if record.losses:
+            steps.append(record.step)
+    meta_path = checkpoint_dir_for(tmp_path / "m") / "checkpoint.json"
+    meta = json.loads(meta_path.read_text())
+    meta["model"]["version"] = 1  # what napari-volsr wrote before config version 2
+    meta_path.write_text(json.dumps(meta))
+    resumed = train(config, data, output_dir=tmp_path / "m", resume=True)
+    assert resumed.config.training["steps"] == 4 and resumed.config.version == 2
+    for key, value in weights(straight).items():
+        torch.testing.assert_close(weights(resumed)[key], value, rtol=0, atol=0)

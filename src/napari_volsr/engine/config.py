@@ -2,14 +2,42 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .degrade import DegradationConfig
 
-CONFIG_VERSION = 1
+# Version 2 moved the method-specific training fields into TrainingConfig.method.
+CONFIG_VERSION = 2
 PRESET_NAMES = ("tiny", "small", "default")
+
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._ +-]*$"
+MODEL_NAME_MAX_LENGTH = 100
+MODEL_NAME_RULE = "letters, digits, spaces and . _ - +, starting with a letter or digit"
+
+
+def check_model_name(name: str) -> str:
+    """Return the stripped model name, or raise ValueError saying what a name may hold.
+
+    Parameters
+    ----------
+    name
+        The name as typed (surrounding spaces are dropped).
+
+    Returns
+    -------
+    str
+        The name to use: a library folder name, never a path.
+    """
+    name = str(name or "").strip()
+    if not name:
+        raise ValueError(f"Enter a model name ({MODEL_NAME_RULE}).")
+    if len(name) > MODEL_NAME_MAX_LENGTH or not re.match(MODEL_NAME_PATTERN, name):
+        raise ValueError(f"'{name}' is not a valid model name: use {MODEL_NAME_RULE} "
+                         f"(at most {MODEL_NAME_MAX_LENGTH}).")
+    return name
 
 
 class StrictModel(BaseModel):
@@ -103,8 +131,8 @@ class ModelConfig(StrictModel):
 
     version: int = Field(CONFIG_VERSION, ge=1, description="Config format version.")
     name: str = Field(
-        "model", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._ +-]*$",
-        description="Library name: letters, digits, '.', '_', '-', '+', spaces; no path separators.",
+        "model", min_length=1, max_length=MODEL_NAME_MAX_LENGTH, pattern=MODEL_NAME_PATTERN,
+        description=f"Library name: {MODEL_NAME_RULE}; no path separators.",
     )
     task: Literal["restore", "upsample", "isotropic"] = Field(
         "restore",
@@ -146,17 +174,144 @@ class ModelConfig(StrictModel):
 
 def describe_validation_error(exc: ValidationError) -> str:
     """One line per problem, each naming the field: ``network.channels: ...``."""
-    families = {"rcan", "srunet", "gan", "diffusion"}
+    from .registry import family_names  # the registry imports this module
+
+    # The tags pydantic inserts after a tagged union's field: network.rcan.channels.
+    tags = {"network": set(family_names()), "method": set(METHOD_CONFIGS)}
     lines = []
     for err in exc.errors():
-        # Drop the union tag pydantic inserts: network.rcan.channels -> network.channels.
-        loc = [p for i, p in enumerate(err["loc"]) if not (i and p in families)]
-        where = ".".join(str(p) for p in loc) or "config"
+        loc = err["loc"]
+        kept = [p for i, p in enumerate(loc) if not (i and p in tags.get(loc[i - 1], ()))]
+        where = ".".join(str(p) for p in kept) or "config"
         lines.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
     return "; ".join(lines)
 
 
 DataSource = Literal["paired", "synthetic", "isotropic"]
+
+
+class SupervisedTraining(StrictModel):
+    """Supervised training (RCAN, SRUNet): the network regresses the target."""
+
+    kind: Literal["supervised"] = "supervised"
+    loss: Literal["mae", "mse", "cubic_weighted"] = Field(
+        "mae", description="Pixel loss (cubic_weighted: the SR U-Net's)."
+    )
+
+
+class GANTraining(StrictModel):
+    """Adversarial training: generator against a PatchGAN discriminator."""
+
+    kind: Literal["gan"] = "gan"
+    adversarial: Literal["vanilla", "lsgan", "wgangp"] = Field(
+        "lsgan", description="Adversarial loss."
+    )
+    content_weight: float = Field(100.0, ge=0, description="Content (L1) weight.")
+    gradient_weight: float = Field(0.0, ge=0, description="Image-gradient penalty weight.")
+    d_condition: bool = Field(True, description="The discriminator also sees the input.")
+    warmup_steps: int = Field(0, ge=0, description="Content-only steps before adversarial.")
+
+
+class DiffusionTraining(StrictModel):
+    """Denoising diffusion: noise prediction with EMA weights."""
+
+    kind: Literal["diffusion"] = "diffusion"
+    val_steps: int = Field(
+        10, ge=1, le=2000, description="Sampler steps at validation and for the preview."
+    )
+
+
+MethodConfig = Annotated[
+    SupervisedTraining | GANTraining | DiffusionTraining, Field(discriminator="kind")
+]
+METHOD_CONFIGS: dict[str, type[StrictModel]] = {
+    "supervised": SupervisedTraining, "gan": GANTraining, "diffusion": DiffusionTraining,
+}
+# Version 1 kept these at the top level: field -> (method kind, field of its sub-config).
+FLAT_METHOD_FIELDS = {
+    "loss": ("supervised", "loss"),
+    "adversarial": ("gan", "adversarial"),
+    "content_weight": ("gan", "content_weight"),
+    "gradient_weight": ("gan", "gradient_weight"),
+    "d_condition": ("gan", "d_condition"),
+    "warmup_steps": ("gan", "warmup_steps"),
+    "diffusion_val_steps": ("diffusion", "val_steps"),
+}
+
+
+def method_kind(family_name: str) -> str:
+    """The training method (``supervised``, ``gan``, ``diffusion``) of a model family."""
+    from .registry import family_entry  # the registry imports this module
+
+    return family_entry(family_name).method_config.model_fields["kind"].default
+
+
+def _model_method_kind(model: Any) -> str | None:
+    """The method kind of the model given: a ModelConfig, a mapping or None (the default)."""
+    if isinstance(model, ModelConfig):
+        return method_kind(model.family)
+    if model is not None and not isinstance(model, dict):
+        return None
+    network = (model or {}).get("network")
+    if network is None:
+        network = ModelConfig.model_fields["network"].default_factory()
+    name = network.get("family") if isinstance(network, dict) else getattr(network, "family", None)
+    try:
+        return None if name is None else method_kind(name)
+    except ValueError:
+        return None  # an unknown family: the model's own validation names it
+
+
+def _check_unused(name: str, kind: str, field: str, value: Any) -> None:
+    """Check a flat field of another family's method as version 1 did; it is then dropped."""
+    try:
+        METHOD_CONFIGS[kind].model_validate({field: value})
+    except ValidationError as exc:
+        raise ValueError(f"{name}: {exc.errors()[0]['msg']}") from None
+
+
+def migrate_training_values(data: dict) -> dict:
+    """Version-1 (flat) TrainingConfig values in the version-2 shape.
+
+    ``loss``, ``adversarial``, ``warmup_steps``... move into ``method``, whose kind
+    follows the model's family; flat fields of another family's method were unused in
+    version 1 and are dropped once checked. Flat fields override the same fields given
+    in ``method`` (command-line flags over a config file).
+
+    Parameters
+    ----------
+    data
+        TrainingConfig fields (version 1 or 2, or a mix of both).
+
+    Returns
+    -------
+    dict
+        A new mapping in the version-2 shape.
+    """
+    flat = {k: data[k] for k in FLAT_METHOD_FIELDS if k in data}
+    out = {k: v for k, v in data.items() if k not in FLAT_METHOD_FIELDS}
+    if out.get("version") == 1:
+        out["version"] = CONFIG_VERSION
+    method = out.get("method")
+    kind = _model_method_kind(out.get("model"))
+    if method is None and kind is not None:
+        method = {"kind": kind}
+    given_kind = method.kind if isinstance(method, BaseModel) else (
+        method.get("kind", kind) if isinstance(method, dict) else None)
+    merged = {}
+    for name, value in flat.items():
+        flat_kind, field = FLAT_METHOD_FIELDS[name]
+        if flat_kind == given_kind:
+            merged[field] = value
+        else:
+            _check_unused(name, flat_kind, field, value)
+    if isinstance(method, BaseModel) and merged:
+        method = method.model_dump()
+    if isinstance(method, dict):
+        out["method"] = {"kind": given_kind, **method, **merged} if given_kind else method
+    elif method is not None:
+        out["method"] = method  # a sub-config as it is, or something to refuse
+    return out
 
 
 class TrainingConfig(StrictModel):
@@ -190,16 +345,10 @@ class TrainingConfig(StrictModel):
         description="quarters: halve the learning rate every quarter of the budget (steps or "
         "time); cosine: anneal it to zero over the budget.",
     )
-    loss: Literal["mae", "mse", "cubic_weighted"] = Field(
-        "mae", description="Pixel loss of RCAN/SRUNet (cubic_weighted: the SR U-Net's)."
+    method: MethodConfig = Field(
+        default_factory=SupervisedTraining,
+        description="The family's training method and its settings (default: the family's).",
     )
-    adversarial: Literal["vanilla", "lsgan", "wgangp"] = Field(
-        "lsgan", description="GAN adversarial loss."
-    )
-    content_weight: float = Field(100.0, ge=0, description="GAN content (L1) weight.")
-    gradient_weight: float = Field(0.0, ge=0, description="GAN image-gradient penalty weight.")
-    d_condition: bool = Field(True, description="GAN discriminator also sees the input.")
-    warmup_steps: int = Field(0, ge=0, description="GAN: content-only steps before adversarial.")
     validate_every: int = Field(100, ge=1, description="Steps between validations.")
     checkpoint_every: int = Field(500, ge=1, description="Steps between checkpoints.")
     n_val: int = Field(8, ge=1, le=512, description="Fixed validation patches.")
@@ -213,7 +362,11 @@ class TrainingConfig(StrictModel):
         "auto", description="auto: bf16/fp16 autocast on CUDA, fp32 on CPUs."
     )
     prefetch: int = Field(2, ge=0, le=16, description="Batches prepared ahead in a thread.")
-    diffusion_val_steps: int = Field(10, ge=1, le=2000, description="Sampler steps at validation.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_1(cls, data: Any) -> Any:
+        return migrate_training_values(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _budget_and_patch(self):
@@ -231,6 +384,17 @@ class TrainingConfig(StrictModel):
                 )
             if any(p < 4 for p in self.patch_shape):
                 raise ValueError(f"patch_shape values must be >= 4, got {self.patch_shape}")
+        self._check_method()
+        self._check_degradation()
+        return self
+
+    def _check_method(self) -> None:
+        expected = method_kind(self.model.family)
+        if self.method.kind != expected:
+            raise ValueError(
+                f"a {self.model.family} model trains with the '{expected}' method, not "
+                f"'{self.method.kind}': set method.kind to '{expected}' or leave it out"
+            )
         network = self.model.network
         if isinstance(network, GANConfig):
             target = list(self.resolved_patch_shape())
@@ -242,7 +406,17 @@ class TrainingConfig(StrictModel):
                     f"of at least {need} voxels per axis, got {tuple(target)}: enlarge "
                     "patch_shape or lower network.disc_layers"
                 )
-        return self
+
+    def _check_degradation(self) -> None:
+        degradation = self.degradation
+        if (self.source == "synthetic" and self.model.z_factor == 1
+                and max(degradation.blur_sigma) == 0 and degradation.poisson_peak is None
+                and max(degradation.gaussian_sigma) == 0):
+            raise ValueError(
+                "with z-factor 1 and no blur or noise the simulated input equals the target: "
+                "set a degradation (blur_sigma, poisson_peak or gaussian_sigma) or a z-factor "
+                "above 1"
+            )
 
     def resolved_patch_shape(self) -> tuple[int, ...]:
         """The patch shape on the input grid, with a default per dimensionality."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .config import ModelConfig, describe_validation_error
+from .config import MODEL_NAME_PATTERN, ModelConfig, describe_validation_error
 from .io import atomic_path
 
 CONFIG_FILE = "config.json"
@@ -74,7 +74,7 @@ def list_library() -> list[str]:
                   if not p.name.startswith(".") and (p / CONFIG_FILE).is_file())
 
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ +-]*$")
+_NAME = re.compile(MODEL_NAME_PATTERN)
 
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> Path:

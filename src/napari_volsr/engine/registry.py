@@ -1,11 +1,15 @@
-"""The one registry of model families: name -> network class, presets and config."""
+"""The one registry of model families: one entry per family, read by every builder."""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 
 from .config import (
-    PRESET_NAMES, DiffusionConfig, GANConfig, ModelConfig, RCANConfig, SRUNetConfig,
+    PRESET_NAMES, DiffusionConfig, DiffusionTraining, GANConfig, GANTraining, ModelConfig,
+    RCANConfig, SRUNetConfig, StrictModel, SupervisedTraining,
 )
 
 
@@ -18,25 +22,98 @@ class Family(StrEnum):
     DIFFUSION = "diffusion"
 
 
-CONFIGS = {
-    Family.RCAN: RCANConfig,
-    Family.SRUNET: SRUNetConfig,
-    Family.GAN: GANConfig,
-    Family.DIFFUSION: DiffusionConfig,
+def _supervised(net, model: ModelConfig, method: SupervisedTraining):
+    from .methods.supervised import SupervisedMethod
+
+    return SupervisedMethod(net, loss=method.loss)
+
+
+def _gan(net, model: ModelConfig, method: GANTraining):
+    from .methods.gan import GANMethod
+
+    return GANMethod(
+        net,
+        build_discriminator(model, conditioned=method.d_condition),
+        adversarial=method.adversarial,
+        content_weight=method.content_weight,
+        gradient_weight=method.gradient_weight,
+        d_condition=method.d_condition,
+        warmup_steps=method.warmup_steps,
+    )
+
+
+def _diffusion(net, model: ModelConfig, method: DiffusionTraining):
+    from .methods.diffusion import DiffusionMethod
+
+    return DiffusionMethod(net, val_steps=method.val_steps)
+
+
+@dataclass(frozen=True)
+class FamilyEntry:
+    """Everything the package knows about one model family.
+
+    Attributes
+    ----------
+    family
+        The family's name.
+    display_name
+        How people see it (panel choices, model cards, messages).
+    config
+        Its network config class (sizes, with a ``family`` tag).
+    method_config
+        Its training method's sub-config class (``TrainingConfig.method``).
+    net_module, net_class
+        The network class in ``engine.nets``, imported on use: torch is heavy, and
+        napari imports this package at start-up.
+    build_method
+        ``build_method(net, model_config, method_config)``: the training method.
+    not_net_args
+        Keys of the network config that are not network constructor arguments.
+    discriminator
+        The discriminator class in ``engine.nets`` (GANs only).
+    """
+
+    family: Family
+    display_name: str
+    config: type[StrictModel]
+    method_config: type[StrictModel]
+    net_module: str
+    net_class: str
+    build_method: Callable
+    not_net_args: frozenset[str] = frozenset({"family"})
+    discriminator: str | None = None
+
+    def module(self):
+        """The family's ``engine.nets`` module (imports torch)."""
+        return importlib.import_module(f".nets.{self.net_module}", __package__)
+
+    @property
+    def presets(self) -> dict[str, dict]:
+        """Preset sizes by name (``tiny``, ``small``, ``default``)."""
+        return self.module().PRESETS
+
+
+FAMILIES: dict[Family, FamilyEntry] = {
+    Family.RCAN: FamilyEntry(
+        Family.RCAN, "RCAN", RCANConfig, SupervisedTraining, "rcan", "RCAN", _supervised,
+    ),
+    Family.SRUNET: FamilyEntry(
+        Family.SRUNET, "SRUNet", SRUNetConfig, SupervisedTraining, "srunet", "SRUNet",
+        _supervised,
+    ),
+    Family.GAN: FamilyEntry(
+        Family.GAN, "GAN", GANConfig, GANTraining, "resnet_gan", "ResNetGenerator", _gan,
+        frozenset({"family", "disc_channels", "disc_layers"}), "PatchDiscriminator",
+    ),
+    Family.DIFFUSION: FamilyEntry(
+        Family.DIFFUSION, "diffusion", DiffusionConfig, DiffusionTraining, "diffusion_unet",
+        "DiffusionUNet", _diffusion, frozenset({"family", "sample_steps", "n_samples"}),
+    ),
 }
 
-DISPLAY_NAMES = {
-    Family.RCAN: "RCAN",
-    Family.SRUNET: "SRUNet",
-    Family.GAN: "GAN",
-    Family.DIFFUSION: "diffusion",
-}
-
-# Keys of a family config that are not network constructor arguments.
-_NOT_NET_ARGS = {
-    Family.GAN: {"family", "disc_channels", "disc_layers"},
-    Family.DIFFUSION: {"family", "sample_steps", "n_samples"},
-}
+# Views of the table, for callers that want one column.
+CONFIGS = {fam: entry.config for fam, entry in FAMILIES.items()}
+DISPLAY_NAMES = {fam: entry.display_name for fam, entry in FAMILIES.items()}
 
 
 def family(name: str) -> Family:
@@ -44,43 +121,40 @@ def family(name: str) -> Family:
     try:
         return Family(str(name).lower())
     except ValueError:
-        valid = ", ".join(f.value for f in Family)
+        valid = ", ".join(family_names())
         raise ValueError(f"unknown model family {name!r}; choose one of: {valid}") from None
 
 
-def _net_module(fam: Family):
-    # Imported on use: torch is heavy, and napari imports this package at start-up.
-    if fam is Family.RCAN:
-        from .nets import rcan as module
-    elif fam is Family.SRUNET:
-        from .nets import srunet as module
-    elif fam is Family.GAN:
-        from .nets import resnet_gan as module
-    else:
-        from .nets import diffusion_unet as module
-    return module
+def family_entry(name: str) -> FamilyEntry:
+    """The registry entry of family ``name`` (see :func:`family`)."""
+    return FAMILIES[family(name)]
+
+
+def family_names() -> tuple[str, ...]:
+    """The family names, in the order doors offer them: ``rcan``, ``srunet``, ..."""
+    return tuple(fam.value for fam in FAMILIES)
+
+
+def display_name(name: str) -> str:
+    """How people see family ``name``: ``RCAN``, ``SRUNet``, ``GAN``, ``diffusion``."""
+    return family_entry(name).display_name
 
 
 def network_config(name: str, preset: str = "default", **overrides):
     """A family config from a preset (``tiny``, ``small``, ``default``) plus overrides."""
-    fam = family(name)
+    entry = family_entry(name)
     if preset not in PRESET_NAMES:
         raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESET_NAMES)}")
-    params = dict(_net_module(fam).PRESETS[preset])
+    params = dict(entry.presets[preset])
     params.update(overrides)
-    return CONFIGS[fam](**params)
+    return entry.config(**params)
 
 
 def build_network(config: ModelConfig):
     """The (untrained) network for ``config``: generator for GANs, UNet for diffusion."""
-    fam = family(config.network.family)
-    module = _net_module(fam)
-    cls = {
-        Family.RCAN: "RCAN", Family.SRUNET: "SRUNet",
-        Family.GAN: "ResNetGenerator", Family.DIFFUSION: "DiffusionUNet",
-    }[fam]
-    params = config.network.model_dump(exclude=_NOT_NET_ARGS.get(fam, {"family"}))
-    return getattr(module, cls)(
+    entry = family_entry(config.network.family)
+    params = config.network.model_dump(exclude=set(entry.not_net_args))
+    return getattr(entry.module(), entry.net_class)(
         spatial_dims=config.spatial_dims,
         in_channels=config.in_channels,
         out_channels=config.out_channels,
@@ -90,13 +164,12 @@ def build_network(config: ModelConfig):
 
 
 def build_discriminator(config: ModelConfig, conditioned: bool):
-    """The PatchGAN discriminator of a GAN config (sees input channels too if conditioned)."""
-    from .nets.resnet_gan import PatchDiscriminator
-
-    if not isinstance(config.network, GANConfig):
+    """The discriminator of a GAN config (sees input channels too if conditioned)."""
+    entry = family_entry(config.network.family)
+    if entry.discriminator is None:
         raise ValueError(f"a discriminator needs a GAN config, got {config.network.family}")
     channels = config.out_channels + (config.in_channels if conditioned else 0)
-    return PatchDiscriminator(
+    return getattr(entry.module(), entry.discriminator)(
         spatial_dims=config.spatial_dims,
         in_channels=channels,
         channels=config.network.disc_channels,
@@ -110,31 +183,10 @@ def build_method(config):
     RCAN and SRUNet train supervised; GAN with its discriminator; diffusion as a
     noise-prediction model with EMA weights.
     """
-    model = config.model
-    fam = family(model.network.family)
-    net = build_network(model)
-    if fam is Family.GAN:
-        from .methods.gan import GANMethod
-
-        method = GANMethod(
-            net,
-            build_discriminator(model, conditioned=config.d_condition),
-            adversarial=config.adversarial,
-            content_weight=config.content_weight,
-            gradient_weight=config.gradient_weight,
-            d_condition=config.d_condition,
-        )
-    elif fam is Family.DIFFUSION:
-        from .methods.diffusion import DiffusionMethod
-
-        method = DiffusionMethod(net)
-    else:
-        from .methods.supervised import SupervisedMethod
-
-        method = SupervisedMethod(net, loss=config.loss)
-    return method
+    entry = family_entry(config.model.network.family)
+    return entry.build_method(build_network(config.model), config.model, config.method)
 
 
 def method_network(method):
-    """The network a method trains (the generator of a GAN)."""
-    return getattr(method, "generator", None) or method.net
+    """The network a method trains and saves (the generator of a GAN)."""
+    return method.network

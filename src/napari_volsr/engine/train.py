@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
-import pickle
 import time
 from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,18 +15,18 @@ import numpy as np
 import torch
 
 from . import ddp
-from .config import TrainingConfig
-from .data import TrainingData
-from .io import atomic_path
+from .config import CONFIG_VERSION, TrainingConfig
+# make_training_data lives with the sources; scripts and tests import it from here too.
+from .data import TrainingData, make_training_data  # noqa: F401
+from .checkpoints import (  # noqa: F401  (CHECKPOINT_* re-exported for their users)
+    CHECKPOINT_META, CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, checkpoint_dir_for,
+    load_checkpoint, save_checkpoint,
+)
+from .methods.base import TrainingMethod
 from .metrics import psnr, ssim
 from .models import LoadedModel, ModelError, library_dir, load_model, save_model
 from .predict import drain, resolve_device, resolve_precision, restore
-from .registry import build_method, method_network
-
-CHECKPOINT_WEIGHTS = "weights.safetensors"
-CHECKPOINT_STATE = "state.pt"
-CHECKPOINT_META = "checkpoint.json"
-
+from .registry import build_method
 
 @dataclass(frozen=True)
 class TrainProgress:
@@ -52,6 +50,8 @@ class TrainProgress:
         Share of the time spent waiting for batches.
     message
         A sentence for people (warnings, checkpoint saved, stopped...).
+    loss_name
+        Which of ``losses`` is the method's main loss (``g_loss`` for GANs).
     """
 
     step: int
@@ -63,44 +63,12 @@ class TrainProgress:
     elapsed: float = 0.0
     data_wait: float = 0.0
     message: str = ""
+    loss_name: str = "loss"
 
-
-def make_training_data(config: TrainingConfig, *, raws=None, targets=None, volumes=None) -> TrainingData:
-    """Build the training pairs the config's ``source`` asks for.
-
-    Parameters
-    ----------
-    config
-        Training config (source, patch shape, validation split, degradation...).
-    raws, targets
-        Volumes for the paired source (``targets`` alone for the synthetic source).
-    volumes
-        Anisotropic volumes for the isotropic source.
-    """
-    from . import data as sources
-
-    common = dict(
-        percentiles=config.model.percentiles, n_val=config.n_val,
-        val_fraction=config.val_fraction, foreground=config.foreground, seed=config.seed,
-    )
-    model = config.model
-    patch = config.resolved_patch_shape()
-    if config.source == "paired":
-        if raws is None or targets is None:
-            raise ValueError("the paired source needs raw and target volumes")
-        return sources.paired_data(raws, targets, model.z_factor, patch, **common)
-    if config.source == "synthetic":
-        if targets is None:
-            raise ValueError("the synthetic source needs clean target volumes")
-        return sources.synthetic_data(targets, model.z_factor, patch, config.degradation, **common)
-    if volumes is None:
-        raise ValueError("the isotropic source needs the anisotropic volume(s)")
-    return sources.isotropic_data(volumes, model.z_factor, patch, config.degradation, **common)
-
-
-def checkpoint_dir_for(model_folder: Path) -> Path:
-    """Checkpoints live beside the model folder, hidden, so saving the model keeps them."""
-    return model_folder.parent / ".checkpoints" / model_folder.name
+    @property
+    def loss(self) -> float | None:
+        """The main loss of this step; None on records without losses."""
+        return self.losses.get(self.loss_name)
 
 
 def _steps_per_epoch(config: TrainingConfig, data: TrainingData) -> int:
@@ -167,105 +135,194 @@ class _Prefetcher:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _validate(method, config: TrainingConfig, data: TrainingData, device) -> dict[str, float]:
-    net = method_network(method)
+def _validate(method: TrainingMethod, config: TrainingConfig, data: TrainingData,
+              device) -> dict[str, float]:
     scores_psnr, scores_ssim = [], []
-    was_training = net.training
-    net.eval()
-    try:
-        for i in range(0, len(data.validation), config.batch_size):
-            pairs = data.validation[i : i + config.batch_size]
-            x = torch.from_numpy(np.stack([p[0] for p in pairs])).to(device)
-            with torch.inference_mode():
-                if hasattr(method, "sample"):
-                    generator = torch.Generator(device=device).manual_seed(config.seed + i)
-                    pred, _ = method.sample(x, steps=config.diffusion_val_steps, n_samples=1,
-                                            generator=generator)
-                else:
-                    pred = net(x)
-            pred = pred.float().cpu().numpy()
-            for p, (_, target) in zip(pred, pairs):
-                # Normalised units: the percentiles map to 0 and 1, so the range is 1.
-                scores_psnr.append(psnr(p[0], target[0], data_range=1.0))
-                if min(target.shape[1:]) >= 3:
-                    scores_ssim.append(ssim(p[0], target[0], data_range=1.0))
-    finally:
-        net.train(was_training)
+    for i in range(0, len(data.validation), config.batch_size):
+        pairs = data.validation[i : i + config.batch_size]
+        x = torch.from_numpy(np.stack([p[0] for p in pairs])).to(device)
+        pred = method.validation_predict(x, config.seed + i).float().cpu().numpy()
+        for p, (_, target) in zip(pred, pairs):
+            # Normalised units: the percentiles map to 0 and 1, so the range is 1.
+            scores_psnr.append(psnr(p[0], target[0], data_range=1.0))
+            if min(target.shape[1:]) >= 3:
+                scores_ssim.append(ssim(p[0], target[0], data_range=1.0))
     out = {"psnr": float(np.mean(scores_psnr))}
     if scores_ssim:
         out["ssim"] = float(np.mean(scores_ssim))
     return out
 
 
-def _preview(method, config: TrainingConfig, preview_input, device) -> np.ndarray:
+def _preview(method: TrainingMethod, config: TrainingConfig, preview_input,
+             device) -> np.ndarray:
     from .restorers import NetworkRestorer
 
-    net = getattr(method, "ema", None) or method_network(method)
+    net = method.restoring_network
     was_training = net.training
-    restorer = NetworkRestorer(
-        LoadedModel(config.model, net), diffusion_steps=config.diffusion_val_steps,
-        diffusion_samples=1,
-    )
+    restorer = NetworkRestorer(LoadedModel(config.model, net), **method.preview_options())
     try:
         return restore(preview_input, restorer, device=str(device),
                        percentiles=config.model.percentiles).data
     finally:
-        method_network(method).train(was_training)
+        net.train(was_training)
 
 
-def _save_checkpoint(folder: Path, method, step: int, elapsed: float,
-                     history: list[dict], config: TrainingConfig) -> None:
-    from safetensors.torch import save_file
+@dataclass
+class _Run:
+    """One training run between its steps: the method, the clock, the history."""
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder) as tmp:
-        tmp.mkdir()
-        state = {k: v.detach().cpu().contiguous().clone() for k, v in method.state_dict().items()}
-        save_file(state, str(tmp / CHECKPOINT_WEIGHTS))
-        torch.save({
-            "optimizers": [o.state_dict() for o in method.optimizers],
-            "scalers": [s.state_dict() for s in method.scalers],
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }, tmp / CHECKPOINT_STATE)
-        meta = {"step": step, "elapsed": elapsed, "history": history,
-                "model": config.model.model_dump(mode="json")}
-        (tmp / CHECKPOINT_META).write_text(json.dumps(meta))
+    config: TrainingConfig
+    data: TrainingData
+    method: TrainingMethod
+    device: torch.device
+    replica: ddp.Replica | None
+    autocast_dtype: torch.dtype | None
+    folder: Path
+    total: int | None
+    base_lrs: list[float]
+    step: int = 0
+    elapsed_before: float = 0.0
+    history: list[dict] = field(default_factory=list)
+    last_validation: dict[str, float] | None = None
+    stopped: bool = False
+    # Set by _start_clock, once the warnings are out.
+    prefetch: _Prefetcher = field(init=False)
+    start: float = field(init=False)
+    deadline: float | None = field(init=False)
+
+    @property
+    def main(self) -> bool:
+        """This process validates, checkpoints and saves (always, outside torchrun)."""
+        return self.replica is None or self.replica.is_main
+
+    @property
+    def checkpoints(self) -> Path:
+        return checkpoint_dir_for(self.folder)
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.start
+
+    def data_wait(self) -> float:
+        return self.prefetch.waited / max(time.monotonic() - self.start, 1e-9)
+
+    def lr(self) -> float:
+        return self.method.optimizers[0].param_groups[0]["lr"]
 
 
-def _load_checkpoint(folder: Path, method, config: TrainingConfig) -> tuple[int, float, list]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    backup = folder.with_name(f".{folder.name}.old")  # io.atomic_path's, mid-swap
-    if not (folder / CHECKPOINT_META).is_file() and (backup / CHECKPOINT_META).is_file():
-        folder = backup  # killed between the two renames: the previous checkpoint is whole
-    meta_path = folder / CHECKPOINT_META
-    if not meta_path.is_file():
-        raise ModelError(f"{folder}: no checkpoint to resume from; start a new run")
-    meta = json.loads(meta_path.read_text())
-    if meta["model"] != config.model.model_dump(mode="json"):
-        raise ModelError(
-            f"{folder}: the checkpoint belongs to a different model config; "
-            "resume with the same settings or start a new run under another name"
+def _setup(config: TrainingConfig, data: TrainingData, output_dir, resume: bool,
+           overwrite: bool) -> _Run:
+    """Check the request, build the method on its device, resume its checkpoint."""
+    model_cfg = config.model
+    if data.z_factor != model_cfg.z_factor or data.spatial_dims != model_cfg.spatial_dims:
+        raise ValueError(
+            f"training data is {data.spatial_dims}D with z-factor {data.z_factor}, but the "
+            f"model is {model_cfg.spatial_dims}D with z-factor {model_cfg.z_factor}"
         )
-    try:
-        method.load_state_dict(load_file(str(folder / CHECKPOINT_WEIGHTS)))
-        # Our own file, but loaded like any other: tensors and plain containers only.
-        state = torch.load(folder / CHECKPOINT_STATE, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, SafetensorError, OSError, RuntimeError, EOFError) as exc:
-        raise ModelError(
-            f"{folder}: the checkpoint is damaged or holds more than tensors (refused, nothing "
-            f"in it was run: {type(exc).__name__}); train the model anew instead of resuming"
-        ) from exc
-    for opt, sd in zip(method.optimizers, state["optimizers"], strict=True):
-        opt.load_state_dict(sd)
-    for scaler, sd in zip(method.scalers, state["scalers"]):
-        scaler.load_state_dict(sd)
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return int(meta["step"]), float(meta["elapsed"]), list(meta["history"])
+    folder = Path(output_dir) if output_dir is not None else library_dir() / model_cfg.name
+    if folder.exists() and not (resume or overwrite):
+        raise ModelError(f"a model named '{folder.name}' exists; choose another name, resume or overwrite")
+    device = resolve_device(config.device)
+    replica = ddp.from_environment()
+    if replica is not None:
+        device = ddp.start(replica, device)
+    autocast_dtype = resolve_precision(config.precision, device)
+
+    torch.manual_seed(config.seed)
+    method = build_method(config).to(device)
+    method.configure_optimizers(config.learning_rate)
+    if autocast_dtype == torch.float16 and device.type == "cuda":
+        method.use_grad_scaling(device)
+    base_lrs = [group["lr"] for opt in method.optimizers for group in opt.param_groups]
+    run = _Run(config, data, method, device, replica, autocast_dtype, folder,
+               _total_steps(config, data), base_lrs)
+    if resume:
+        run.step, run.elapsed_before, run.history = load_checkpoint(run.checkpoints, method,
+                                                                     config)
+    if replica is not None:
+        method.distribute(functools.partial(ddp.wrap, device=device))  # rank 0's weights
+        # Own noise per replica (diffusion levels, GP mixing), reproducible from the step.
+        torch.manual_seed(config.seed + 7919 * replica.rank + 104729 * run.step)
+    return run
+
+
+def _start_clock(run: _Run) -> None:
+    config = run.config
+    run.prefetch = _Prefetcher(run.data, config.batch_size, config.prefetch,
+                               run.replica.rank if run.replica is not None else 0)
+    run.start = time.monotonic()
+    run.deadline = None if config.minutes is None else config.minutes * 60
+
+
+def _should_end(run: _Run, should_stop: Callable[[], bool] | None) -> bool:
+    """The budget is spent or a stop was asked (on any replica: all stop together)."""
+    done = (run.total is not None and run.step >= run.total) or (
+        run.deadline is not None and run.elapsed() >= run.deadline)
+    asked = should_stop is not None and should_stop()
+    if run.replica is not None:  # clocks and requests differ: stop together
+        done, asked = ddp.any_replica([done, asked], run.device)
+    run.stopped = run.stopped or asked
+    return done or asked
+
+
+def _set_learning_rate(run: _Run) -> None:
+    fractions = [run.step / run.total if run.total else 0.0,
+                 run.elapsed() / run.deadline if run.deadline else 0.0]
+    factor = lr_factor(max(fractions), run.config.lr_decay)
+    groups = [group for opt in run.method.optimizers for group in opt.param_groups]
+    for group, base in zip(groups, run.base_lrs, strict=True):
+        group["lr"] = base * factor
+
+
+def _train_step(run: _Run) -> dict[str, float]:
+    """One optimisation step on the next batch; its losses."""
+    inputs, targets = run.prefetch.get(run.step)
+    batch = {"input": torch.from_numpy(inputs).to(run.device),
+             "target": torch.from_numpy(targets).to(run.device)}
+    _set_learning_rate(run)
+    if run.autocast_dtype is not None:
+        with torch.autocast(run.device.type, dtype=run.autocast_dtype):
+            losses = run.method.training_step(batch, run.step)
+    else:
+        losses = run.method.training_step(batch, run.step)
+    run.step += 1
+    main_loss = losses.get(run.method.main_loss)
+    if main_loss is not None and not math.isfinite(main_loss):
+        raise FloatingPointError(
+            f"training diverged at step {run.step} (loss {main_loss}); "
+            "lower the learning rate or check the data"
+        )
+    return losses
+
+
+def _validate_and_checkpoint(run: _Run, losses: dict[str, float], preview_input
+                             ) -> TrainProgress:
+    """Validate, preview and checkpoint when due; record the step in the history."""
+    config, step = run.config, run.step
+    validation, preview = None, None
+    if run.main and (step % config.validate_every == 0 or step == run.total):
+        validation = run.last_validation = _validate(run.method, config, run.data, run.device)
+        if preview_input is not None:
+            preview = _preview(run.method, config, preview_input, run.device)
+    row = {"step": step, "lr": run.lr(), "time": round(run.elapsed(), 3),
+           **{k: v for k, v in losses.items() if math.isfinite(v)}}
+    if validation:
+        row.update({f"val_{k}": v for k, v in validation.items()})
+    run.history.append(row)
+    message = ""
+    if run.main and step % config.checkpoint_every == 0:
+        save_checkpoint(run.checkpoints, run.method, step, run.elapsed(), run.history, config)
+        message = f"checkpoint saved at step {step}"
+    return TrainProgress(step, run.total, losses, run.lr(), validation, preview, run.elapsed(),
+                         run.data_wait(), message, run.method.main_loss)
+
+
+def _save_everything(run: _Run, voxel_spacing) -> LoadedModel | None:
+    """Checkpoint and save the model (rank 0 only); the saved model."""
+    if not run.main:
+        return None
+    save_checkpoint(run.checkpoints, run.method, run.step, run.elapsed(), run.history,
+                     run.config)
+    return _save_final(run, voxel_spacing)
 
 
 def iter_train(
@@ -305,156 +362,60 @@ def iter_train(
     only rank 0 validates, checkpoints, saves and returns the model (other ranks
     return None). The effective batch is ``batch_size`` times the number of processes.
     """
-    model_cfg = config.model
-    if data.z_factor != model_cfg.z_factor or data.spatial_dims != model_cfg.spatial_dims:
-        raise ValueError(
-            f"training data is {data.spatial_dims}D with z-factor {data.z_factor}, but the "
-            f"model is {model_cfg.spatial_dims}D with z-factor {model_cfg.z_factor}"
-        )
-    folder = Path(output_dir) if output_dir is not None else library_dir() / model_cfg.name
-    checkpoints = checkpoint_dir_for(folder)
-    if folder.exists() and not (resume or overwrite):
-        raise ModelError(f"a model named '{folder.name}' exists; choose another name, resume or overwrite")
-    device = resolve_device(config.device)
-    replica = ddp.from_environment()
-    if replica is not None:
-        device = ddp.start(replica, device)
-    main = replica is None or replica.is_main
-    autocast_dtype = resolve_precision(config.precision, device)
-
-    torch.manual_seed(config.seed)
-    method = build_method(config).to(device)
-    method.configure_optimizers(config.learning_rate)
-    if autocast_dtype == torch.float16 and device.type == "cuda":
-        method.scalers = [torch.amp.GradScaler("cuda") for _ in method.optimizers]
-    total = _total_steps(config, data)
-    base_lrs = [group["lr"] for opt in method.optimizers for group in opt.param_groups]
-    step, elapsed_before, history = 0, 0.0, []
-    if resume:
-        step, elapsed_before, history = _load_checkpoint(checkpoints, method, config)
-    if replica is not None:
-        method.distribute(functools.partial(ddp.wrap, device=device))  # rank 0's weights
-        # Own noise per replica (diffusion levels, GP mixing), reproducible from the step.
-        torch.manual_seed(config.seed + 7919 * replica.rank + 104729 * step)
-    for warning in data.warnings if main else ():
-        yield TrainProgress(step, total, message=warning)
-
-    prefetch = _Prefetcher(data, config.batch_size, config.prefetch,
-                           replica.rank if replica is not None else 0)
-    start = time.monotonic()
-    deadline = None if config.minutes is None else config.minutes * 60
-    last_validation: dict[str, float] | None = None
-    stopped = False
-
-    def elapsed() -> float:
-        return elapsed_before + time.monotonic() - start
-
-    def set_learning_rate():
-        fractions = [step / total if total else 0.0, elapsed() / deadline if deadline else 0.0]
-        factor = lr_factor(max(fractions), config.lr_decay)
-        groups = [group for opt in method.optimizers for group in opt.param_groups]
-        for group, base in zip(groups, base_lrs, strict=True):
-            group["lr"] = base * factor
-
-    def save_everything():
-        if not main:
-            return None
-        _save_checkpoint(checkpoints, method, step, elapsed(), history, config)
-        wait = prefetch.waited / max(time.monotonic() - start, 1e-9)
-        return _save_final(folder, config, data, method, step, elapsed(), history,
-                           last_validation, stopped, voxel_spacing, wait,
-                           replica.world_size if replica is not None else 1)
-
+    run = _setup(config, data, output_dir, resume, overwrite)
+    for warning in data.warnings if run.main else ():
+        yield TrainProgress(run.step, run.total, message=warning,
+                            loss_name=run.method.main_loss)
+    _start_clock(run)
     try:
-        while True:
-            done = (total is not None and step >= total) or (
-                deadline is not None and elapsed() >= deadline)
-            asked = should_stop is not None and should_stop()
-            if replica is not None:  # clocks and requests differ: stop together
-                done, asked = ddp.any_replica([done, asked], device)
-            if asked:
-                stopped = True
-            if done or asked:
-                break
-            inputs, targets = prefetch.get(step)
-            batch = {"input": torch.from_numpy(inputs).to(device),
-                     "target": torch.from_numpy(targets).to(device)}
-            if hasattr(method, "warmup"):
-                method.warmup = step < config.warmup_steps
-            set_learning_rate()
-            if autocast_dtype is not None:
-                with torch.autocast(device.type, dtype=autocast_dtype):
-                    losses = method.training_step(batch)
-            else:
-                losses = method.training_step(batch)
-            step += 1
-            main_loss = losses.get("loss", losses.get("g_loss"))
-            if main_loss is not None and not math.isfinite(main_loss):
-                raise FloatingPointError(
-                    f"training diverged at step {step} (loss {main_loss}); "
-                    "lower the learning rate or check the data"
-                )
-            validation, preview = None, None
-            if main and (step % config.validate_every == 0 or step == total):
-                validation = last_validation = _validate(method, config, data, device)
-                if preview_input is not None:
-                    preview = _preview(method, config, preview_input, device)
-            lr = method.optimizers[0].param_groups[0]["lr"]
-            row = {"step": step, "lr": lr, "time": round(elapsed(), 3),
-                   **{k: v for k, v in losses.items() if math.isfinite(v)}}
-            if validation:
-                row.update({f"val_{k}": v for k, v in validation.items()})
-            history.append(row)
-            message = ""
-            if main and step % config.checkpoint_every == 0:
-                _save_checkpoint(checkpoints, method, step, elapsed(), history, config)
-                message = f"checkpoint saved at step {step}"
-            wait = prefetch.waited / max(time.monotonic() - start, 1e-9)
-            yield TrainProgress(step, total, losses, lr, validation, preview, elapsed(), wait, message)
+        while not _should_end(run, should_stop):
+            losses = _train_step(run)
+            yield _validate_and_checkpoint(run, losses, preview_input)
     except (GeneratorExit, KeyboardInterrupt):
         # Closed by the caller (napari's worker.quit()) or Ctrl-C mid-step: keep what
         # was learned. The step in flight, if any, is simply not counted.
-        stopped = True
-        save_everything()
+        run.stopped = True
+        _save_everything(run, voxel_spacing)
         raise
     finally:
-        prefetch.close()
-    if not main:
+        run.prefetch.close()
+    if not run.main:
         ddp.finish()
         return None
-    if history and "val_psnr" not in history[-1]:
-        last_validation = _validate(method, config, data, device)
-        if history:
-            history[-1].update({f"val_{k}": v for k, v in last_validation.items()})
-    model = save_everything()
+    if run.history and "val_psnr" not in run.history[-1]:
+        run.last_validation = _validate(run.method, config, data, run.device)
+        run.history[-1].update({f"val_{k}": v for k, v in run.last_validation.items()})
+    model = _save_everything(run, voxel_spacing)
     ddp.finish()
-    yield TrainProgress(step, total, lr=method.optimizers[0].param_groups[0]["lr"],
-                        validation=last_validation, elapsed=elapsed(),
-                        message=("stopped" if stopped else "finished") + f": model saved to {model.folder}")
+    ending = "stopped" if run.stopped else "finished"
+    yield TrainProgress(run.step, run.total, lr=run.lr(), validation=run.last_validation,
+                        elapsed=run.elapsed(), message=f"{ending}: model saved to {model.folder}",
+                        loss_name=run.method.main_loss)
     return model
 
 
-def _save_final(folder, config, data, method, step, elapsed, history, validation, stopped,
-                voxel_spacing, data_wait, replicas=1) -> LoadedModel:
-    net = method_network(method)
+def _save_final(run: _Run, voxel_spacing) -> LoadedModel:
+    config, validation = run.config, run.last_validation
     val_text = f", val PSNR {validation['psnr']:.2f} dB" if validation else ""
     training = {
-        "summary": f"{config.source} data, {step} steps{val_text}",
+        "summary": f"{config.source} data, {run.step} steps{val_text}",
         "source": config.source,
-        "data": data.summary,
+        "data": run.data.summary,
         "voxel_spacing": list(voxel_spacing) if voxel_spacing is not None else None,
-        "steps": step,
-        "minutes": round(elapsed / 60, 3),
-        "stopped_early": stopped,
-        "data_wait_share": round(data_wait, 4),
-        "replicas": replicas,  # data-parallel processes: effective batch = batch_size x this
+        "steps": run.step,
+        "minutes": round(run.elapsed() / 60, 3),
+        "stopped_early": run.stopped,
+        "data_wait_share": round(run.data_wait(), 4),
+        "replicas": run.replica.world_size if run.replica is not None else 1,
         "final_validation": validation,
         "settings": config.model_dump(mode="json", exclude={"model"}),
     }
-    model_cfg = config.model.model_copy(update={"training": training})
-    ema = getattr(method, "ema", None)
-    save_model(folder, model_cfg, net, ema_net=ema, history=history, overwrite=True)
-    return load_model(folder)
+    # Saved in this version's format (a resumed run may carry an older checkpoint's).
+    model_cfg = config.model.model_copy(update={"training": training,
+                                                "version": CONFIG_VERSION})
+    save_model(run.folder, model_cfg, run.method.network, ema_net=run.method.ema_network,
+               history=run.history, overwrite=True)
+    return load_model(run.folder)
 
 
 def train(config: TrainingConfig, data: TrainingData, **kwargs) -> LoadedModel:

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_volsr.engine.interp import INTERPOLATION_MODES, upsample_z
-from napari_volsr.engine.methods._step import Replicated, backward_step
+from napari_volsr.engine.methods.base import TrainingMethod, backward_step
+from napari_volsr.engine.methods.schedules import ddim_step, linear_beta_schedule
 from napari_volsr.engine.nets.diffusion_unet import DiffusionUNet
 
 SAMPLERS = ("ddim", "ancestral")
@@ -22,27 +23,7 @@ class SamplingCancelled(Exception):
     """Raised by :meth:`DiffusionMethod.sample` when ``should_stop()`` returns True."""
 
 
-def linear_beta_schedule(
-    num_timesteps: int = 2000, beta_start: float = 1e-6, beta_end: float = 1e-2
-) -> torch.Tensor:
-    """Linearly spaced noise variances beta_t (Ho et al. 2020; SR3, Saharia et al. 2021).
-
-    Parameters
-    ----------
-    num_timesteps
-        Length T of the schedule.
-    beta_start, beta_end
-        First and last beta.
-
-    Returns
-    -------
-    torch.Tensor
-        (T,) float64 betas.
-    """
-    return torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
-
-
-class DiffusionMethod(Replicated, nn.Module):
+class DiffusionMethod(TrainingMethod):
     """Train and sample a conditional diffusion model around a noise-predicting UNet.
 
     The degraded input, interpolated onto the output grid for ``z_factor > 1`` (cubic,
@@ -67,6 +48,8 @@ class DiffusionMethod(Replicated, nn.Module):
         Default Adam learning rate for :meth:`configure_optimizers`.
     interpolation
         How the condition is brought onto the output grid for ``z_factor > 1``.
+    val_steps
+        DDIM steps of the one sample scored at validation and shown in previews.
     """
 
     betas: torch.Tensor
@@ -86,6 +69,7 @@ class DiffusionMethod(Replicated, nn.Module):
         ema_decay: float = 0.999,
         lr: float = 1e-4,
         interpolation: str = "cubic",
+        val_steps: int = 10,
     ):
         super().__init__()
         if isinstance(num_timesteps, bool) or not isinstance(num_timesteps, int):
@@ -119,9 +103,7 @@ class DiffusionMethod(Replicated, nn.Module):
         self.out_channels = int(net.out_channels)
         self.z_factor = int(net.z_factor)
         self.output_divisor = tuple(int(d) for d in net.output_divisor)
-        self.optimizers: list[torch.optim.Optimizer] = []
-        # One GradScaler per optimizer when training in fp16 (set by the trainer).
-        self.scalers: list = []
+        self.val_steps = int(val_steps)
 
         betas = linear_beta_schedule(num_timesteps, beta_start, beta_end)
         alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
@@ -253,21 +235,14 @@ class DiffusionMethod(Replicated, nn.Module):
         self.optimizers = [torch.optim.Adam(self.net.parameters(), lr=lr or self.lr)]
         return self.optimizers
 
-    def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """One optimisation step followed by an EMA update.
-
-        Returns
-        -------
-        dict
-            ``{"loss": float}``.
-        """
-        if not self.optimizers:
-            self.configure_optimizers()
-        (optimizer,) = self.optimizers
+    def training_step(self, batch: dict[str, torch.Tensor], step: int | None = None
+                      ) -> dict[str, float]:
+        """One optimisation step followed by an EMA update; returns ``{"loss": float}``."""
+        (optimizer,) = self.ensure_optimizers()
         self.net.train()
         optimizer.zero_grad(set_to_none=True)
         loss = self(batch)
-        backward_step(loss, optimizer, self.scalers[0] if self.scalers else None)
+        backward_step(loss, optimizer, self.scaler(0))
         self.update_ema()
         return {"loss": float(loss.detach())}
 
@@ -290,57 +265,8 @@ class DiffusionMethod(Replicated, nn.Module):
         T = self.num_timesteps
         return [(i + 1) * T // steps - 1 for i in reversed(range(steps))]
 
-    @staticmethod
-    def denoise_step(
-        x_t: torch.Tensor,
-        eps: torch.Tensor,
-        ab_t: float,
-        ab_s: float,
-        eta: float,
-        clip: Sequence[float] | None,
-        noise: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Move from step t to an earlier step s (DDIM, Song et al. 2021, eq. 12).
-
-        The clean image ``x0`` predicted from ``eps`` is clamped to ``clip`` and the
-        noise re-derived from it, so the update stays consistent. With ``eta = 1``
-        and consecutive steps this is exactly the DDPM posterior ``q(x_s | x_t, x0)``
-        (ancestral sampling, Ho et al. 2020); with ``eta = 0`` it is deterministic.
-
-        Parameters
-        ----------
-        x_t, eps
-            Current state and predicted noise.
-        ab_t, ab_s
-            ``alpha_bar`` at t and s (``ab_s`` = 1 for the final, clean state).
-        eta
-            Stochasticity (0: DDIM, 1: ancestral).
-        clip
-            ``(lo, hi)`` for the predicted clean image, or None.
-        noise
-            Standard normal noise like ``x_t`` (needed when ``eta > 0``).
-
-        Returns
-        -------
-        x_s : torch.Tensor
-            The next state.
-        x0 : torch.Tensor
-            The (clamped) clean-image prediction.
-        """
-        sqrt_ab_t, sqrt_1m_ab_t = math.sqrt(ab_t), math.sqrt(1.0 - ab_t)
-        x0 = (x_t - sqrt_1m_ab_t * eps) / sqrt_ab_t
-        if clip is not None:
-            x0 = x0.clamp(clip[0], clip[1])
-            eps = (x_t - sqrt_ab_t * x0) / sqrt_1m_ab_t
-        if ab_s >= 1.0:
-            return x0, x0
-        var = eta**2 * (1.0 - ab_s) / (1.0 - ab_t) * (1.0 - ab_t / ab_s)
-        x_s = math.sqrt(ab_s) * x0 + math.sqrt(max(1.0 - ab_s - var, 0.0)) * eps
-        if var > 0:
-            if noise is None:
-                raise ValueError("denoise_step needs noise when eta > 0")
-            x_s = x_s + math.sqrt(var) * noise
-        return x_s, x0
+    # The DDIM update, a pure function (schedules.py); tests call it on the class.
+    denoise_step = staticmethod(ddim_step)
 
     def sample(
         self,
@@ -397,31 +323,18 @@ class DiffusionMethod(Replicated, nn.Module):
             Per-voxel sample standard deviation (N - 1 in the denominator); zeros when
             ``n_samples`` is 1.
         """
-        steps, eta, clip = self._check_sample_args(x, steps, n_samples, sampler, eta, clip)
-        if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
-            raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
+        steps, eta, clip = self._check_sample_args(x, steps, n_samples, sampler, eta, clip,
+                                                   max_batch)
         net = self.ema if use_ema else self.net
         was_training = net.training
         net.eval()
         try:
             with torch.inference_mode():
-                samples = self._sample(
-                    net,
-                    x,
-                    steps,
-                    n_samples,
-                    eta,
-                    clip,
-                    generator,
-                    max_batch,
-                    should_stop,
-                    progress,
-                )
+                samples = self._sample(net, x, steps, n_samples, eta, clip, generator,
+                                       max_batch, should_stop, progress)
                 mean = samples.mean(dim=0)
-                if n_samples == 1:
-                    std = torch.zeros_like(mean)
-                else:
-                    std = samples.std(dim=0, correction=1)
+                std = (torch.zeros_like(mean) if n_samples == 1
+                       else samples.std(dim=0, correction=1))
         finally:
             net.train(was_training)
         return mean, std
@@ -430,19 +343,22 @@ class DiffusionMethod(Replicated, nn.Module):
         """Mean restoration of ``x`` with the default sampler (see :meth:`sample`)."""
         return self.sample(x, **kwargs)[0]
 
-    def _sample(
-        self,
-        net,
-        x,
-        steps,
-        n_samples,
-        eta,
-        clip,
-        generator,
-        max_batch,
-        should_stop,
-        progress,
-    ) -> torch.Tensor:
+    def validation_predict(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+        """One DDIM sample of ``val_steps`` steps, its noise drawn from ``seed``."""
+        generator = torch.Generator(device=x.device).manual_seed(seed)
+        return self.sample(x, steps=self.val_steps, n_samples=1, generator=generator)[0]
+
+    def preview_options(self) -> dict:
+        """The preview restores like validation: one sample of ``val_steps`` steps."""
+        return {"diffusion_steps": self.val_steps, "diffusion_samples": 1}
+
+    @property
+    def ema_network(self) -> nn.Module:
+        """The EMA copy of the network: saved beside it, and what restores sample with."""
+        return self.ema
+
+    def _sample(self, net, x, steps, n_samples, eta, clip, generator, max_batch, should_stop,
+                progress) -> torch.Tensor:
         b = x.shape[0]
         cond = self.condition(x if x.is_floating_point() else x.float())
         # Replicate-pad the output grid up to the network's divisor; cropped at the end.
@@ -457,19 +373,9 @@ class DiffusionMethod(Replicated, nn.Module):
         chunk = rows if max_batch is None else max_batch
         item_of_row = torch.arange(rows, device=cond.device) % b
         counter = _Counter(steps * math.ceil(rows / chunk), progress)
-        parts = [
-            self._chain(
-                net,
-                cond[item_of_row[start : start + chunk]],
-                steps,
-                eta,
-                clip,
-                generator,
-                should_stop,
-                counter,
-            )
-            for start in range(0, rows, chunk)
-        ]
+        parts = [self._chain(net, cond[item_of_row[start : start + chunk]], steps, eta, clip,
+                             generator, should_stop, counter)
+                 for start in range(0, rows, chunk)]
         samples = torch.cat(parts).reshape(n_samples, b, *parts[0].shape[1:])
         crop = (slice(None),) * 3 + tuple(slice(0, s) for s in out_shape)
         return samples[crop]
@@ -508,7 +414,7 @@ class DiffusionMethod(Replicated, nn.Module):
                 f"{self.spatial_dims}, got {tuple(x.shape)}"
             )
 
-    def _check_sample_args(self, x, steps, n_samples, sampler, eta, clip):
+    def _check_sample_args(self, x, steps, n_samples, sampler, eta, clip, max_batch):
         self._check_input(x, "x")
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -528,6 +434,8 @@ class DiffusionMethod(Replicated, nn.Module):
             if len(clip) != 2 or not clip[0] < clip[1]:
                 raise ValueError(f"clip must be (lo, hi) with lo < hi, or None, got {clip!r}")
             clip = (float(clip[0]), float(clip[1]))
+        if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
+            raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
         return steps, float(eta), clip
 
 

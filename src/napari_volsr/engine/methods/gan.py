@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_volsr.engine.interp import upsample_z
-from napari_volsr.engine.methods._step import Replicated, backward_step
+from napari_volsr.engine.methods.base import TrainingMethod, backward_step
 
 ADVERSARIAL_LOSSES = ("vanilla", "lsgan", "wgangp")
 
@@ -48,7 +48,7 @@ def image_gradient_l1(output: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return torch.stack(terms).mean()
 
 
-class GANMethod(Replicated, nn.Module):
+class GANMethod(TrainingMethod):
     """Train a generator against a discriminator, with an L1 content loss.
 
     Generator loss: ``content_weight * L1 + adversarial_weight * adversarial
@@ -80,7 +80,12 @@ class GANMethod(Replicated, nn.Module):
     warmup
         Default for the ``warmup`` argument of the steps: content loss only, no
         discriminator update (DESIGN recommends a warm-up phase).
+    warmup_steps
+        Training steps 0 .. warmup_steps - 1 warm up (see :meth:`training_step`).
     """
+
+    main_loss = "g_loss"
+    network_name = "generator"
 
     # The discriminator's replica is used only where it learns (its own step); the
     # generator's step judges with the frozen plain module, whose weights are the same.
@@ -97,6 +102,7 @@ class GANMethod(Replicated, nn.Module):
         gp_weight: float = 10.0,
         d_condition: bool = False,
         warmup: bool = False,
+        warmup_steps: int = 0,
     ):
         super().__init__()
         if adversarial not in ADVERSARIAL_LOSSES:
@@ -130,10 +136,8 @@ class GANMethod(Replicated, nn.Module):
         self.gp_weight = gp_weight
         self.d_condition = d_condition
         self.warmup = warmup
+        self.warmup_steps = int(warmup_steps)
         self.z_factor = int(getattr(generator, "z_factor", 1))
-        self.optimizers: list[torch.optim.Optimizer] = []
-        # One GradScaler per optimizer when training in fp16 (set by the trainer).
-        self.scalers: list = []
 
     # -- losses -------------------------------------------------------------------------
 
@@ -246,46 +250,43 @@ class GANMethod(Replicated, nn.Module):
         ]
         return self.optimizers
 
-    def _ensure_optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
-        if not self.optimizers:
-            self.configure_optimizers()
-        g_opt, d_opt = self.optimizers
-        return g_opt, d_opt
-
     def discriminator_step(self, batch, fake: torch.Tensor | None = None) -> dict[str, float]:
         """Update the discriminator once on ``fake`` (generated here if not given)."""
-        _, d_opt = self._ensure_optimizers()
+        _, d_opt = self.ensure_optimizers()
         self.train()
         if fake is None:
             with torch.no_grad():
                 fake = self.generator(batch["input"])
         d_opt.zero_grad(set_to_none=True)
         losses = self.discriminator_losses(batch, fake)
-        backward_step(losses["d_loss"], d_opt, self.scalers[1] if self.scalers else None)
+        backward_step(losses["d_loss"], d_opt, self.scaler(1))
         return {k: v.item() for k, v in losses.items()}
 
     def generator_step(
         self, batch, fake: torch.Tensor | None = None, warmup: bool | None = None
     ) -> dict[str, float]:
         """Update the generator once; the discriminator's parameters get no gradient."""
-        g_opt, _ = self._ensure_optimizers()
+        g_opt, _ = self.ensure_optimizers()
         self.train()
         if fake is None:
             fake = self.replica("generator")(batch["input"])
         g_opt.zero_grad(set_to_none=True)
         with _frozen(self.discriminator):
             losses = self.generator_losses(batch, fake, warmup)
-            backward_step(losses["g_loss"], g_opt, self.scalers[0] if self.scalers else None)
+            backward_step(losses["g_loss"], g_opt, self.scaler(0))
         return {k: v.item() for k, v in losses.items()}
 
-    def training_step(self, batch, warmup: bool | None = None) -> dict[str, float]:
+    def training_step(self, batch, step: int | None = None, warmup: bool | None = None
+                      ) -> dict[str, float]:
         """One discriminator step on the detached fake, then one generator step.
 
-        During warm-up only the generator is updated, on the content loss; the
-        discriminator's entries (``d_loss``, ``adversarial``, ...) are then NaN.
+        During warm-up (``warmup`` when given, else the constructor's ``warmup`` or
+        ``step < warmup_steps``) only the generator is updated, on the content loss;
+        the discriminator's entries (``d_loss``, ``adversarial``, ...) are then NaN.
         """
-        warmup = self.warmup if warmup is None else warmup
-        self._ensure_optimizers()
+        if warmup is None:
+            warmup = self.warmup or (step is not None and step < self.warmup_steps)
+        self.ensure_optimizers()
         self.train()
         fake = self.replica("generator")(batch["input"])
         logs = dict.fromkeys(("d_loss", "d_real", "d_fake", "gp", "adversarial"), math.nan)
@@ -293,13 +294,3 @@ class GANMethod(Replicated, nn.Module):
             logs.update(self.discriminator_step(batch, fake.detach()))
         logs.update(self.generator_step(batch, fake, warmup))
         return logs
-
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the generator's output in eval mode, under ``torch.inference_mode()``."""
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.inference_mode():
-                return self.generator(x)
-        finally:
-            self.train(was_training)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from napari_volsr.engine.interp import upsample_z
-from napari_volsr.engine.methods._step import Replicated, backward_step
+from napari_volsr.engine.methods.base import TrainingMethod, backward_step
 
 LOSSES = ("mae", "mse", "cubic_weighted")
 
@@ -45,7 +45,7 @@ def cubic_weights(inputs: torch.Tensor, target: torch.Tensor, z_factor: int) -> 
     return error / (2 * peak.clamp_min(torch.finfo(error.dtype).tiny)) + 0.5
 
 
-class SupervisedMethod(Replicated, nn.Module):
+class SupervisedMethod(TrainingMethod):
     """Wrap a network with a pixel loss, its optimizer and one training step.
 
     Parameters
@@ -66,9 +66,6 @@ class SupervisedMethod(Replicated, nn.Module):
         self.net = net
         self.loss = loss
         self.z_factor = int(getattr(net, "z_factor", 1))
-        self.optimizers: list[torch.optim.Optimizer] = []
-        # One GradScaler per optimizer when training in fp16 (set by the trainer).
-        self.scalers: list = []
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Return the scalar loss of the net on ``batch`` ({"input", "target"})."""
@@ -87,23 +84,12 @@ class SupervisedMethod(Replicated, nn.Module):
         self.optimizers = [torch.optim.Adam(self.net.parameters(), lr=1e-4 if lr is None else lr)]
         return self.optimizers
 
-    def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def training_step(self, batch: dict[str, torch.Tensor], step: int | None = None
+                      ) -> dict[str, float]:
         """Run one optimisation step and return ``{"loss": value}``."""
-        if not self.optimizers:
-            self.configure_optimizers()
-        (optimizer,) = self.optimizers
+        (optimizer,) = self.ensure_optimizers()
         self.train()
         optimizer.zero_grad(set_to_none=True)
         loss = self(batch)
-        backward_step(loss, optimizer, self.scalers[0] if self.scalers else None)
+        backward_step(loss, optimizer, self.scaler(0))
         return {"loss": loss.item()}
-
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the net's output in eval mode, under ``torch.inference_mode()``."""
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.inference_mode():
-                return self.net(x)
-        finally:
-            self.train(was_training)

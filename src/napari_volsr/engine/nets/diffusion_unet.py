@@ -254,17 +254,8 @@ class DiffusionUNet(nn.Module):
         attention: bool = True,
     ):
         super().__init__()
-        _validate(
-            spatial_dims,
-            in_channels,
-            out_channels,
-            z_factor,
-            base_channels,
-            channel_mults,
-            num_res_blocks,
-            groups,
-            dropout,
-        )
+        _validate(spatial_dims, in_channels, out_channels, z_factor, base_channels,
+                  channel_mults, num_res_blocks, groups, dropout)
         channel_mults = tuple(int(m) for m in channel_mults)
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
@@ -276,15 +267,7 @@ class DiffusionUNet(nn.Module):
         self.groups = groups
         self.dropout = dropout
         self.attention = attention
-
-        levels = len(channel_mults)
-        d = 2 ** (levels - 1)
-        self.output_divisor = (d,) * spatial_dims
-        self.divisor = (d // math.gcd(d, self.z_factor),) + (d,) * (spatial_dims - 1)
-        self.receptive_radius = conv_receptive_radius(channel_mults, num_res_blocks)
-        halo_out = min(self.receptive_radius, 4 * 2**levels)
-        self.output_halo = (halo_out,) * spatial_dims
-        self.halo = (-(-halo_out // self.z_factor),) + (halo_out,) * (spatial_dims - 1)
+        self._set_geometry()
 
         sd = spatial_dims
         emb_dim = 4 * base_channels
@@ -292,43 +275,66 @@ class DiffusionUNet(nn.Module):
             nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
         )
         self.init_conv = conv(sd, out_channels + in_channels, base_channels, 3)
-
+        # Modules are created in this order so that a seed gives the same weights.
         widths = [base_channels * m for m in channel_mults]
-        skip_widths = [base_channels]
-        ch = base_channels
-        self.down = nn.ModuleList()
-        for level, width in enumerate(widths):
-            blocks: list[ResidualBlock] = []
-            for _ in range(num_res_blocks):
-                blocks.append(ResidualBlock(sd, ch, width, emb_dim, groups, dropout))
-                ch = width
-                skip_widths.append(ch)
-            stage = _Level(blocks, Downsample(sd, ch) if level < levels - 1 else None)
-            if level < levels - 1:
-                skip_widths.append(ch)
-            self.down.append(stage)
-
+        self.down, skip_widths = self._encoder(widths, emb_dim)
+        ch = widths[-1]
         self.mid_block1 = ResidualBlock(sd, ch, ch, emb_dim, groups, dropout)
         self.mid_attention = (
             SelfAttention(sd, ch, groups, _num_heads(ch)) if attention else nn.Identity()
         )
         self.mid_block2 = ResidualBlock(sd, ch, ch, emb_dim, groups, dropout)
-
-        self.up = nn.ModuleList()
-        for level in reversed(range(levels)):
-            width = widths[level]
-            blocks = []
-            for _ in range(num_res_blocks + 1):
-                skip = skip_widths.pop()
-                blocks.append(ResidualBlock(sd, ch + skip, width, emb_dim, groups, dropout))
-                ch = width
-            stage = _Level(blocks, Upsample(sd, ch) if level > 0 else None)
-            self.up.append(stage)
-
+        self.up = self._decoder(widths, skip_widths, emb_dim)
+        ch = widths[0]
         self.out_norm = group_norm(groups, ch)
         self.out_conv = conv(sd, ch, out_channels, 3)
         # Zero-init: the untrained network predicts zero noise, a stable start.
         zero_init(self.out_conv)
+
+    def _set_geometry(self) -> None:
+        """Divisors and halos (see the class's attributes)."""
+        levels = len(self.channel_mults)
+        d = 2 ** (levels - 1)
+        self.output_divisor = (d,) * self.spatial_dims
+        self.divisor = (d // math.gcd(d, self.z_factor),) + (d,) * (self.spatial_dims - 1)
+        self.receptive_radius = conv_receptive_radius(self.channel_mults, self.num_res_blocks)
+        halo_out = min(self.receptive_radius, 4 * 2**levels)
+        self.output_halo = (halo_out,) * self.spatial_dims
+        self.halo = (-(-halo_out // self.z_factor),) + (halo_out,) * (self.spatial_dims - 1)
+
+    def _encoder(self, widths: list[int], emb_dim: int) -> tuple[nn.ModuleList, list[int]]:
+        """The down path, and the widths of the skips it leaves for the decoder."""
+        sd, groups, dropout = self.spatial_dims, self.groups, self.dropout
+        skip_widths = [self.base_channels]
+        ch = self.base_channels
+        down = nn.ModuleList()
+        for level, width in enumerate(widths):
+            blocks: list[ResidualBlock] = []
+            for _ in range(self.num_res_blocks):
+                blocks.append(ResidualBlock(sd, ch, width, emb_dim, groups, dropout))
+                ch = width
+                skip_widths.append(ch)
+            last = level == len(widths) - 1
+            down.append(_Level(blocks, None if last else Downsample(sd, ch)))
+            if not last:
+                skip_widths.append(ch)
+        return down, skip_widths
+
+    def _decoder(self, widths: list[int], skip_widths: list[int], emb_dim: int
+                 ) -> nn.ModuleList:
+        """The up path, taking the encoder's skips (``skip_widths`` is used up)."""
+        sd, groups, dropout = self.spatial_dims, self.groups, self.dropout
+        ch = widths[-1]
+        up = nn.ModuleList()
+        for level in reversed(range(len(widths))):
+            width = widths[level]
+            blocks = []
+            for _ in range(self.num_res_blocks + 1):
+                skip = skip_widths.pop()
+                blocks.append(ResidualBlock(sd, ch + skip, width, emb_dim, groups, dropout))
+                ch = width
+            up.append(_Level(blocks, Upsample(sd, ch) if level > 0 else None))
+        return up
 
     def forward(
         self, x_noisy: torch.Tensor, cond: torch.Tensor, noise_level: torch.Tensor
