@@ -29,7 +29,7 @@ __all__ = ["__version__", "list_models", "load_model", "restore", "train"]
 def __getattr__(name):
     # Lazy: importing the package (napari does at start-up) must not import torch.
     if name in ("restore", "list_models", "train", "load_model"):
-        from . import _api
+        from . import api
 
-        return getattr(_api, name)
+        return getattr(api, name)
     raise AttributeError(f"module 'napari_volsr' has no attribute {name!r}")

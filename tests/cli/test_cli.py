@@ -1,31 +1,25 @@
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 import zipfile
 
 import numpy as np
 import pytest
 import tifffile
-from scipy import ndimage
 
-from napari_volsr.cli import main
+import helpers
 from napari_volsr.engine import metrics
 from napari_volsr.engine.io import read_volume
 from napari_volsr.engine.models import load_model, read_model_config
 
 
-def run(capsys, *args):
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+run = helpers.run_cli
+one_error_line = helpers.error_line
+# Volumes in 50..1050: well inside uint16, never near zero.
+smooth = functools.partial(helpers.smooth, offset=50.0)
 
 
 def test_restore_tiff(capsys, tmp_path, anisotropic_tiff):
@@ -124,28 +118,11 @@ def test_restore_with_a_saved_model_uses_its_z_factor(capsys, tmp_path, anisotro
 # ---------------------------------------------------------------- train, restore, evaluate, models
 
 
-@pytest.fixture
-def library(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_VOLSR_MODELS", str(tmp_path / "lib"))
-    return tmp_path / "lib"
-
-
-def smooth(rng, shape, scale=1000.0):
-    vol = ndimage.gaussian_filter(rng.random(shape), 1.5)
-    return ((vol - vol.min()) / np.ptp(vol) * scale + 50).astype(np.float32)
-
-
 def write_tiff(path, data, z_spacing, xy=0.2):
     tifffile.imwrite(path, data, imagej=True, resolution=(1 / xy, 1 / xy),
                      metadata={"spacing": z_spacing, "unit": "um", "axes": "ZYX"})
     return path
 
-
-def one_error_line(stderr):
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("volsr: error:"), stderr
-    assert "Traceback" not in stderr
-    return lines[0]
 
 
 TINY = ["--preset", "tiny", "--steps", "3", "--patch", "4,16,16", "--batch-size", "2", "-q"]
@@ -247,7 +224,7 @@ def test_bad_config_file_is_one_line_naming_the_field(capsys, tmp_path, clean_ti
     code, _, stderr = run(capsys, "train", "-c", str(path), "--target", str(clean_tiff))
     assert code == 1
     assert field in one_error_line(stderr)
-    assert not library.exists()
+    assert not any(library.iterdir())  # nothing trained, nothing saved
 
 
 def test_yaml_without_pyyaml_says_so(capsys, tmp_path, clean_tiff, monkeypatch):
@@ -356,22 +333,11 @@ def test_models_list_show_and_export(capsys, tmp_path, library):
 
 
 def start_cli(args, env_extra):
-    """Run ``volsr`` in a subprocess, collecting its output lines (stdout and stderr)."""
+    """Run ``volsr`` in a subprocess; its output lines (stdout and stderr) as they come."""
     env = dict(os.environ, **env_extra)
     proc = subprocess.Popen([sys.executable, "-m", "napari_volsr.cli", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
-    reader.start()
-    return proc, lines, reader
-
-
-def wait_for(lines, text, proc, timeout=60):
-    deadline = time.monotonic() + timeout
-    while not any(text in line for line in lines):
-        assert proc.poll() is None, f"exited early: {''.join(lines)}"
-        assert time.monotonic() < deadline, f"no {text!r} in {''.join(lines)}"
-        time.sleep(0.05)
+    return proc, helpers.ProcessOutput(proc)
 
 
 @pytest.mark.parametrize("suffix", [".tif", ".zarr"])  # zarr: the streamed merge scratch too
@@ -381,15 +347,13 @@ def test_ctrl_c_during_restore_leaves_no_partial_output(tmp_path, rng, suffix):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     # Many small blocks: seconds of work, with a progress line once blocks start.
-    proc, lines, reader = start_cli(["restore", "-i", str(tmp_path / "big.tif"), "-o",
-                                     str(out_dir / f"big_x4{suffix}"), "--block-shape",
-                                     "2,16,16"], {})
-    wait_for(lines, "restoring", proc)
-    time.sleep(0.5)
+    proc, output = start_cli(["restore", "-i", str(tmp_path / "big.tif"), "-o",
+                              str(out_dir / f"big_x4{suffix}"), "--block-shape", "2,16,16"], {})
+    output.wait_for(lambda line: "restoring" in line)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130
-    reader.join(timeout=10)
-    assert "interrupted: no output was written" in "".join(lines)
+    output.join()
+    assert "interrupted: no output was written" in output.text
     assert os.listdir(out_dir) == []  # neither the output nor a temporary
 
 
@@ -398,14 +362,13 @@ def test_ctrl_c_between_batch_files_keeps_the_finished_ones(tmp_path, rng):
     src.mkdir()
     write_tiff(src / "a.tif", (rng.random((4, 16, 16)) * 1000).astype(np.uint16), 0.8)
     write_tiff(src / "b.tif", (rng.random((24, 192, 192)) * 1000).astype(np.uint16), 0.8)
-    proc, lines, reader = start_cli(["restore", "-i", str(src), "-o", str(out_dir),
-                                     "--block-shape", "2,16,16"], {})
-    wait_for(lines, "[2/2] b.tif", proc)
-    time.sleep(0.3)
+    proc, output = start_cli(["restore", "-i", str(src), "-o", str(out_dir),
+                              "--block-shape", "2,16,16"], {})
+    output.wait_for(lambda line: "[2/2] b.tif" in line)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130
-    reader.join(timeout=10)
-    assert "1 of 2 volumes written" in "".join(lines)
+    output.join()
+    assert "1 of 2 volumes written" in output.text
     assert os.listdir(out_dir) == ["a.tif"]
     assert read_volume(out_dir / "a.tif").data.shape == (16, 16, 16)
 
@@ -417,12 +380,12 @@ def test_ctrl_c_during_training_saves_a_checkpoint_and_the_model(capsys, tmp_pat
     lib = tmp_path / "lib"
     args = ["train", "--target", str(clean_tiff), "-z", "2", "--name", "sig", "--family", "srunet",
             "--preset", "tiny", "--patch", "4,16,16", "--batch-size", "2", "--steps", "100000"]
-    proc, lines, reader = start_cli(args, {"NAPARI_VOLSR_MODELS": str(lib)})
-    wait_for(lines, "loss", proc)
+    proc, output = start_cli(args, {"NAPARI_VOLSR_MODELS": str(lib)})
+    output.wait_for(lambda line: "loss" in line)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130
-    reader.join(timeout=10)
-    assert "stopped: model saved to" in "".join(lines)
+    output.join()
+    assert "stopped: model saved to" in output.text
     model = load_model(lib / "sig")
     steps = model.config.training["steps"]
     assert 1 <= steps < 100000 and model.config.training["stopped_early"]

@@ -1,4 +1,5 @@
-import time
+import re
+import re
 
 import numpy as np
 import pytest
@@ -255,14 +256,17 @@ def test_summary_is_json_serialisable(coords):
     assert data.summary["train_voxels"] == 24 * 36 * data.summary["validation_rows"][0][0]
 
 
-def test_no_foreground_raises_quickly():
+def test_no_foreground_raises_after_a_bounded_number_of_tries():
     volume = np.zeros((16, 64, 64), dtype=np.float32)
     volume[2:4, 2:4, 2:4] = 1.0  # a speck nowhere near half a patch
-    start = time.perf_counter()
-    with pytest.raises(ValueError, match="lower foreground or crop to the sample"):
-        synthetic_data(volume, 2, (4, 16, 16), DegradationConfig(), foreground=0.5,
-                       percentiles=FULL_RANGE)
-    assert time.perf_counter() - start < 5.0
+    crops = []
+    for tries in (7, 14):
+        with pytest.raises(ValueError, match="lower foreground or crop to the sample") as refusal:
+            synthetic_data(volume, 2, (4, 16, 16), DegradationConfig(), foreground=0.5,
+                           percentiles=FULL_RANGE, max_tries=tries)
+        crops.append(int(re.search(r"none of (\d+) random crops", str(refusal.value))[1]))
+    # The search gives up after max_tries crops per patch: twice the tries, twice the crops.
+    assert crops[1] == 2 * crops[0] > 0
 
 
 def test_scarce_foreground_warns_and_uses_best_crop():

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
 from ._layers import default_z_factor, layer_input, result_layers
-from ._training import (
-    check_model_name,
-    check_pair,
-    pair_z_factor,
-    refresh_restore_panels,
-    suggest_model_name,
-    training_config,
-    training_data,
-)
 from .engine.predict import restore as _restore
 from .engine.restorers import get_restorer, list_restorers
 
@@ -87,48 +80,61 @@ def load_model(name_or_path):
     return _load(name_or_path)
 
 
-def _training_input(value, role: str):
-    """``(list of arrays, spacing, name)`` from a layer, an array, or a list of them."""
-    items = list(value) if isinstance(value, (list, tuple)) else [value]
-    arrays, spacing, name = [], None, None
-    for item in items:
-        if hasattr(item, "data") and hasattr(item, "scale"):
-            source = layer_input(item)
-            arrays.append(source["data"])
-            spacing = spacing or source["spacing"]
-            name = name or source["name"]
-        else:
-            if getattr(item, "ndim", 3) != 3:
-                raise ValueError(f"{role} must be a ZYX volume (3 dimensions), got shape "
-                                 f"{tuple(item.shape)}")
-            arrays.append(item)
-    return arrays, spacing, name
+def volume_input(value, role: str = "volume"):
+    """A :class:`~napari_volsr.engine.training_request.VolumeInput` from a layer or an array.
+
+    Layers give their data (level 0 of a pyramid), scale, translate and name; arrays and
+    tensors are passed as they are (the engine checks them).
+    """
+    from .engine.training_request import VolumeInput
+
+    if hasattr(value, "data") and hasattr(value, "scale"):
+        if getattr(value, "_type_string", "image") != "image" or getattr(value, "rgb", False):
+            raise ValueError(f"{role} '{getattr(value, 'name', value)}' must be a grayscale "
+                             "image layer")
+        data = value.data[0] if getattr(value, "multiscale", False) else value.data
+        return VolumeInput(data, spacing=tuple(float(s) for s in value.scale), name=value.name,
+                           origin=tuple(float(t) for t in value.translate))
+    return VolumeInput(value)
 
 
-def train(raw=None, target=None, volume=None, *, family: str = "rcan", preset: str = "small",
-          z_factor: int | None = None, name: str | None = None, steps: int | None = 1000,
-          minutes: float | None = None, spatial_dims: int | None = None,
-          network: dict | None = None, resume: bool = False, overwrite: bool = False,
-          output_dir=None, viewer=None, **config_overrides):
+def _volume_inputs(value, role: str):
+    if value is None:
+        return None
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [volume_input(item, role) for item in items]
+
+
+def train(raw=None, target=None, volume=None, *, family: str | None = None,
+          preset: str | None = None, z_factor: int | None = None, name: str | None = None,
+          steps: int | None = None, minutes: float | None = None,
+          spatial_dims: int | None = None, network: dict | None = None, resume: bool = False,
+          overwrite: bool = False, output_dir=None, config=None, viewer=None,
+          **config_overrides):
     """Train a model and save it in the model library; blocks until done.
 
     The data source follows the inputs: ``raw`` + ``target`` -> paired; ``target``
     alone -> synthetic degradation of clean volumes; ``volume`` -> self-supervised
-    isotropic reconstruction of one anisotropic volume.
+    isotropic reconstruction of one anisotropic volume. The same request through the
+    Train panel or ``volsr train`` is resolved by the same engine function
+    (:func:`napari_volsr.engine.training_request.resolve_training`), so it is accepted or
+    refused with the same sentence.
 
     Parameters
     ----------
     raw, target, volume
         napari Image layers or ZYX numpy/dask arrays (or lists of them). Never modified.
     family, preset
-        ``rcan``, ``srunet``, ``gan`` or ``diffusion``; ``tiny``, ``small`` or ``default``.
+        ``rcan``, ``srunet``, ``gan`` or ``diffusion`` (default rcan); ``tiny``, ``small``
+        (default) or ``default``.
     z_factor
         z upsampling; default: target depth / raw depth (paired), 1 (synthetic) or the
         layer's z/x spacing ratio (isotropic).
     name
         Library name; default: ``<layer>-<family>``, made unique.
     steps, minutes
-        Budget; training stops at whichever comes first.
+        Budget; training stops at whichever comes first. With neither, 1000 steps; with
+        ``minutes`` alone, that many minutes.
     spatial_dims
         3 (default) or 2 for slice-wise restoration; the isotropic source is always 2D.
     network
@@ -137,6 +143,8 @@ def train(raw=None, target=None, volume=None, *, family: str = "rcan", preset: s
         Continue this name's last checkpoint, or replace an existing model.
     output_dir
         Save the model folder here instead of the library.
+    config
+        A TrainingConfig file (``.json``/``.yaml``) or mapping; arguments win over it.
     viewer
         Restore panels docked in it list the new model at once (default: the current
         viewer when layers were passed).
@@ -149,55 +157,26 @@ def train(raw=None, target=None, volume=None, *, family: str = "rcan", preset: s
     LoadedModel
         The trained model; ``restore(..., model=result.config.name)`` uses it.
     """
-    from .engine.train import train as _train
+    from .engine.config_files import load_config_file
+    from .engine.predict import drain
+    from .engine.training_request import resolve_training
 
-    if volume is not None and (raw is not None or target is not None):
-        raise ValueError("pass either volume= (self-supervised isotropic) or raw=/target=, "
-                         "not both")
-    if raw is not None and target is None:
-        raise ValueError("raw= needs its target=; for one anisotropic volume pass volume=")
-    if volume is None and target is None:
-        raise ValueError("nothing to train on: pass raw= and target=, target= alone, or volume=")
-    arrays, spacing, layer_name = {}, None, None
-    if volume is not None:
-        source = "isotropic"
-        arrays["volumes"], spacing, layer_name = _training_input(volume, "volume")
-        if z_factor is None:
-            if spacing is None:
-                raise ValueError("pass z_factor (z spacing / x spacing) for an array volume")
-            z_factor = default_z_factor(spacing)
-        if z_factor < 2:
-            raise ValueError("the volume looks isotropic (z-factor 1): pass z_factor, the ratio "
-                             "of z spacing to x spacing")
-    else:
-        arrays["targets"], spacing, layer_name = _training_input(target, "target")
-        if raw is None:
-            source = "synthetic"
-            z_factor = 1 if z_factor is None else z_factor
-        else:
-            source = "paired"
-            arrays["raws"], raw_spacing, raw_name = _training_input(raw, "raw")
-            spacing, layer_name = raw_spacing or spacing, raw_name or layer_name
-            if len(arrays["raws"]) != len(arrays["targets"]):
-                raise ValueError("pass one target per raw volume")
-            if z_factor is None:
-                z_factor = pair_z_factor(arrays["raws"][0].shape, arrays["targets"][0].shape)
-                if z_factor is None:
-                    check_pair(arrays["raws"][0].shape, arrays["targets"][0].shape, 1)
-            for r, t in zip(arrays["raws"], arrays["targets"], strict=True):
-                check_pair(r.shape, t.shape, z_factor)
-    name = check_model_name(name) if name is not None else suggest_model_name(layer_name, family)
-    config = training_config(source, family=family, preset=preset, z_factor=z_factor,
-                             spatial_dims=spatial_dims, name=name, network=network,
-                             steps=steps, minutes=minutes, **config_overrides)
-    data = training_data(config, **arrays)
-    model = _train(config, data, output_dir=output_dir, resume=resume, overwrite=overwrite,
-                   voxel_spacing=spacing)
+    file_values = load_config_file(config) if isinstance(config, (str, os.PathLike)) else config
+    request = resolve_training(
+        raw=_volume_inputs(raw, "raw"), target=_volume_inputs(target, "target"),
+        volume=_volume_inputs(volume, "volume"), family=family, preset=preset,
+        z_factor=z_factor, spatial_dims=spatial_dims, network=network, name=name,
+        resume=resume, overwrite=overwrite, output_dir=output_dir, file_values=file_values,
+        steps=steps, minutes=minutes, **config_overrides,
+    )
+    model = drain(request.iter_train())
     used_layers = any(hasattr(v, "scale") for v in (raw, target, volume) if v is not None)
     if viewer is None and used_layers:
         import napari
 
         viewer = napari.current_viewer()
     if viewer is not None:
+        from ._qt.panels import refresh_restore_panels
+
         refresh_restore_panels(viewer)
     return model

@@ -1,0 +1,427 @@
+"""One training request, resolved once for every door: source, defaults, checks, resume."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+SOURCE_ROLES = {"paired": ("raw", "target"), "synthetic": ("target",), "isotropic": ("volume",)}
+SOURCES = tuple(SOURCE_ROLES)
+DEFAULT_FAMILY = "rcan"
+DEFAULT_PRESET = "small"
+BUDGET_FIELDS = ("steps", "epochs", "minutes")
+# Model settings a request may name; on resume they must agree with the checkpoint.
+MODEL_OPTIONS = ("family", "preset", "z_factor", "spatial_dims", "network")
+ROLE_WORDS = {"raw": "a raw (degraded) volume", "target": "a target volume",
+              "volume": "an anisotropic volume"}
+
+
+class TrainingRequestError(ValueError):
+    """A training request that cannot run; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class VolumeInput:
+    """One training volume as a door hands it over: data plus what is known about it.
+
+    Attributes
+    ----------
+    data
+        ZYX array-like (numpy, dask, zarr or a lazy file reader); never modified.
+    spacing
+        Voxel spacing (z, y, x) in physical units, when known.
+    name
+        A name for messages and the default model name (layer name, file stem).
+    origin
+        Position of the first voxel (z, y, x), when known.
+    """
+
+    data: Any
+    spacing: tuple[float, ...] | None = None
+    name: str | None = None
+    origin: tuple[float, ...] | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The data's shape."""
+        return tuple(int(n) for n in self.data.shape)
+
+
+@dataclass
+class TrainingRequest:
+    """A validated request: the config, its inputs, where the model goes, where it starts.
+
+    ``data`` builds the training pairs on first use (it reads the volumes, so doors with
+    a user interface touch it off their UI thread).
+    """
+
+    config: Any
+    inputs: dict[str, list[VolumeInput]]
+    folder: Path
+    start_step: int = 0
+    history: list = field(default_factory=list)
+    resume: bool = False
+    overwrite: bool = False
+
+    @property
+    def spacing(self) -> tuple[float, ...] | None:
+        """Voxel spacing of the first input that has one (recorded on the model card)."""
+        for role in SOURCE_ROLES[self.config.source]:
+            for item in self.inputs[role]:
+                if item.spacing is not None:
+                    return item.spacing
+        return None
+
+    @cached_property
+    def data(self):
+        """The :class:`~napari_volsr.engine.data.TrainingData` for this request."""
+        from .data import make_training_data
+
+        arrays = {f"{role}s": [item.data for item in items] for role, items in self.inputs.items()}
+        return make_training_data(self.config, **arrays)
+
+    def iter_train(self, **kwargs):
+        """:func:`~napari_volsr.engine.train.iter_train` on this request (same keywords)."""
+        from .train import iter_train
+
+        return iter_train(self.config, self.data, output_dir=self.folder, resume=self.resume,
+                          overwrite=self.overwrite, voxel_spacing=self.spacing, **kwargs)
+
+
+def resolve_training(*, source: str | None = None, raw=None, target=None, volume=None,
+                     family: str | None = None, preset: str | None = None,
+                     z_factor: int | None = None, spatial_dims: int | None = None,
+                     network: dict | None = None, name: str | None = None,
+                     resume: bool = False, overwrite: bool = False, output_dir=None,
+                     file_values: dict | None = None, **overrides) -> TrainingRequest:
+    """Resolve what every door asks for into one validated :class:`TrainingRequest`.
+
+    Parameters
+    ----------
+    source
+        ``paired``, ``synthetic`` or ``isotropic``; default: the config file's, else
+        from the inputs (``volume`` -> isotropic, ``raw`` -> paired, ``target`` alone ->
+        synthetic).
+    raw, target, volume
+        :class:`VolumeInput` items (or lists of them).
+    family, preset, z_factor, spatial_dims, network
+        Model settings; None means the default (from the data for the z-factor: target
+        depth / raw depth, the z/x spacing ratio, or 1). On resume, the checkpoint's
+        settings are used and any given here must agree with them.
+    name
+        Library name; default ``<first input>-<family>``, unique in the folder.
+    resume, overwrite
+        Continue the named model's checkpoint, or replace an existing model.
+    output_dir
+        Folder the model folder goes into (default: the model library).
+    file_values
+        A config file's mapping of TrainingConfig fields (see
+        :func:`~napari_volsr.engine.config_files.load_config_file`); arguments win.
+    **overrides
+        TrainingConfig fields (``steps``, ``minutes``, ``patch_shape``, ...); None values
+        count as not given. A budget given without ``steps`` drops the default step
+        budget, so ``minutes=30`` means thirty minutes.
+
+    Raises
+    ------
+    TrainingRequestError
+        One actionable sentence; every door shows it as it is.
+    """
+    from .config_files import model_section, network_section
+    from .models import library_dir
+
+    file_values = dict(file_values or {})
+    file_model = model_section(file_values)
+    network_section(file_values)  # a malformed network section fails here, with its path
+    if resume and overwrite:
+        raise TrainingRequestError("choose resume (continue the model) or overwrite (start it "
+                                   "anew), not both")
+    inputs = {"raw": _as_list(raw), "target": _as_list(target), "volume": _as_list(volume)}
+    source = _resolve_source(source or file_values.get("source"), inputs)
+    inputs = {role: inputs[role] for role in SOURCE_ROLES[source]}
+    parent = Path(output_dir) if output_dir is not None else library_dir()
+    family = family or network_section(file_values).get("family")
+    name = _resolve_name(name or file_model.get("name"), inputs[SOURCE_ROLES[source][0]][0],
+                         family or DEFAULT_FAMILY, parent, resume)
+    folder = parent / name
+    options = dict(family=family, preset=preset, spatial_dims=spatial_dims, network=network,
+                   z_factor=z_factor if z_factor is not None else file_model.get("z_factor"))
+    start_step, history, model = 0, [], None
+    if resume:
+        model, start_step, history = read_checkpoint(folder)
+        _check_resumable(model, source, options, file_values)
+    elif folder.exists() and not overwrite:
+        raise TrainingRequestError(f"a model named '{name}' exists in {parent}: choose another "
+                                   "name, resume it or overwrite it")
+    if model is None:
+        options["z_factor"] = _resolve_z_factor(source, inputs, options["z_factor"])
+    config = build_training_config(file_values, source=source, name=name, model=model,
+                                   overrides=overrides, **options)
+    _check_inputs(config, inputs)
+    if (resume and config.steps is not None and config.minutes is None
+            and config.epochs is None and config.steps <= start_step):
+        raise TrainingRequestError(f"'{name}' has trained {start_step} steps already: set a "
+                                   f"step budget above {start_step} to continue")
+    return TrainingRequest(config, inputs, folder, start_step, history, resume, overwrite)
+
+
+def _as_list(value) -> list[VolumeInput]:
+    if value is None:
+        return []
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    return [item if isinstance(item, VolumeInput) else VolumeInput(item) for item in items]
+
+
+def _resolve_source(source: str | None, inputs: dict[str, list]) -> str:
+    if source is None:
+        if inputs["volume"] and (inputs["raw"] or inputs["target"]):
+            raise TrainingRequestError("pass either one anisotropic volume (self-supervised "
+                                       "isotropic) or raw and target volumes, not both")
+        if not any(inputs.values()):
+            raise TrainingRequestError(
+                "nothing to train on: pass raw and target volumes (paired), a clean target "
+                "alone (synthetic degradation) or one anisotropic volume (self-supervised "
+                "isotropic)")
+        source = "isotropic" if inputs["volume"] else "paired" if inputs["raw"] else "synthetic"
+    if source not in SOURCE_ROLES:
+        raise TrainingRequestError(f"source: must be one of {', '.join(SOURCES)}, got {source!r}")
+    needed = SOURCE_ROLES[source]
+    for role, items in inputs.items():
+        if items and role not in needed:
+            raise TrainingRequestError(f"the {source} source does not use {ROLE_WORDS[role]}: "
+                                       f"it reads {' and '.join(needed)} volumes")
+    for role in needed:
+        if not inputs[role]:
+            raise TrainingRequestError(f"the {source} source needs {ROLE_WORDS[role]}")
+    if source == "paired" and len(inputs["raw"]) != len(inputs["target"]):
+        raise TrainingRequestError(f"pass one target per raw volume (got {len(inputs['raw'])} "
+                                   f"raw and {len(inputs['target'])} target volumes)")
+    for role in needed:
+        for item in inputs[role]:
+            if len(item.shape) != 3:
+                raise TrainingRequestError(
+                    f"{item.name or role}: the {role} must be a single-channel 3D volume "
+                    f"(Z, Y, X), got shape {item.shape}")
+    return source
+
+
+def free_model_name(parent: Path, base: str | None, family: str) -> str:
+    """``<base>-<family>``, cleaned into a valid model name not yet used in ``parent``."""
+    cleaned = re.sub(r"[^A-Za-z0-9._ +-]+", "-", str(base or "")).strip(" .-_+")[:80]
+    stem = f"{cleaned}-{family}" if cleaned else str(family)
+    name, i = stem, 2
+    while (Path(parent) / name).exists():
+        name, i = f"{stem}-{i}", i + 1
+    return name
+
+
+def _resolve_name(name, first: VolumeInput, family: str, parent: Path, resume: bool) -> str:
+    from .config import check_model_name
+
+    if name is None:
+        if resume:
+            raise TrainingRequestError("resume needs the name of the model to continue")
+        return free_model_name(parent, first.name, family)
+    try:
+        return check_model_name(name)
+    except ValueError as exc:
+        raise TrainingRequestError(str(exc)) from None
+
+
+def pair_z_factor(raw_shape, target_shape) -> int | None:
+    """Target depth / raw depth when the pair's Y, X agree and it is a whole number."""
+    raw_shape, target_shape = tuple(raw_shape), tuple(target_shape)
+    if len(raw_shape) != 3 or len(target_shape) != 3 or raw_shape[1:] != target_shape[1:]:
+        return None
+    if raw_shape[0] == 0 or target_shape[0] % raw_shape[0]:
+        return None
+    return target_shape[0] // raw_shape[0]
+
+
+def check_pair(raw_shape, target_shape, z_factor: int, raw_name="raw", target_name="target"):
+    """Raise TrainingRequestError with the fix when a pair does not fit ``z_factor``."""
+    raw_shape, target_shape = tuple(raw_shape), tuple(target_shape)
+    if raw_shape[1:] != target_shape[1:]:
+        raise TrainingRequestError(
+            f"raw '{raw_name}' {raw_shape} and target '{target_name}' {target_shape} differ in "
+            "Y/X: a pair must show the same field of view on the same pixel grid; register and "
+            "crop them to the same Y, X size first")
+    expected = (raw_shape[0] * z_factor, *raw_shape[1:])
+    if target_shape != expected:
+        ratio = pair_z_factor(raw_shape, target_shape)
+        hint = (f"set the z-factor to {ratio}" if ratio else
+                "the target depth must be the raw depth times the z-factor")
+        raise TrainingRequestError(
+            f"with z-factor {z_factor} the target should be {expected}, but '{target_name}' is "
+            f"{target_shape} for raw '{raw_name}' {raw_shape}: {hint}")
+
+
+def _resolve_z_factor(source: str, inputs: dict, z_factor) -> int:
+    """The z-factor given, else the one the data implies."""
+    if z_factor is not None:
+        if isinstance(z_factor, bool) or not isinstance(z_factor, int):
+            raise TrainingRequestError(f"model.z_factor: expected an integer from 1 to 16, got "
+                                       f"{z_factor!r}")
+        if source == "isotropic" and z_factor < 2:
+            raise TrainingRequestError("z-factor 1 leaves nothing to make isotropic: set it to "
+                                       "the volume's z spacing / x spacing")
+        return z_factor
+    if source == "paired":
+        raw, target = inputs["raw"][0], inputs["target"][0]
+        factor = pair_z_factor(raw.shape, target.shape)
+        if factor is None:
+            check_pair(raw.shape, target.shape, 1, raw.name or "raw", target.name or "target")
+        return factor
+    if source == "isotropic":
+        from .geometry import default_z_factor
+
+        volume = inputs["volume"][0]
+        label = volume.name or "the volume"
+        if volume.spacing is None:
+            raise TrainingRequestError(f"{label} has no voxel spacing: set the z-factor, the "
+                                       "ratio of z spacing to x spacing")
+        factor = default_z_factor(volume.spacing)
+        if factor < 2:
+            spacing = " x ".join(f"{s:g}" for s in volume.spacing)
+            raise TrainingRequestError(f"{label} looks isotropic (spacing {spacing}): set the "
+                                       "z-factor, the ratio of z spacing to x spacing")
+        return factor
+    return 1
+
+
+def _check_inputs(config, inputs: dict) -> None:
+    if config.source == "paired":
+        for raw, target in zip(inputs["raw"], inputs["target"], strict=True):
+            check_pair(raw.shape, target.shape, config.model.z_factor, raw.name or "raw",
+                       target.name or "target")
+
+
+def read_checkpoint(folder: Path):
+    """``(ModelConfig, step, history)`` of the checkpoint kept for a model folder."""
+    from pydantic import ValidationError
+
+    from .config import ModelConfig, describe_validation_error
+    from .train import CHECKPOINT_META, checkpoint_dir_for
+
+    folder = Path(folder)
+    meta_path = checkpoint_dir_for(folder) / CHECKPOINT_META
+    if not meta_path.is_file():
+        raise TrainingRequestError(f"no checkpoint for the model name '{folder.name}' (looked in "
+                                   f"{meta_path.parent}): train it anew instead of resuming")
+    try:
+        meta = json.loads(meta_path.read_text())
+        model = ModelConfig.model_validate(meta["model"])
+        return model, int(meta.get("step", 0)), list(meta.get("history", []))
+    except ValidationError as exc:
+        problem = describe_validation_error(exc)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        problem = str(exc)
+    raise TrainingRequestError(f"the checkpoint of '{folder.name}' is unreadable ({problem}); "
+                               "train a new model")
+
+
+def _check_resumable(model, source: str, options: dict, file_values: dict) -> None:
+    """Refuse a resume whose data kind or named model settings differ from the checkpoint."""
+    if (model.task == "isotropic") != (source == "isotropic"):
+        kind = ("the isotropic source" if model.task == "isotropic"
+                else "paired or synthetic data")
+        raise TrainingRequestError(f"'{model.name}' was trained with {kind}: pass the same kind "
+                                   "of data to resume it")
+    differences = []
+    if options["family"] is not None and str(options["family"]).lower() != model.family:
+        differences.append(f"family {model.family} (not {options['family']})")
+    if options["z_factor"] is not None and options["z_factor"] != model.z_factor:
+        differences.append(f"z-factor {model.z_factor} (not {options['z_factor']})")
+    if options["spatial_dims"] is not None and options["spatial_dims"] != model.spatial_dims:
+        differences.append(f"{model.spatial_dims}D (not {options['spatial_dims']}D)")
+    if options["preset"] is not None or options["network"] or _file_network(file_values):
+        from .registry import network_config
+
+        wanted = _network_values(model.family, options["preset"], options["network"],
+                                 file_values)
+        if network_config(model.family, **_preset_split(wanted)) != model.network:
+            differences.append("other network sizes")
+    if differences:
+        raise TrainingRequestError(
+            f"'{model.name}' was trained with {', '.join(differences)}: resume it with its own "
+            "settings (leave family, preset and z-factor unset) or train a new model")
+
+
+def _file_network(file_values: dict) -> dict:
+    from .config_files import network_section
+
+    return {k: v for k, v in network_section(file_values).items() if k != "family"}
+
+
+def _preset_split(values: dict) -> dict:
+    """Keyword arguments of ``network_config`` for a full network mapping."""
+    return {"preset": "default", **{k: v for k, v in values.items() if k != "family"}}
+
+
+def _network_values(family: str, preset: str | None, network: dict | None,
+                    file_values: dict) -> dict:
+    """The network mapping: a preset, the file's sizes over it, then ``network`` over both.
+
+    ``preset`` given wins over the file's sizes (arguments override the file); without
+    it the file's fields apply on top of the default preset. A family other than the
+    file's drops the file's fields, which belong to the other family.
+    """
+    from .config_files import network_section
+    from .registry import network_config
+
+    file_network = network_section(file_values)
+    try:
+        values = network_config(family, preset or DEFAULT_PRESET).model_dump(mode="json")
+    except ValueError as exc:
+        raise TrainingRequestError(f"model.network.family: {exc}") from None
+    if preset is None and str(file_network.get("family") or family).lower() == values["family"]:
+        values.update({k: v for k, v in file_network.items() if k != "family"})
+    values.update(network or {})
+    return values
+
+
+def build_training_config(file_values: dict | None = None, *, source: str, name: str,
+                          model=None, family: str | None = None, preset: str | None = None,
+                          z_factor: int = 1, spatial_dims: int | None = None,
+                          network: dict | None = None, overrides: dict | None = None):
+    """The one builder of TrainingConfig: file values, then arguments, validated.
+
+    ``model`` (a ModelConfig, e.g. a checkpoint's) is used as it is; otherwise the model
+    is built from the family, preset, network overrides and z-factor, and its task
+    follows the source (isotropic) and the z-factor (upsample or restore).
+    """
+    from pydantic import ValidationError
+
+    from .config import TrainingConfig, describe_validation_error
+    from .config_files import model_section
+
+    values = copy.deepcopy(dict(file_values or {}))
+    if model is not None:
+        values["model"] = model.model_dump(mode="json")
+    else:
+        section = dict(model_section(values))
+        family = family or DEFAULT_FAMILY
+        dims = 2 if source == "isotropic" else int(spatial_dims or section.get("spatial_dims", 3))
+        task = ("isotropic" if source == "isotropic" else
+                "upsample" if isinstance(z_factor, int) and z_factor > 1 else "restore")
+        if dims == 2 and task == "upsample":
+            raise TrainingRequestError(
+                "a 2D network restores slice by slice (z-factor 1); to upsample z use a 3D "
+                "network, or the self-supervised isotropic source for one anisotropic volume")
+        section.update(name=name, z_factor=z_factor, task=task, spatial_dims=dims,
+                       network=_network_values(family, preset, network, values))
+        values["model"] = section
+    values["source"] = source
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if any(k in given for k in BUDGET_FIELDS) and "steps" not in given and "steps" not in values:
+        values["steps"] = None
+    values.update(given)
+    try:
+        return TrainingConfig.model_validate(values)
+    except ValidationError as exc:
+        raise TrainingRequestError(describe_validation_error(exc)) from None

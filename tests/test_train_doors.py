@@ -1,0 +1,168 @@
+"""The same invalid training request through the console, the CLI and the Train panel.
+
+Every door hands its inputs to ``engine.training_request.resolve_training``, so each
+refuses with the engine's sentence, word for word.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage
+
+import napari_volsr as vs
+from napari_volsr.cli import main
+
+# A noise-only degradation, so a synthetic request is valid unless a case says otherwise.
+NOISE = {"gaussian_sigma": (0.01, 0.02)}
+
+
+@dataclass
+class Case:
+    """One request: inputs by role (shapes), settings, and what the refusal must mention."""
+
+    id: str
+    inputs: dict
+    expect: str
+    z_factor: int | None = None
+    name: str = "doors"
+    family: str | None = None
+    resume: bool = False
+    steps: int = 4
+    patch: tuple | None = None
+    noise: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+CASES = [
+    Case("pair differs in y/x", {"raw": (8, 32, 32), "target": (16, 32, 40)}, "differ in Y/X"),
+    Case("pair depth not a multiple", {"raw": (8, 32, 32), "target": (12, 32, 32)},
+         "the target depth must be the raw depth times the z-factor"),
+    Case("z-factor conflicts with the pair", {"raw": (8, 32, 32), "target": (16, 32, 32)},
+         "set the z-factor to 2", z_factor=3),
+    Case("isotropic with z-factor 1", {"volume": (8, 32, 32)}, "leaves nothing to make isotropic",
+         z_factor=1),
+    Case("simulated input equals target", {"target": (8, 32, 32)},
+         "the simulated input equals the target", z_factor=1, noise=False),
+    Case("volume smaller than the patch", {"raw": (3, 8, 8), "target": (3, 8, 8)},
+         "use a smaller patch", patch=(4, 16, 16)),
+    Case("bad model name", {"target": (8, 32, 32)}, "is not a valid model name", name="a/b"),
+    Case("name taken", {"target": (8, 32, 32)}, "exists in", name="trained"),
+    Case("resume without a checkpoint", {"target": (8, 32, 32)}, "no checkpoint for the model",
+         name="never-trained", resume=True),
+    Case("resume with another family", {"target": (8, 32, 32)}, "family rcan (not gan)",
+         name="trained", family="gan", resume=True),
+    Case("resume with a spent step budget", {"target": (8, 32, 32)}, "steps already",
+         name="trained", family="rcan", resume=True, steps=2),
+]
+
+
+def smooth(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    volume = ndimage.gaussian_filter(rng.random(shape), 1.0)
+    return ((volume - volume.min()) / np.ptp(volume) * 200 + 20).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def trained_library(tmp_path_factory):
+    """A library holding 'trained': RCAN tiny, 2 steps, with its checkpoint."""
+    folder = tmp_path_factory.mktemp("library")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NAPARI_VOLSR_MODELS", str(folder))
+    try:
+        vs.train(target=smooth((8, 32, 32)), name="trained", family="rcan", preset="tiny",
+                 steps=2, batch_size=1, patch_shape=(4, 16, 16), degradation=NOISE)
+    finally:
+        mp.undo()
+    return folder
+
+
+@pytest.fixture
+def library(trained_library, monkeypatch):
+    monkeypatch.setenv("NAPARI_VOLSR_MODELS", str(trained_library))
+    return trained_library
+
+
+def console_refusal(case: Case) -> str:
+    arrays = {role: smooth(shape, i) for i, (role, shape) in enumerate(case.inputs.items())}
+    settings = dict(name=case.name, family=case.family, preset="tiny", z_factor=case.z_factor,
+                    resume=case.resume, steps=case.steps, batch_size=1, **case.extra)
+    if case.patch:
+        settings["patch_shape"] = case.patch
+    if case.noise and "raw" not in arrays:
+        settings["degradation"] = NOISE
+    with pytest.raises(ValueError) as refusal:
+        vs.train(**arrays, **settings)
+    return str(refusal.value)
+
+
+def cli_refusal(case: Case, tmp_path, capsys) -> str:
+    argv = ["train", "--name", case.name, "--preset", "tiny", "--steps", str(case.steps),
+            "--batch-size", "1", "-q"]
+    for i, (role, shape) in enumerate(case.inputs.items()):
+        path = tmp_path / f"{role}.tif"
+        tifffile.imwrite(path, smooth(shape, i))
+        argv += [f"--{role}", str(path)]
+    if case.noise and "raw" not in case.inputs:
+        config = tmp_path / "noise.json"
+        config.write_text('{"degradation": {"gaussian_sigma": [0.01, 0.02]}}')
+        argv += ["-c", str(config)]
+    if case.z_factor is not None:
+        argv += ["--z-factor", str(case.z_factor)]
+    if case.family:
+        argv += ["--family", case.family]
+    if case.patch:
+        argv += ["--patch", ",".join(map(str, case.patch))]
+    if case.resume:
+        argv += ["--resume"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("volsr: error: ")
+    return lines[-1].removeprefix("volsr: error: ")
+
+
+def panel_refusal(case: Case, make_napari_viewer, qtbot, monkeypatch) -> str:
+    from napari_volsr._qt.train_widget import TrainWidget
+
+    messages = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", messages.append)
+    viewer = make_napari_viewer()
+    for i, (role, shape) in enumerate(case.inputs.items()):
+        viewer.add_image(smooth(shape, i), name=role)
+    widget = TrainWidget(viewer)
+    source = ("isotropic" if "volume" in case.inputs else
+              "paired" if "raw" in case.inputs else "synthetic")
+    widget.source.value = source
+    for role in case.inputs:
+        getattr(widget, role).value = viewer.layers[role]
+    widget.preset.value = "tiny"
+    if case.family:
+        widget.family.value = case.family
+    if case.z_factor is not None:
+        widget.z_factor.value = case.z_factor
+    if case.patch:
+        widget.patch_z.value, widget.patch_y.value, widget.patch_x.value = case.patch
+    if not case.noise:
+        widget.blur_high.value = widget.noise_high.value = 0.0
+        widget.poisson.value = False
+    widget.steps.value = case.steps
+    widget.minutes.value = 0
+    widget.batch_size.value = 1
+    widget.model_name.value = case.name
+    (widget._on_resume if case.resume else widget._on_start)()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert len(messages) == 1, messages
+    return str(messages[0])
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_every_door_refuses_with_the_engines_sentence(case, library, tmp_path, capsys,
+                                                      make_napari_viewer, qtbot, monkeypatch):
+    console = console_refusal(case)
+    assert case.expect in console
+    assert cli_refusal(case, tmp_path, capsys) == console
+    assert panel_refusal(case, make_napari_viewer, qtbot, monkeypatch) == console
+    assert sorted(p.name for p in library.iterdir() if not p.name.startswith(".")) == ["trained"]
