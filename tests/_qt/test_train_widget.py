@@ -190,7 +190,14 @@ def _bad_name(viewer, widget):
     return "not a valid model name"
 
 
-@pytest.mark.parametrize("arrange", [_mismatched, _plane, _z_conflict, _no_name, _bad_name])
+def _no_budget(viewer, widget):
+    widget.steps.value = 0  # 0 means no limit in the form: with minutes 0 nothing stops it
+    widget.minutes.value = 0
+    return "set at least one budget"
+
+
+@pytest.mark.parametrize("arrange", [_mismatched, _plane, _z_conflict, _no_name, _bad_name,
+                                     _no_budget])
 def test_bad_input_is_explained_and_changes_nothing(qtbot, panel, monkeypatch, library, arrange):
     viewer, widget = panel
     messages = []
@@ -241,10 +248,52 @@ def test_existing_name_asks_for_another_name_or_resume(qtbot, panel, monkeypatch
     messages = []
     monkeypatch.setattr("napari.utils.notifications.show_error", messages.append)
     widget._on_start()
-    assert widget.worker is None and "already exists" in messages[0] and "Resume" in messages[0]
+    # The engine's sentence (every door shows it): another name, resume or overwrite.
+    assert widget.worker is None and "exists in" in messages[0]
+    assert "choose another name" in messages[0] and "resume it" in messages[0]
+    assert messages[0] == widget.status.value
     widget.overwrite.value = True
     train(qtbot, widget)  # ticking overwrite replaces it
     assert load_model("taken").config.training["steps"] == 1
+
+
+def test_resume_with_another_family_is_refused_with_the_engines_sentence(qtbot, panel,
+                                                                           monkeypatch):
+    from napari_volsr.api import volume_input
+    from napari_volsr.engine.training_request import TrainingRequestError, resolve_training
+
+    viewer, widget = panel
+    configure(widget, name="rcan-run", steps=2, validate_every=2)
+    train(qtbot, widget)
+    messages = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", messages.append)
+    widget.family.value = "gan"
+    widget.steps.value = 4
+    widget._on_resume()
+    assert widget.worker is None
+    with pytest.raises(TrainingRequestError) as refusal:  # the engine's own sentence
+        resolve_training(raw=volume_input(viewer.layers["noisy"]),
+                         target=volume_input(viewer.layers["clean"]), family="gan",
+                         name="rcan-run", resume=True, steps=4)
+    assert "family rcan (not gan)" in str(refusal.value)
+    assert messages == [str(refusal.value)] and widget.status.value == messages[0]
+    assert widget.family.value == "gan"  # a refused resume leaves the form as it was
+    assert load_model("rcan-run").config.training["steps"] == 2
+
+
+def test_resume_takes_the_checkpoints_dimensionality(qtbot, panel, pair):
+    _, widget = panel
+    vs.train(target=pair[1], preset="tiny", spatial_dims=2, name="flat", steps=1,
+             patch_shape=(16, 16), batch_size=2, n_val=2, validate_every=1,
+             degradation={"gaussian_sigma": (0.05, 0.1)})
+    widget.source.value = "synthetic"
+    widget.model_name.value = "flat"
+    widget.steps.value = 2
+    assert widget.dims.value == 3
+    train(qtbot, widget, resume=True)
+    assert widget.dims.value == 2 and not shown(widget.patch_z)  # the checkpoint's settings
+    config = load_model("flat").config
+    assert config.spatial_dims == 2 and config.training["steps"] == 2
 
 
 def shown(widget):

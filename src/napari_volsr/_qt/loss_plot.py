@@ -118,18 +118,41 @@ class LossPlot(QWidget):
         font = QFont(painter.font())
         font.setPointSizeF(max(7.0, font.pointSizeF() * 0.85))
         painter.setFont(font)
-        metrics = painter.fontMetrics()
-        line = metrics.height()
+        area = self._plot_area(painter.fontMetrics())
+        painter.setPen(QPen(faint, 1))
+        painter.drawRect(area)
+        self._draw_legend(painter, area, text)
+        if not self.loss_steps and not self.psnr_steps:
+            painter.setPen(text)
+            painter.drawText(area, Qt.AlignCenter | Qt.TextWordWrap,
+                             "loss and validation PSNR appear here during training")
+            painter.end()
+            return
+        last = max(self.loss_steps[-1:] + self.psnr_steps[-1:])
+        x_max = max(self.total or 0, last, 1)
+        self._draw_steps(painter, area, text, x_max)
 
+        def to_x(step: float) -> float:
+            return area.left() + area.width() * step / x_max
+
+        if self.loss_values:
+            self._draw_loss(painter, area, to_x)
+        if self.psnr_values:
+            self._draw_psnr(painter, area, to_x)
+        painter.end()
+
+    def _plot_area(self, metrics) -> QRectF:
+        """The frame of the curves: room for the legend above, axis labels around."""
+        line = metrics.height()
         left = 8 + metrics.horizontalAdvance("0.000e-00")
         right = 8 + metrics.horizontalAdvance("000.0")
         top, bottom = line + 8, line + 6
-        area = QRectF(left, top, max(10, self.width() - left - right),
+        return QRectF(left, top, max(10, self.width() - left - right),
                       max(10, self.height() - top - bottom))
-        painter.setPen(QPen(faint, 1))
-        painter.drawRect(area)
 
-        # Legend.
+    def _draw_legend(self, painter: QPainter, area: QRectF, text: QColor):
+        metrics = painter.fontMetrics()
+        line = metrics.height()
         x = area.left()
         psnr_label = "validation PSNR"
         if self.psnr_values:
@@ -141,68 +164,63 @@ class LossPlot(QWidget):
             painter.drawText(QPointF(x + 18, line - 1), label)
             x += 18 + metrics.horizontalAdvance(label) + 14
 
-        if not self.loss_steps and not self.psnr_steps:
-            painter.setPen(text)
-            painter.drawText(area, Qt.AlignCenter | Qt.TextWordWrap,
-                             "loss and validation PSNR appear here during training")
-            painter.end()
-            return
-
-        last = max(self.loss_steps[-1:] + self.psnr_steps[-1:])
-        x_max = max(self.total or 0, last, 1)
-
-        def to_x(step: float) -> float:
-            return area.left() + area.width() * step / x_max
-
+    @staticmethod
+    def _draw_steps(painter: QPainter, area: QRectF, text: QColor, x_max: int):
+        """The x axis: 0 at the left, the last step (or the budget) at the right."""
+        metrics = painter.fontMetrics()
+        line = metrics.height()
         painter.setPen(text)
         painter.drawText(QPointF(area.left(), area.bottom() + line), "0")
         label = f"step {x_max}"
         painter.drawText(QPointF(area.right() - metrics.horizontalAdvance(label),
                                  area.bottom() + line), label)
 
-        if self.loss_values:
-            positive = all(v > 0 for v in self.loss_values)
-            transform = math.log10 if positive else (lambda v: v)
-            xs, ys = _bin(self.loss_steps, self.loss_values, int(area.width()))
-            ys = [transform(v) for v in ys]
-            smooth = _smooth(ys, 0.9 if len(ys) > 20 else 0.0)
-            low, high = min(ys), max(ys)
-            if high - low < 1e-12:
-                low, high = low - 0.5, high + 0.5
+    def _draw_loss(self, painter: QPainter, area: QRectF, to_x):
+        """Raw (faint) and smoothed loss, log scale when all positive; left-axis labels."""
+        line = painter.fontMetrics().height()
+        positive = all(v > 0 for v in self.loss_values)
+        transform = math.log10 if positive else (lambda v: v)
+        xs, ys = _bin(self.loss_steps, self.loss_values, int(area.width()))
+        ys = [transform(v) for v in ys]
+        smooth = _smooth(ys, 0.9 if len(ys) > 20 else 0.0)
+        low, high = min(ys), max(ys)
+        if high - low < 1e-12:
+            low, high = low - 0.5, high + 0.5
 
-            def to_y(v: float) -> float:
-                return area.bottom() - area.height() * (v - low) / (high - low)
+        def to_y(v: float) -> float:
+            return area.bottom() - area.height() * (v - low) / (high - low)
 
-            raw = QColor(LOSS_COLOR)
-            raw.setAlpha(90)
-            noisy = [(to_x(a), to_y(b)) for a, b in zip(xs, ys, strict=True)]
-            self._polyline(painter, noisy, raw, 1)
-            trend = [(to_x(a), to_y(b)) for a, b in zip(xs, smooth, strict=True)]
-            self._polyline(painter, trend, LOSS_COLOR, 2)
-            painter.setPen(LOSS_COLOR)
-            for value, y in ((high, area.top() + line * 0.8), (low, area.bottom())):
-                shown = 10**value if positive else value
-                painter.drawText(QPointF(2, y), f"{shown:.3g}")
+        raw = QColor(LOSS_COLOR)
+        raw.setAlpha(90)
+        noisy = [(to_x(a), to_y(b)) for a, b in zip(xs, ys, strict=True)]
+        self._polyline(painter, noisy, raw, 1)
+        trend = [(to_x(a), to_y(b)) for a, b in zip(xs, smooth, strict=True)]
+        self._polyline(painter, trend, LOSS_COLOR, 2)
+        painter.setPen(LOSS_COLOR)
+        for value, y in ((high, area.top() + line * 0.8), (low, area.bottom())):
+            shown = 10**value if positive else value
+            painter.drawText(QPointF(2, y), f"{shown:.3g}")
 
-        if self.psnr_values:
-            low, high = min(self.psnr_values), max(self.psnr_values)
-            pad = max(0.5, 0.05 * (high - low))
-            low, high = low - pad, high + pad
+    def _draw_psnr(self, painter: QPainter, area: QRectF, to_x):
+        """Validation PSNR with dots at the (last 200) points; right-axis labels."""
+        line = painter.fontMetrics().height()
+        low, high = min(self.psnr_values), max(self.psnr_values)
+        pad = max(0.5, 0.05 * (high - low))
+        low, high = low - pad, high + pad
 
-            def to_y2(v: float) -> float:
-                return area.bottom() - area.height() * (v - low) / (high - low)
+        def to_y(v: float) -> float:
+            return area.bottom() - area.height() * (v - low) / (high - low)
 
-            pairs = zip(self.psnr_steps, self.psnr_values, strict=True)
-            points = [(to_x(s), to_y2(v)) for s, v in pairs]
-            self._polyline(painter, points, PSNR_COLOR, 2)
-            painter.setBrush(PSNR_COLOR)
-            painter.setPen(Qt.NoPen)
-            for px, py in points[-200:]:
-                painter.drawEllipse(QPointF(px, py), 2.5, 2.5)
-            painter.setPen(PSNR_COLOR)
-            painter.drawText(QPointF(area.right() + 4, area.top() + line * 0.8), f"{high:.1f}")
-            painter.drawText(QPointF(area.right() + 4, area.bottom()), f"{low:.1f}")
-        painter.end()
+        pairs = zip(self.psnr_steps, self.psnr_values, strict=True)
+        points = [(to_x(s), to_y(v)) for s, v in pairs]
+        self._polyline(painter, points, PSNR_COLOR, 2)
+        painter.setBrush(PSNR_COLOR)
+        painter.setPen(Qt.NoPen)
+        for px, py in points[-200:]:
+            painter.drawEllipse(QPointF(px, py), 2.5, 2.5)
+        painter.setPen(PSNR_COLOR)
+        painter.drawText(QPointF(area.right() + 4, area.top() + line * 0.8), f"{high:.1f}")
+        painter.drawText(QPointF(area.right() + 4, area.bottom()), f"{low:.1f}")
 
     @staticmethod
     def _polyline(painter: QPainter, points: list[tuple[float, float]], color: QColor, width: int):
