@@ -1,26 +1,16 @@
-"""Between napari layers and engine arrays: inputs, defaults and result layers.
-
-Duck-typed on layers so it imports without napari (the console API and CLI share it).
-"""
+"""Between napari layers and engine arrays: layer inputs and result layers (no napari import)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from .engine.data import strided_sample
-from .engine.predict import RestoreResult
+from .engine.geometry import default_z_factor  # noqa: F401 (re-exported for the doors)
+from .engine.predict import RestoreResult, as_volume_array
 
 
 class LayerInputError(ValueError):
     """A layer cannot be restored; the message says what to change."""
-
-
-def default_z_factor(scale) -> int:
-    """``round(scale_z / scale_x)`` of a ZYX scale, within 1..16."""
-    scale = tuple(float(s) for s in scale)
-    if len(scale) < 3 or scale[-1] <= 0:
-        return 1
-    return int(min(16, max(1, round(scale[-3] / scale[-1]))))
 
 
 def layer_input(layer) -> dict:
@@ -40,15 +30,16 @@ def layer_input(layer) -> dict:
     data = layer.data
     if getattr(layer, "multiscale", False):
         data = data[0]
-    if data.ndim != 3:
-        hint = (
-            "a 2D image cannot be upsampled in z; open a 3D stack"
-            if data.ndim == 2
-            else "split its channels or time points into separate 3D layers first"
-        )
+    if data.ndim < 3:  # the engine's refusal, word for word, as every door says it
+        try:
+            as_volume_array(data)
+        except ValueError as exc:
+            raise LayerInputError(str(exc)) from None
+    if data.ndim != 3:  # the engine takes CZYX arrays; a layer's extra axis may be time
         raise LayerInputError(
-            f"'{layer.name}' has {data.ndim} dimensions {tuple(data.shape)}; "
-            f"restoration needs a 3D volume (Z, Y, X): {hint}"
+            f"'{layer.name}' has {data.ndim} dimensions {tuple(data.shape)}; restoration "
+            "needs a 3D volume (Z, Y, X): split its channels or time points into separate "
+            "3D layers first"
         )
     return {
         "data": data,

@@ -1,42 +1,9 @@
 import numpy as np
 import pytest
+from helpers import save_tiny
 
 from napari_volsr._qt import _restore_logic as logic
 from napari_volsr._qt.restore_widget import RestoreWidget
-
-
-def _save_tiny(folder, family="rcan", seed=0, **fields):
-    """Save an untrained tiny model folder; returns its path."""
-    import torch
-
-    from napari_volsr.engine.config import ModelConfig
-    from napari_volsr.engine.models import save_model
-    from napari_volsr.engine.registry import build_network, network_config
-
-    overrides = fields.pop("network", {})
-    torch.manual_seed(seed)
-    config = ModelConfig(name=folder.name, network=network_config(family, "tiny", **overrides),
-                         **fields)
-    net = build_network(config)
-    ema = net if family == "diffusion" else None
-    return save_model(folder, config, net, ema_net=ema)
-
-
-@pytest.fixture
-def library(tmp_path, monkeypatch):
-    """An empty model library in a temporary folder."""
-    root = tmp_path / "library"
-    root.mkdir()
-    monkeypatch.setenv("NAPARI_VOLSR_MODELS", str(root))
-    return root
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    """Messages the panel shows as error notifications."""
-    messages = []
-    monkeypatch.setattr("napari.utils.notifications.show_error", messages.append)
-    return messages
 
 
 @pytest.fixture
@@ -107,7 +74,7 @@ def test_cancel_adds_nothing_and_panel_recovers(qtbot, viewer_widget, rng):
 
 def test_saved_diffusion_model_adds_result_and_uncertainty(qtbot, make_napari_viewer, library,
                                                             smooth_volume):
-    _save_tiny(library / "emdiffuse", "diffusion", task="isotropic", spatial_dims=2, z_factor=2,
+    save_tiny(library / "emdiffuse", "diffusion", task="isotropic", spatial_dims=2, z_factor=2,
                network={"sample_steps": 2, "n_samples": 2})
 
     viewer = make_napari_viewer()
@@ -150,92 +117,6 @@ def test_restore_logic_imports_no_gui():
         "assert not gui, gui"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-@pytest.mark.parametrize(("text", "expected"), [
-    ("auto", "auto"), ("", "auto"), (" AUTO ", "auto"), ("16,128,128", (16, 128, 128)),
-    ("4x32x32", (4, 32, 32)), ("8 16 16", (8, 16, 16)), ("32", (32, 32, 32)),
-])
-def test_parse_block_shape(text, expected):
-    assert logic.parse_block_shape(text) == expected
-
-
-@pytest.mark.parametrize("text", ["abc", "1,2", "0,8,8", "4,-8,8", "1,2,3,4"])
-def test_parse_block_shape_refuses_with_a_hint(text):
-    with pytest.raises(ValueError, match="Z,Y,X"):
-        logic.parse_block_shape(text)
-
-
-def test_plan_for_matches_what_iter_restore_uses(smooth_volume):
-    from napari_volsr.engine.predict import restore
-    from napari_volsr.engine.restorers import InterpolationRestorer
-
-    geometry = logic.restorer_geometry("cubic", 4)
-    assert geometry.halo == (2, 0, 0)
-    plan = logic.plan_for(smooth_volume.shape, geometry, (4, 10, 12), 2**30)
-    assert (plan.n_blocks, plan.grid, plan.block_shape) == (12, (3, 2, 2), (4, 10, 12))
-    assert plan.out_shape == (48, 20, 24)
-    # memory estimate: padded input voxels x z-factor x bytes per voxel
-    assert plan.block_bytes == (4 + 4) * 10 * 12 * 4 * geometry.bytes_per_voxel
-    result = restore(smooth_volume, InterpolationRestorer("cubic", 4), block_shape=(4, 10, 12),
-                     device="cpu")
-    assert tuple(result.settings["block_shape"]) == plan.block_shape
-    tight = logic.plan_for(smooth_volume.shape, geometry, "auto", plan.block_bytes)
-    assert tight.auto and tight.block_bytes <= plan.block_bytes and tight.n_blocks > 1
-
-
-def test_model_geometry_without_weights(library):
-    folder = _save_tiny(library / "tiny-srunet", "srunet", task="upsample", z_factor=2)
-    (folder / "weights.safetensors").write_bytes(b"not weights")  # never read for plans
-    geometry = logic.restorer_geometry("tiny-srunet", 2)
-    assert geometry.z_factor == 2 and geometry.divisor[1] > 1 and min(geometry.halo) > 0
-    with pytest.raises(ValueError, match="unknown model"):
-        logic.restorer_geometry("no-such-model", 1)
-
-
-def test_visible_region_clips_and_keeps_slices_around_the_current_one():
-    shape = (12, 20, 24)
-    # z sliced at 6.2 (slice 6), y visible from -3.0 to 7.4, x from 10.6 to 40
-    region = logic.visible_region(shape, (6.2, -3.0, 10.6), (6.2, 7.4, 40.0),
-                                  (True, False, False), context=2)
-    assert region == (slice(4, 9), slice(0, 8), slice(11, 24))
-    assert logic.visible_region(shape, (12.6, 0, 0), (12.6, 5, 5), (True, False, False)) is None
-    assert logic.visible_region(shape, (3, 0, 30), (3, 5, 40), (True, False, False)) is None
-    read = logic.expand_region(region, (2, 3, 3), shape)
-    assert read == (slice(2, 11), slice(0, 11), slice(8, 24))
-    assert logic.trim_slices(read, region, 4) == (slice(8, 28), slice(0, 8), slice(3, 16))
-
-
-def test_region_geometry_follows_the_slab_convention():
-    from napari_volsr.engine.predict import output_geometry
-
-    spacing, origin = (0.8, 0.2, 0.2), (1.0, 2.0, 3.0)
-    full_scale, full_origin = output_geometry(spacing, origin, 4)
-    scale, translate = logic.region_geometry(spacing, origin, (3, 5, 7), 4)
-    np.testing.assert_allclose(scale, full_scale)
-    # the crop's first output voxel is output voxel (3 * 4, 5, 7) of the whole volume
-    np.testing.assert_allclose(translate, np.add(full_origin, np.multiply((12, 5, 7), scale)))
-
-
-def test_renormalized_restorer_undoes_crop_normalisation():
-    import torch
-
-    from napari_volsr.engine.data import Normalization
-
-    class Square:  # a non-linear "network" with an uncertainty output
-        outputs = ("restored", "uncertainty")
-
-        def __call__(self, x):
-            return torch.cat([x**2, x.abs()], dim=1)
-
-    crop, volume = Normalization(10.0, 30.0), Normalization(0.0, 100.0)
-    wrapped = logic.RenormalizedRestorer(Square(), crop, volume)
-    raw = torch.tensor([[[[[12.0, 25.0]]]]])
-    out = wrapped(torch.from_numpy(crop.forward(raw.numpy())))
-    expected = volume.inverse((volume.forward(raw.numpy())) ** 2)
-    np.testing.assert_allclose(crop.inverse(out[:, :1].numpy()), expected, rtol=1e-5)
-    expected_std = np.abs(volume.forward(raw.numpy())) * volume.span
-    np.testing.assert_allclose(out[:, 1:].numpy() * crop.span, expected_std, rtol=1e-5)
 
 
 def test_model_card_reads_the_training_summary():
@@ -343,7 +224,7 @@ def test_load_model_folder(qtbot, viewer_widget, library, tmp_path, smooth_volum
     assert "config.json" in errors[-1]
     assert list(widget.model.choices) == before
 
-    folder = _save_tiny(tmp_path / "elsewhere" / "my-rcan", "rcan", task="upsample", z_factor=2)
+    folder = save_tiny(tmp_path / "elsewhere" / "my-rcan", "rcan", task="upsample", z_factor=2)
     assert widget.add_model_folder(folder)
     assert widget.model.value == str(folder.resolve())
     assert len(widget.model.choices) == len(before) + 1

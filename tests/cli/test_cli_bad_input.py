@@ -38,7 +38,7 @@ from napari_volsr.engine.restorers import get_restorer
 from napari_volsr.engine.train import checkpoint_dir_for, make_training_data
 
 # Where the restore command looks up the reader (the Ctrl-C-while-reading test replaces it).
-CLI_READ_VOLUME = "napari_volsr.cli.restore.read_volume"
+CLI_READ_VOLUME = "napari_volsr.engine.pipeline.read_volume"
 # The float64-beyond-float32 row: numpy warns about the overflow before restore refuses it.
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 

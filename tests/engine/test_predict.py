@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_volsr.engine.interp import upsample_z
-from napari_volsr.engine.predict import RestoreCancelled, iter_restore, output_geometry, restore
+from napari_volsr.engine.predict import RestoreCancelled, iter_restore, restore
 from napari_volsr.engine.restorers import InterpolationRestorer, get_restorer
 
 
@@ -43,12 +43,6 @@ def test_slab_mean_is_recovered_by_nearest():
     vol = np.arange(3 * 2 * 2, dtype=np.float32).reshape(3, 2, 2)
     out = restore(vol, InterpolationRestorer("nearest", 2)).data
     np.testing.assert_allclose(out.reshape(3, 2, 2, 2).mean(axis=1), vol, atol=1e-5)
-
-
-def test_output_geometry_follows_the_slab_convention():
-    spacing, origin = output_geometry((2.0, 0.5, 0.5), (10.0, 1.0, 2.0), 4)
-    assert spacing == (0.5, 0.5, 0.5)
-    assert origin == (10.0 - 1.5 * 0.5, 1.0, 2.0)
 
 
 def test_result_geometry_and_settings(smooth_volume):

@@ -6,7 +6,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from napari_volsr.engine.tiling import (
-    ArrayMerger, BlockPlan, ZarrMerger, auto_block_shape, read_block,
+    ArrayMerger,
+    BlockPlan,
+    RestorerGeometry,
+    ZarrMerger,
+    auto_block_shape,
+    geometry_of,
+    parse_block_shape,
+    plan_restore,
+    read_block,
 )
 
 
@@ -119,3 +127,86 @@ def test_bad_plans_are_refused():
         BlockPlan((4, 4, 4), 4, z_factor=0)
     with pytest.raises(ValueError, match="block_shape"):
         BlockPlan((4, 4, 4), (4, 4))
+
+
+# ---------------------------------------------------------------- the one planner
+CUBIC_X4 = RestorerGeometry("cubic", 4, halo=(2, 0, 0), divisor=(1, 1, 1), overlap=(0, 0, 0),
+                            bytes_per_voxel=12.0)
+
+
+def test_plan_restore_honours_a_fixed_block_shape():
+    plan = plan_restore((12, 20, 24), CUBIC_X4, (4, 10, 12), budget=2**30)
+    assert (len(plan), plan.grid_shape, plan.block_shape) == (12, (3, 2, 2), (4, 10, 12))
+    assert plan.halo == (2, 0, 0) and plan.out_shape == (48, 20, 24)
+    # memory estimate: padded input voxels x z-factor x bytes per voxel
+    assert plan.block_bytes(12.0) == (4 + 4) * 10 * 12 * 4 * 12.0
+    clipped = plan_restore((12, 20, 24), CUBIC_X4, (64, 64, 64))
+    assert clipped.block_shape == (12, 20, 24) and len(clipped) == 1
+
+
+def test_plan_restore_auto_fits_the_budget_and_reads_least():
+    whole = plan_restore((12, 20, 24), CUBIC_X4, "auto", budget=2**30)
+    assert len(whole) == 1
+    budget = plan_restore((12, 20, 24), CUBIC_X4, (4, 10, 12)).block_bytes(12.0)
+    tight = plan_restore((12, 20, 24), CUBIC_X4, "auto", budget=budget)
+    assert 1 < len(tight) and tight.block_bytes(12.0) <= budget
+    assert tight.block_shape == auto_block_shape((12, 20, 24), (2, 0, 0), 4, 12.0, budget)
+
+
+def test_plan_restore_takes_a_restorer_and_an_overlap():
+    from napari_volsr.engine.restorers import InterpolationRestorer
+
+    restorer = InterpolationRestorer("linear", 2)
+    assert geometry_of(restorer) == RestorerGeometry("linear", 2, (1, 0, 0), (1, 1, 1),
+                                                     (0, 0, 0), 12.0)
+    plan = plan_restore((12, 40, 36), restorer, (6, 16, 16), overlap=(2, 4, 4))
+    assert plan.overlap == (2, 4, 4)
+    assert plan.block_shape == plan_restore((12, 40, 36), geometry_of(restorer),
+                                            (6, 16, 16)).block_shape
+
+
+def test_iter_restore_uses_the_plan(smooth_volume):
+    from napari_volsr.engine.predict import restore
+    from napari_volsr.engine.restorers import InterpolationRestorer
+
+    restorer = InterpolationRestorer("cubic", 4)
+    plan = plan_restore(smooth_volume.shape, restorer, (4, 10, 12))
+    result = restore(smooth_volume, restorer, block_shape=(4, 10, 12), device="cpu")
+    assert result.plan == plan.describe()
+    assert tuple(result.settings["block_shape"]) == plan.block_shape
+
+
+@pytest.mark.parametrize("block_shape,match", [
+    ("big", "'auto' or three integers"),
+    ((0, 8, 8), "block_shape must be positive"),
+    ((8, 8), "block_shape needs 3 values"),
+])
+def test_plan_restore_refuses_bad_block_shapes(block_shape, match):
+    with pytest.raises(ValueError, match=match):
+        plan_restore((12, 20, 24), CUBIC_X4, block_shape)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("auto", "auto"), ("", "auto"), (" AUTO ", "auto"), ("16,128,128", (16, 128, 128)),
+    ("4x32x32", (4, 32, 32)), ("8 16 16", (8, 16, 16)), ("32", (32, 32, 32)),
+])
+def test_parse_block_shape(text, expected):
+    assert parse_block_shape(text) == expected
+
+
+@pytest.mark.parametrize("text", ["abc", "1,2", "0,8,8", "4,-8,8", "1,2,3,4"])
+def test_parse_block_shape_refuses_with_a_hint(text):
+    with pytest.raises(ValueError, match="Z,Y,X"):
+        parse_block_shape(text)
+
+
+def test_model_geometry_without_weights(library, save_tiny):
+    from napari_volsr.engine.restorers import restorer_geometry
+
+    folder = save_tiny(library / "tiny-srunet", "srunet", task="upsample", z_factor=2)
+    (folder / "weights.safetensors").write_bytes(b"not weights")  # never read for plans
+    geometry = restorer_geometry("tiny-srunet", 2)
+    assert geometry.z_factor == 2 and geometry.divisor[1] > 1 and min(geometry.halo) > 0
+    with pytest.raises(ValueError, match="unknown model 'no-such-model'; choose one of: "
+                       "nearest, linear, cubic, tiny-srunet$"):
+        restorer_geometry("no-such-model", 1)

@@ -1,8 +1,7 @@
-"""The Restore panel: pick a layer and a model, preview or restore in a worker, add the result.
+"""The Restore panel: pick a layer and a model, preview or restore in a worker, add the result."""
 
-The form only gathers values; plans, model cards, preview regions and the worker's
-generators live in :mod:`._restore_logic` (no Qt there).
-"""
+# The form only gathers values: its sections live in restore_sections, plans, previews
+# and restore jobs in the engine (tiling.plan_restore, preview, pipeline).
 
 from __future__ import annotations
 
@@ -11,44 +10,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import (
-    ComboBox,
-    Container,
-    FloatSpinBox,
-    Label,
-    LineEdit,
-    ProgressBar,
-    PushButton,
-    SpinBox,
-)
+from magicgui.widgets import Container
 from qtpy.QtCore import QEvent, QObject
 
 from .._layers import LayerInputError, default_z_factor, layer_input, result_layers, result_name
 from ..engine.data import DEFAULT_PERCENTILES
+from ..engine.devices import device_budget
 from ..engine.models import ModelError, list_library, read_model_config, resolve_model_path
-from ..engine.predict import DEVICES, OUTPUT_DTYPES, PRECISIONS
-from ..engine.restorers import BASELINES
+from ..engine.pipeline import iter_restore_job
+from ..engine.preview import expand_region, iter_preview, visible_region
+from ..engine.restorers import BASELINES, restorer_geometry
+from ..engine.tiling import parse_block_shape, plan_restore
+from ._restore_logic import PlanSummary
 from ._workers import NO_THREADS, reporting_errors, tap
-from ._restore_logic import (
-    BASELINE_DESCRIPTIONS,
-    device_budget,
-    expand_region,
-    iter_preview_job,
-    iter_restore_job,
-    model_card,
-    parse_block_shape,
-    plan_for,
-    restorer_geometry,
-    visible_region,
+from .restore_sections import (
+    DiffusionSection,
+    LayerModelSection,
+    ModelCardSection,
+    RunSection,
+    TilesSection,
 )
 
 if TYPE_CHECKING:
     import napari
-
-
-STAGES = ("load", "normalise", "blocks", "finalise")
-WARN_STYLE = "color: #e6a23c;"
-MUTED_STYLE = "color: #a0a4ab;"
 
 
 class _FormError(ValueError):
@@ -80,96 +64,23 @@ class RestoreWidget(Container):
         self.worker = None
         self._job = None  # "restore" or "preview" while a worker runs
         self._source = None
-        self._progress = None
-        self._block_progress = None
-        self._block_clock = None
         self._started = None
-        self._updating = 0  # depth of progress-bar updates (they process events)
-        self._bars_done = False  # the run ended: close the bars when not updating
         self._closed = False
         self._z_touched = False
         self._folders: dict[str, str] = {}  # label in the dropdown -> model folder
         self.plan = None  # the PlanSummary shown in the tiles line
-        self._diffusion = False  # the chosen model samples (steps and samples apply)
 
-        # -- what to restore, with what
-        self.image = ComboBox(label="image", choices=self._image_layers, nullable=True,
-                              tooltip="the 3D image layer to restore (never modified)")
-        self.model = ComboBox(
-            label="model", choices=self._model_choices, value="cubic",
-            tooltip="an interpolation baseline or a trained model from your library",
-        )
-        self.model_card = Label(label="", value="")
-        self.load_model_button = PushButton(
-            text="load model folder...", label="",
-            tooltip="use a saved model folder (config.json + weights) from anywhere",
-        )
-        self.z_factor = SpinBox(label="z-factor", min=1, max=16, value=1,
-                                tooltip="z upsampling factor (1 = same-shape restoration); "
-                                        "trained models fix it")
-        self.z_warning = Label(label="", value="", visible=False)
-        self.diffusion_steps = SpinBox(
-            label="diffusion steps", min=1, max=2000, value=50, visible=False,
-            tooltip="sampler steps per sample: more is slower and usually cleaner",
-        )
-        self.diffusion_samples = SpinBox(
-            label="samples", min=1, max=64, value=4, visible=False,
-            tooltip="samples averaged into the result; their spread is the uncertainty layer",
-        )
-        self.plan_label = Label(label="tiles", value="")
-        form = Container(labels=True, widgets=[
-            self.image, self.model, self.model_card, self.load_model_button, self.z_factor,
-            self.z_warning, self.diffusion_steps, self.diffusion_samples, self.plan_label,
-        ])
-
-        # -- advanced settings, folded away
-        self.block_shape = LineEdit(
-            label="block shape", value="auto",
-            tooltip="'auto' picks the largest block that fits in memory; or type the core "
-                    "block size in input voxels as Z,Y,X, e.g. 16,128,128",
-        )
-        self.device = ComboBox(label="device", choices=DEVICES, value="auto",
-                               tooltip="auto: CUDA GPU, then Apple MPS, then CPU")
-        self.precision = ComboBox(label="precision", choices=PRECISIONS, value="auto",
-                                  tooltip="auto: bf16/fp16 on GPUs, fp32 on CPUs")
-        self.output_dtype = ComboBox(
-            label="output type", choices=OUTPUT_DTYPES, value="float32",
-            tooltip="float32 keeps every value; 'input' and 8/16-bit are clipped to their range",
-        )
-        self.percentile_low = FloatSpinBox(
-            label="low percentile", min=0.0, max=100.0, step=0.1, value=DEFAULT_PERCENTILES[0],
-            tooltip="intensity percentile mapped to 0 before the network (default: the model's)",
-        )
-        self.percentile_high = FloatSpinBox(
-            label="high percentile", min=0.0, max=100.0, step=0.1,
-            value=DEFAULT_PERCENTILES[1],
-            tooltip="intensity percentile mapped to 1 before the network (default: the model's)",
-        )
-        self.advanced = Container(labels=True, widgets=[
-            self.block_shape, self.device, self.precision, self.output_dtype,
-            self.percentile_low, self.percentile_high,
-        ])
-
-        # -- actions and feedback
-        self.preview_button = PushButton(
-            text="Preview", tooltip="restore only what the 2D view shows (current slice ± a "
-                                    "few), as a quick check before the whole volume")
-        self.run_button = PushButton(text="Restore", tooltip="restore the whole volume")
-        self.cancel_button = PushButton(text="Cancel", enabled=False,
-                                        tooltip="stop after the current block; nothing is added")
-        buttons = Container(layout="horizontal", labels=False,
-                            widgets=[self.preview_button, self.run_button, self.cancel_button])
-        buttons.margins = (0, 0, 0, 0)
-        self.progress_bar = ProgressBar(label="progress", value=0, max=1, visible=False)
-        self.status = Label(label="status", value="ready")
-        footer = Container(labels=True, widgets=[self.progress_bar, self.status])
-        self._labelled = (form, self.advanced, footer)
-        self.extend([form, buttons, footer])
-        self._add_collapsible(after=form)
-        for label in (self.model_card, self.plan_label, self.z_warning, self.status):
-            label.native.setWordWrap(True)
-        self.model_card.native.setStyleSheet(MUTED_STYLE)
-        self.z_warning.native.setStyleSheet(WARN_STYLE)
+        self.card = ModelCardSection()
+        self.inputs = LayerModelSection(self._image_layers, self._model_choices, self.card)
+        self.sampler = DiffusionSection()
+        self.tiles = TilesSection()
+        self.actions = RunSection()
+        self.extend([self.inputs, self.sampler, self.tiles, self.actions])
+        sections = (self.inputs, self.card, self.sampler, self.tiles, self.actions)
+        for section in sections:  # the form's widgets, by the names tests and users know
+            for name in section.WIDGETS:
+                setattr(self, name, getattr(section, name))
+        self._labelled = (*sections[:4], self.advanced, self.actions.footer)
 
         self.image.changed.connect(self._on_image_changed)
         self.model.changed.connect(self._on_model_changed)
@@ -188,18 +99,6 @@ class RestoreWidget(Container):
         self.native.destroyed.connect(self._on_destroyed)
         self._refresh_layers()
         self._on_model_changed(self.model.value)
-
-    def _add_collapsible(self, after):
-        from superqt import QCollapsible
-
-        self.advanced_section = QCollapsible("Advanced: tiles, device, precision, intensities")
-        self.advanced_section.addWidget(self.advanced.native)
-        # No indent: the advanced rows line up with the form's.
-        self.advanced_section.layout().setContentsMargins(0, 0, 0, 0)
-        self.advanced_section.content().layout().setContentsMargins(0, 0, 0, 0)
-        self.advanced.margins = after.margins
-        layout = self.native.layout()
-        layout.insertWidget(layout.indexOf(after.native) + 1, self.advanced_section)
 
     def _align_labels(self):
         """One label column for all sections, measured in the font napari styles."""
@@ -299,42 +198,21 @@ class RestoreWidget(Container):
         if self._closed:
             return
         config = self._model_config()
-        # A trained model fixes the z-factor; baselines take any.
-        self.z_factor.enabled = config is None
-        self.z_factor.tooltip = (
-            "z upsampling factor (1 = same-shape restoration)" if config is None
-            else f"set by the model: '{config.name}' was trained for x{config.z_factor}"
-        )
-        diffusion = self._diffusion = config is not None and config.family == "diffusion"
-        self.diffusion_steps.visible = self.diffusion_samples.visible = diffusion
-        percentiles = config.percentiles if config is not None else DEFAULT_PERCENTILES
-        self.percentile_low.value, self.percentile_high.value = percentiles
+        self.inputs.follow_model(config)
+        self.sampler.follow_model(config)
+        self.tiles.set_percentiles(config.percentiles if config is not None
+                                   else DEFAULT_PERCENTILES)
+        self.card.show(config, self.model.value)
         if config is not None:
             self._set_quietly(self.z_factor, config.z_factor, self._on_z_edited)
-            self.model_card.value = model_card(config)
-            if diffusion:
-                self.diffusion_steps.changed.block()
-                self.diffusion_steps.value = config.network.sample_steps
-                self.diffusion_steps.changed.unblock()
-                self.diffusion_samples.changed.block()
-                self.diffusion_samples.value = config.network.n_samples
-                self.diffusion_samples.changed.unblock()
-        else:
-            self.model_card.value = BASELINE_DESCRIPTIONS.get(self.model.value, "")
-            if self.image.value is not None and not self._z_touched:
-                self._set_quietly(self.z_factor, default_z_factor(self.image.value.scale),
-                                  self._on_z_edited)
+        elif self.image.value is not None and not self._z_touched:
+            self._set_quietly(self.z_factor, default_z_factor(self.image.value.scale),
+                              self._on_z_edited)
         self._update_plan()
 
     def _on_z_edited(self, _value):
         self._z_touched = True
         self._update_plan()
-
-    def _restorer_options(self) -> dict:
-        if self._diffusion:
-            return {"diffusion_steps": int(self.diffusion_steps.value),
-                    "diffusion_samples": int(self.diffusion_samples.value)}
-        return {}
 
     def _update_plan(self, _=None):
         """Recompute the tiles line and the anisotropy warning (cheap: no weights)."""
@@ -342,35 +220,23 @@ class RestoreWidget(Container):
             return
         self.plan = None
         layer = self.image.value
-        self._update_z_warning(layer)
+        self.inputs.show_z_warning(layer)
         if layer is None:
-            self.plan_label.value = "choose an image layer"
+            self.tiles.show_plan("choose an image layer")
             return
         try:
             shape = layer_input(layer)["data"].shape
-            geometry = restorer_geometry(
-                self.model.value, self.z_factor.value,
-                self._restorer_options().get("diffusion_samples"),
-            )
+            geometry = restorer_geometry(self.model.value, self.z_factor.value,
+                                         self.sampler.options().get("diffusion_samples"))
             block_shape = parse_block_shape(self.block_shape.value)
             device, budget = device_budget(self.device.value)
-            self.plan = plan_for(shape, geometry, block_shape, budget)
+            plan = plan_restore(shape, geometry, block_shape, budget)
         except (ValueError, ModelError) as exc:
-            self.plan_label.value = str(exc)
-            self.plan_label.native.setStyleSheet(WARN_STYLE)
+            self.tiles.show_plan(str(exc), warn=True)
             return
-        self.plan_label.value = f"{self.plan.describe()} ({device})"
-        self.plan_label.native.setStyleSheet(WARN_STYLE if self.plan.over_budget else "")
-
-    def _update_z_warning(self, layer):
-        text = ""
-        if layer is not None and len(layer.scale) >= 3:
-            f, expected = self.z_factor.value, default_z_factor(layer.scale)
-            if f > 1 and f != expected:
-                text = (f"layer spacing suggests x{expected} (z {layer.scale[-3]:g} / "
-                        f"x {layer.scale[-1]:g}); with x{f} the voxels will not be cubic")
-        self.z_warning.value = text
-        self.z_warning.visible = bool(text)
+        self.plan = PlanSummary.of(plan, geometry.bytes_per_voxel, budget,
+                                   auto=isinstance(block_shape, str))
+        self.tiles.show_plan(f"{self.plan.describe()} ({device})", warn=self.plan.over_budget)
 
     # ------------------------------------------------------------ reading the form
     def _notify_error(self, message: str):
@@ -387,31 +253,31 @@ class RestoreWidget(Container):
         return f"{what} is already running: wait for it to finish or press Cancel."
 
     def _form(self) -> dict:
-        """Read and check the form on the main thread; raise _FormError if unusable."""
+        """Read and check the form on the main thread; raise ValueError if unusable.
+
+        Refusals are the engine's sentences (layer, block shape, device, model), so
+        the panel, the console and ``volsr restore`` say the same.
+        """
         layer = self.image.value
         if layer is None:
             raise _FormError("No image layer: open a volume (File > Open) and select it.")
         try:
             source = layer_input(layer)
-            block_shape = parse_block_shape(self.block_shape.value)
-            device_budget(self.device.value)  # a missing GPU is reported now, not later
-        except (LayerInputError, ValueError) as exc:
+        except LayerInputError as exc:
             raise _FormError(str(exc)) from None
+        block_shape = parse_block_shape(self.block_shape.value)
+        device_budget(self.device.value)  # a missing GPU is reported now, not later
         low, high = float(self.percentile_low.value), float(self.percentile_high.value)
         if not low < high:
             raise _FormError(f"The low percentile ({low:g}) must be below the high one "
                              f"({high:g}): change them under Advanced.")
-        model = self.model.value
-        z = int(self.z_factor.value)
-        if model not in BASELINES:
-            try:
-                config = read_model_config(model)
-            except ModelError as exc:
-                raise _FormError(f"{exc}. Pick another model or retrain it.") from None
-            z = config.z_factor
+        options = self.sampler.options()
+        # Unknown or unusable models are refused here; a trained model fixes the z-factor.
+        geometry = restorer_geometry(self.model.value, int(self.z_factor.value),
+                                     options.get("diffusion_samples"))
         return {
-            "layer": layer, "source": source, "model": model, "z_factor": z,
-            "restorer_options": self._restorer_options(),
+            "layer": layer, "source": source, "model": self.model.value,
+            "z_factor": geometry.z_factor, "geometry": geometry, "restorer_options": options,
             "restore_kwargs": {
                 "block_shape": block_shape, "percentiles": (low, high),
                 "output_dtype": self.output_dtype.value, "device": self.device.value,
@@ -490,14 +356,12 @@ class RestoreWidget(Container):
         if form is None:
             return
         try:
-            geometry = restorer_geometry(form["model"], form["z_factor"],
-                                         form["restorer_options"].get("diffusion_samples"))
-            keep, read = self._view_region(form["layer"], geometry.halo)
-        except (_FormError, ValueError) as exc:
+            keep, read = self._view_region(form["layer"], form["geometry"].halo)
+        except _FormError as exc:
             self._notify_error(str(exc))
             return
         source = form["source"]
-        generator = iter_preview_job(
+        generator = iter_preview(
             source["data"], form["model"], form["z_factor"], keep=keep, read=read,
             restorer_options=form["restorer_options"], spacing=source["spacing"],
             origin=source["origin"], **form["restore_kwargs"],
@@ -506,23 +370,9 @@ class RestoreWidget(Container):
         self._start(generator, "preview")
 
     def _start(self, generator, job: str):
-        from napari.utils import progress
-
         self._job = job
         self._started = time.monotonic()
-        self.run_button.enabled = self.preview_button.enabled = False
-        self.cancel_button.enabled = True
-        self.progress_bar.visible = True
-        self.progress_bar.value = 0
-        self.status.value = f"{job}: starting..."
-        # Two bars in the activity dock: stages of the volume, then its blocks. Both are
-        # made here: napari's bars process events while they update, so one made from a
-        # signal handler could meet the worker's 'finished' half-built. They are not
-        # nested: napari 0.9's nest_under groups crash Qt when closed (deleteLater).
-        name = self._source["name"]
-        self._progress = progress(total=len(STAGES), desc=f"volsr {job} '{name}'")
-        self._block_progress = progress(total=0, desc=f"volsr {job} '{name}': blocks")
-        self._block_clock = None
+        self.actions.start(job, self._source["name"])
         if NO_THREADS:
             from ..engine.predict import drain
 
@@ -564,56 +414,12 @@ class RestoreWidget(Container):
 
     # ------------------------------------------------------------ worker signals
     def _on_yielded(self, record):
-        # Updating a napari bar processes events, which may run _on_finished: it then
-        # leaves closing the bars to us (see _close_bars).
-        self._updating += 1
-        try:
-            self._update_bars(record)
-        finally:
-            self._updating -= 1
-            self._close_bars()
+        # Updating a napari bar processes events, which may run _on_finished: the
+        # section then closes the bars once the update is over.
+        self.actions.update_bars(record)
         if self._closed or self._job is None:  # closed, or finished meanwhile
             return
-        self.progress_bar.max = max(record.total, 1)
-        self.progress_bar.value = record.done
-        self.status.value = self._status_text(record)
-
-    def _update_bars(self, record):
-        outer, inner = self._progress, self._block_progress
-        if outer is not None and record.stage in STAGES:
-            n = STAGES.index(record.stage) + (record.done >= record.total)
-            if outer.n != n:
-                outer.n = n
-                outer.refresh()
-        if inner is not None and record.stage == "blocks" and not self._bars_done:
-            if inner.total != record.total:
-                inner.total = record.total
-            inner.n = record.done
-            inner.refresh()
-
-    def _close_bars(self):
-        if not self._bars_done or self._updating:
-            return
-        for bar in (self._block_progress, self._progress):
-            if bar is not None:
-                bar.close()
-        self._progress = self._block_progress = None
-        self._bars_done = False
-
-    def _status_text(self, record) -> str:
-        job = self._job or "restore"
-        if record.stage != "blocks":
-            return f"{job}: {record.stage} {record.message}".rstrip()
-        now = time.monotonic()
-        if self._block_clock is None or record.done == 0:
-            self._block_clock = (now, record.done)
-        start, first = self._block_clock
-        text = f"{job}: block {record.done}/{record.total}"
-        done = record.done - first
-        if done > 0:
-            left = (now - start) / done * (record.total - record.done)
-            text += f", {now - start:.0f} s elapsed, ~{left:.0f} s left"
-        return text
+        self.actions.show(record, self._job)
 
     def _on_returned(self, result):
         if self._closed:
@@ -657,6 +463,9 @@ class RestoreWidget(Container):
 
     def _on_errored(self, exc):
         text = str(exc)
+        if isinstance(exc, ValueError):  # an engine refusal: its sentence, as every door says it
+            self._notify_error(text)
+            return
         hint = ""
         if isinstance(exc, MemoryError) or "out of memory" in text.lower():
             hint = " Set smaller blocks under Advanced (e.g. 8,64,64) or choose device cpu."
@@ -672,10 +481,6 @@ class RestoreWidget(Container):
     def _on_finished(self):
         self.worker = None
         self._job = None
-        self._bars_done = True
-        self._close_bars()
-        if self._closed:
-            return
-        self.run_button.enabled = self.preview_button.enabled = True
-        self.cancel_button.enabled = False
-        self.progress_bar.visible = False
+        self.actions.finish()
+        if not self._closed:
+            self.actions.ready()

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import glob
 import sys
-import tempfile
 from pathlib import Path
 
 import click
 
-from ..engine.io import (
-    WRITERS,
-    VolumeIOError,
-    can_read,
-    check_writable,
-    format_suffix,
-    read_volume,
-    remove_tree,
-    write_volume,
-)
+from ..engine.io import WRITERS, VolumeIOError, can_read, check_writable, format_suffix, remove_tree
+from ..engine.pipeline import is_zarr
 from .app import _Failure, _Interrupted
 from .options import _base_name, _int_tuple, _percentiles, _z
 
@@ -98,75 +88,16 @@ def _reference_for(input_path: Path, reference: Path | None) -> Path | None:
                      f"named {input_path.name} or {base}.*)")
 
 
-def _is_zarr(path: Path) -> bool:
-    return format_suffix(path) in (".zarr", ".ome.zarr")
+def _restore_file(input_path: Path, output_path: Path, model: str, factor: int | None,
+                  options: dict, reference: Path | None, overwrite: bool, quiet: bool,
+                  label: str, cluster=None) -> str:
+    """Restore one file through the engine pipeline; return the line saying what was written."""
+    from ..engine.pipeline import iter_restore_file
 
-
-def _restore_file(input_path: Path, output_path: Path, restorer_for, options: dict,
-                  reference: Path | None, overwrite: bool, quiet: bool, label: str,
-                  cluster=None) -> str:
-    """Restore one file and write it; return the line that says what was written.
-
-    Zarr outputs are streamed: blocks merge into a scratch store beside the output
-    (or, with ``cluster`` = (client, spec_for), workers write the output directly), so
-    memory is bounded by the block plan, not the volume.
-    """
-    import numpy as np
-
-    from ..engine.evaluate import check_same_shape, rescale_to
-    from ..engine.predict import iter_restore, to_output_dtype
-
-    volume = read_volume(input_path, lazy=True)
-    if len(volume.spacing) != 3:
-        raise ValueError(
-            f"{input_path} is a 2D image {tuple(volume.data.shape)}; "
-            "restoration needs a 3D volume (Z, Y, X)"
-        )
-    if cluster is not None:
-        from ..engine.dask_restore import iter_restore_to_zarr
-
-        client, spec_for = cluster
-        run = {k: v for k, v in options.items() if k not in ("device", "precision")}
-        result = _run_with_progress(
-            iter_restore_to_zarr(input_path, spec_for(volume.spacing), output_path, client,
-                                 overwrite=overwrite, **run), quiet, label)
-        spacing = " x ".join(f"{s:g}" for s in result.spacing)
-        return (f"wrote {output_path}: {tuple(result.data.shape)} {result.data.dtype}, spacing "
-                f"{spacing} {volume.unit or ''} ({result.settings['method']} x{result.z_factor}; "
-                f"{result.plan} on {result.settings['workers']} dask workers)")
-    restorer = restorer_for(volume.spacing)
-    factor = restorer.z_factor
-    ground_truth = None
-    if reference is not None:
-        ground_truth = read_volume(reference, lazy=True)
-        shape = list(volume.data.shape)
-        shape[-3] *= factor
-        check_same_shape(shape, ground_truth.data.shape, what=f"the result of {input_path.name}")
-    output_dtype = options["output_dtype"]
-    run_options = dict(options, output_dtype="float32") if ground_truth is not None else options
-    scratch = None
-    if _is_zarr(output_path) and ground_truth is None:
-        # Named like io.atomic_path's temporaries, so an interrupt's cleanup finds it.
-        scratch = Path(tempfile.mkdtemp(prefix=f".{output_path.name}.", suffix=".part-merge.zarr",
-                                        dir=output_path.parent))
-        run_options = dict(run_options, out_store=str(scratch))
-    try:
-        generator = iter_restore(volume.data, restorer, spacing=volume.spacing,
-                                 origin=volume.origin, **run_options)
-        result = _run_with_progress(generator, quiet, label)
-        data, note = result.data, ""
-        if ground_truth is not None:
-            data, gain, offset = rescale_to(np.asarray(data), ground_truth.data)
-            data = to_output_dtype(data, output_dtype, volume.data.dtype)
-            note = f"; fitted to {reference.name}: {gain:.6g} * x + {offset:.6g}"
-        out = volume.with_data(data, spacing=result.spacing, origin=result.origin)
-        write_volume(output_path, out, overwrite=overwrite)
-    finally:
-        if scratch is not None:
-            remove_tree(scratch)
-    spacing = " x ".join(f"{s:g}" for s in result.spacing)
-    return (f"wrote {output_path}: {tuple(data.shape)} {data.dtype}, spacing {spacing} "
-            f"{volume.unit or ''} ({restorer.name} x{factor}; {result.plan}{note})")
+    client, spec = cluster if cluster is not None else (None, None)
+    generator = iter_restore_file(input_path, output_path, model, factor, reference=reference,
+                                  overwrite=overwrite, client=client, spec=spec, **options)
+    return _run_with_progress(generator, quiet, label).describe()
 
 
 @click.command()
@@ -239,7 +170,7 @@ def restore(input_path, output_path, model, z_factor, block_shape, overlap, perc
     if batch and reference is not None and can_read(reference) and len(jobs) > 1:
         raise _Failure(f"--rescale {reference} is one file but {input_path} holds {len(jobs)} "
                        "volumes; pass a folder of references named like the inputs")
-    restorer_for = _restorer_factory(model, factor, device)
+    _check_model(model, factor, device)
     options = dict(block_shape=blocks, overlap=overlaps, percentiles=(low, high),
                    output_dtype=output_dtype, device=device, precision=precision)
     distributed = workers is not None or scheduler is not None
@@ -247,12 +178,12 @@ def restore(input_path, output_path, model, z_factor, block_shape, overlap, perc
         _check_distributed(workers, scheduler, [out for _, out in jobs], reference)
     with _dask_cluster(workers, scheduler, model, factor, device, precision) as cluster:
         if batch:
-            _restore_batch(jobs, input_path, output_path, restorer_for, options, reference,
+            _restore_batch(jobs, input_path, output_path, (model, factor), options, reference,
                            overwrite, quiet, cluster)
             return
         guard = _OutputGuard(output_path)
         try:
-            line = _restore_file(input_path, output_path, restorer_for, options,
+            line = _restore_file(input_path, output_path, model, factor, options,
                                  _reference_for(input_path, reference), overwrite, quiet,
                                  "restoring", cluster)
         except (VolumeIOError, ValueError) as exc:
@@ -261,7 +192,7 @@ def restore(input_path, output_path, model, z_factor, block_shape, overlap, perc
             written = guard.clean()
             raise _Interrupted(f"{output_path} was written before the interrupt" if written
                                else "no output was written") from None
-    click.echo(line.rstrip(), err=quiet)
+    click.echo(line, err=quiet)
 
 
 def _check_distributed(workers, scheduler, outputs: list[Path], reference) -> None:
@@ -271,7 +202,7 @@ def _check_distributed(workers, scheduler, outputs: list[Path], reference) -> No
     if reference is not None:
         raise _Failure("--rescale needs the whole result in memory; restore without "
                        "--workers/--scheduler")
-    if not all(_is_zarr(out) for out in outputs):
+    if not all(is_zarr(out) for out in outputs):
         raise _Failure("dask workers write their blocks into one zarr store: name the output "
                        "*.zarr (or --format zarr for a folder)")
     try:
@@ -283,25 +214,17 @@ def _check_distributed(workers, scheduler, outputs: list[Path], reference) -> No
 
 @contextlib.contextmanager
 def _dask_cluster(workers, scheduler, model, factor, device, precision):
-    """Yield (client, spacing -> RestorerSpec) for distributed restoration, or None."""
+    """Yield (client, RestorerSpec) for distributed restoration, or None."""
     if workers is None and scheduler is None:
         yield None
         return
-    from .._layers import default_z_factor
     from ..engine.dask_restore import local_cluster_client, model_spec, torch_threads_per_worker
-    from ..engine.restorers import BASELINES
 
     threads = torch_threads_per_worker(workers) if workers else None
     try:
         spec = model_spec(model, factor, device, precision, threads)
     except Exception as exc:
         raise _Failure(str(exc)) from None
-
-    def spec_for(spacing):
-        if model in BASELINES and factor is None:
-            return dataclasses.replace(spec, z_factor=default_z_factor(spacing))
-        return spec
-
     if workers is not None:
         client = local_cluster_client(workers)
     else:
@@ -312,7 +235,7 @@ def _dask_cluster(workers, scheduler, model, factor, device, precision):
         except (OSError, TimeoutError) as exc:
             raise _Failure(f"cannot reach the dask scheduler at {scheduler} ({exc})") from None
     try:
-        yield client, spec_for
+        yield client, spec
     finally:
         cluster = client.cluster if workers is not None else None
         client.close()
@@ -320,28 +243,19 @@ def _dask_cluster(workers, scheduler, model, factor, device, precision):
             cluster.close()
 
 
-def _restorer_factory(model: str, factor: int | None, device: str):
-    """Return ``spacing -> restorer``, failing early on unusable models or devices.
+def _check_model(model: str, factor: int | None, device: str) -> None:
+    """Fail before any work on unusable models or devices.
 
-    A trained model is loaded once; baselines follow each file's spacing unless ``-z``
-    is given.
+    The model is loaded into the engine's cache, where every file's restore finds it.
     """
-    from .._layers import default_z_factor
-    from ..engine.predict import resolve_device
-    from ..engine.restorers import BASELINES, get_restorer
+    from ..engine.devices import resolve_device
+    from ..engine.restorers import get_restorer
 
     try:
         resolve_device(device)
-        if model in BASELINES:
-            def for_spacing(spacing):
-                return get_restorer(model, factor or default_z_factor(spacing))
-
-            get_restorer(model, factor or 1)  # check the options once, before any work
-            return for_spacing
-        shared = get_restorer(model, factor)
+        get_restorer(model, factor, cache=True)
     except ValueError as exc:
         raise _Failure(str(exc)) from None
-    return lambda spacing: shared
 
 
 def _batch_jobs(input_dir: Path, output_dir: Path,
@@ -365,7 +279,7 @@ def _batch_jobs(input_dir: Path, output_dir: Path,
     return jobs
 
 
-def _restore_batch(jobs, input_dir: Path, output_dir: Path, restorer_for, options: dict,
+def _restore_batch(jobs, input_dir: Path, output_dir: Path, restorer: tuple, options: dict,
                    reference: Path | None, overwrite: bool, quiet: bool, cluster=None) -> None:
     """Restore every file; report failures one by one and fail at the end if any did."""
     try:
@@ -384,7 +298,7 @@ def _restore_batch(jobs, input_dir: Path, output_dir: Path, restorer_for, option
             claimed[output_path] = input_path
             if output_path.exists() and not overwrite:
                 raise ValueError(f"{output_path} exists; pass --overwrite")
-            line = _restore_file(input_path, output_path, restorer_for, options,
+            line = _restore_file(input_path, output_path, *restorer, options,
                                  _reference_for(input_path, reference), overwrite, quiet,
                                  f"[{i}/{n}] {input_path.name}", cluster)
         except KeyboardInterrupt:
@@ -401,7 +315,7 @@ def _restore_batch(jobs, input_dir: Path, output_dir: Path, restorer_for, option
             click.echo(f"volsr: {input_path.name}: failed: {message}", err=True)
             continue
         written += 1
-        click.echo(line.rstrip(), err=quiet)
+        click.echo(line, err=quiet)
     click.echo(f"restored {written} of {n} volumes from {input_dir} into {output_dir}", err=quiet)
     if failures:
         raise _Failure(f"{len(failures)} of {n} volumes failed: {', '.join(failures)}")

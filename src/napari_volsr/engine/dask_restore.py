@@ -1,11 +1,10 @@
-"""Tiled restoration as a dask graph, for dask.distributed clusters (DESIGN 10).
+"""Tiled restoration as a dask graph, for dask.distributed clusters (DESIGN 10)."""
 
-The block plan is the one :func:`~napari_volsr.engine.predict.iter_restore` uses; each
-block becomes a task that reads its region, runs the restorer and weights the result.
-Output cells (where the same blocks overlap) sum their blocks in plan order, so the
-result equals single-process restoration. Workers build the restorer from a small
-picklable :class:`RestorerSpec` once per process and keep it.
-"""
+# The block plan is the one iter_restore uses (tiling.plan_restore); each block becomes a
+# task that reads its region, runs the restorer and weights the result. Output cells
+# (where the same blocks overlap) sum their blocks in plan order, so the result equals
+# single-process restoration. Workers build the restorer from a small picklable
+# RestorerSpec once per process and keep it.
 
 from __future__ import annotations
 
@@ -28,21 +27,17 @@ from .io import (
     ome_zarr_array,
     read_volume,
 )
+from .devices import memory_budget, resolve_device, resolve_precision
+from .geometry import output_geometry
 from .predict import (
-    OUTPUT_DTYPES,
     RestoreProgress,
     RestoreResult,
     as_volume_array,
-    memory_budget,
-    output_dtype_of,
-    output_geometry,
+    assemble,
+    check_output_dtype,
     predict_block,
-    resolve_device,
-    resolve_precision,
-    to_output_units,
-    validate_z_factor,
 )
-from .tiling import BlockPlan, auto_block_shape
+from .tiling import BlockPlan, plan_restore
 
 
 @dataclass(frozen=True)
@@ -186,20 +181,6 @@ def restore_graph(source, spec: RestorerSpec, norms: list[Normalization], plan: 
     return da.block(grid.tolist())
 
 
-def _plan_for(restorer, spatial, n_channels, block_shape, overlap, device) -> BlockPlan:
-    z_factor = validate_z_factor(restorer.z_factor)
-    overlap = restorer.overlap if overlap is None else overlap
-    if isinstance(block_shape, str):
-        if block_shape != "auto":
-            raise ValueError(f"block_shape must be 'auto' or three integers, got {block_shape!r}")
-        budget = memory_budget(resolve_device(device)) / max(n_channels, 1)
-        core = auto_block_shape(spatial, restorer.halo, z_factor, restorer.bytes_per_voxel,
-                                budget, restorer.divisor, overlap=overlap)
-    else:
-        core = tuple(int(b) for b in block_shape)
-    return BlockPlan(spatial, core, restorer.halo, z_factor, restorer.divisor, overlap)
-
-
 def iter_restore_to_zarr(
     input_path: str | os.PathLike,
     spec: RestorerSpec,
@@ -226,56 +207,28 @@ def iter_restore_to_zarr(
     """
     import dask
     import dask.array as da
-    from distributed import as_completed
 
     path = check_writable(path, overwrite)
     if format_suffix(path) not in (".zarr", ".ome.zarr"):
         raise VolumeIOError(f"{path}: distributed restoration writes zarr; name it *.zarr")
-    if output_dtype not in OUTPUT_DTYPES:
-        raise ValueError(f"output_dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {output_dtype!r}")
+    check_output_dtype(output_dtype)
     volume = read_volume(input_path, lazy=True)
     data = as_volume_array(volume.data)
-    n_channels, spatial = data.shape[0], tuple(data.shape[1:])
+    n_channels = data.shape[0]
     restorer = spec.build()  # on the client too: plan geometry, and fail early on bad models
     yield RestoreProgress("normalise", 0, n_channels, "computing percentiles")
     with dask.config.set(scheduler="threads"):  # a strided sample, read here
         norms = [percentile_normalization(data[c], percentiles) for c in range(n_channels)]
-    plan = _plan_for(restorer, spatial, n_channels, block_shape, overlap, spec.device)
-    n_outputs = len(restorer.outputs)
-    merged = restore_graph(Path(input_path).resolve(), spec, norms, plan, n_outputs, n_channels)
-    convert = [
-        merged[c * n_outputs].map_blocks(
-            functools.partial(to_output_units, norm=norms[c], output=restorer.outputs[0],
-                              output_dtype=output_dtype, input_dtype=data.dtype),
-            dtype=output_dtype_of(restorer.outputs[0], output_dtype, data.dtype))
-        for c in range(n_channels)
-    ]
-    restored = convert[0] if volume.channel_axis is None else da.stack(convert)
+    budget = memory_budget(resolve_device(spec.device)) / max(n_channels, 1)
+    plan = plan_restore(data.shape[1:], restorer, block_shape, budget, overlap)
+    merged = restore_graph(Path(input_path).resolve(), spec, norms, plan, len(restorer.outputs),
+                           n_channels)
+    restored = assemble(merged, plan, restorer.outputs, norms, output_dtype, data.dtype,
+                        channels=volume.channel_axis is not None)["restored"]
     spacing, origin = output_geometry(volume.spacing, volume.origin, plan.z_factor)
     out = volume.with_data(restored, spacing=spacing, origin=origin)
-
-    futures = []
-    try:
-        with atomic_path(path) as tmp:
-            array = ome_zarr_array(tmp, out)
-            # One future per store chunk: workers write disjoint chunks, and each
-            # finished one moves the progress bar.
-            chunked = restored.rechunk(array.chunks)
-            write = dask.delayed(_write_region, pure=False)
-            futures = client.compute([
-                write(array, piece, region)
-                for piece, region in zip(chunked.to_delayed().ravel(), _chunk_regions(chunked.chunks))
-            ])
-            total = len(futures)
-            for done, future in enumerate(as_completed(futures), start=1):
-                future.result()  # raise a worker's error here
-                yield RestoreProgress("blocks", done, total, f"{plan.describe()} on {_n_workers(client)} workers")
-    except OSError as exc:
-        raise VolumeIOError(f"{path}: could not write ({exc.strerror or exc})") from exc
-    finally:
-        pending = [f for f in futures if not f.done()]
-        if pending:
-            client.cancel(pending)
+    where = f"{plan.describe()} on {_n_workers(client)} workers"
+    yield from _write_on_workers(client, path, out, where)
     yield RestoreProgress("finalise", 1, 1, "done")
     written = da.from_zarr(str(path), component="0")
     settings = {"method": restorer.name, "z_factor": plan.z_factor,
@@ -284,6 +237,37 @@ def iter_restore_to_zarr(
                 **getattr(restorer, "metadata", {})}
     return RestoreResult({"restored": written}, spacing, origin, plan.z_factor, plan.describe(),
                          norms, settings)
+
+
+def _write_on_workers(client, path: Path, out, message: str):
+    """Write the lazy volume ``out`` into a new OME-Zarr ``path``, one worker task per chunk.
+
+    Yields progress per chunk; the store appears at ``path`` only when complete.
+    """
+    import dask
+    from distributed import as_completed
+
+    futures = []
+    try:
+        with atomic_path(path) as tmp:
+            array = ome_zarr_array(tmp, out)
+            # One future per store chunk: workers write disjoint chunks, and each
+            # finished one moves the progress bar.
+            chunked = out.data.rechunk(array.chunks)
+            write = dask.delayed(_write_region, pure=False)
+            futures = client.compute([
+                write(array, piece, region)
+                for piece, region in zip(chunked.to_delayed().ravel(), _chunk_regions(chunked.chunks))
+            ])
+            for done, future in enumerate(as_completed(futures), start=1):
+                future.result()  # raise a worker's error here
+                yield RestoreProgress("blocks", done, len(futures), message)
+    except OSError as exc:
+        raise VolumeIOError(f"{path}: could not write ({exc.strerror or exc})") from exc
+    finally:
+        pending = [f for f in futures if not f.done()]
+        if pending:
+            client.cancel(pending)
 
 
 def _chunk_regions(chunks: tuple[tuple[int, ...], ...]):

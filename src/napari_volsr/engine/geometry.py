@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 
 def validate_z_factor(z_factor) -> int:
-    """Return ``z_factor`` as an int if it is an integer 1..16, else raise a ValueError naming it."""
+    """Return ``z_factor`` as an int if it is an integer 1..16; else a ValueError naming it."""
     if isinstance(z_factor, bool) or int(z_factor) != z_factor or not 1 <= z_factor <= 16:
         raise ValueError(f"z_factor must be an integer from 1 to 16, got {z_factor!r}")
     return int(z_factor)

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
 from .data import DEFAULT_PERCENTILES, Normalization, percentile_normalization
-from .tiling import ArrayMerger, BlockPlan, ZarrMerger, auto_block_shape, read_block
+from .devices import available_memory, memory_budget, resolve_device, resolve_precision
+from .geometry import output_geometry, validate_z_factor
+from .tiling import ArrayMerger, BlockPlan, ZarrMerger, plan_restore, read_block
 
 OUTPUT_DTYPES = ("float32", "input", "uint8", "uint16")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Small blocks go through the network several at a time, up to this many padded input
 # voxels per call (blocks_per_call).
 BATCH_VOXELS = 2**21
@@ -88,77 +87,6 @@ class Restorer(Protocol):
         """Move weights to ``device``; ``dtype`` is the autocast precision or None."""
 
     def __call__(self, x): ...
-
-
-def validate_z_factor(z_factor) -> int:
-    """An integer 1..16, else a ValueError naming the value."""
-    if isinstance(z_factor, bool) or int(z_factor) != z_factor or not 1 <= z_factor <= 16:
-        raise ValueError(f"z_factor must be an integer from 1 to 16, got {z_factor!r}")
-    return int(z_factor)
-
-
-def resolve_device(device: str = "auto"):
-    """``auto`` picks CUDA, then Apple MPS, then the CPU."""
-    import torch
-
-    if device not in DEVICES and not str(device).startswith("cuda:"):
-        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but no CUDA GPU is available")
-    return torch.device(device)
-
-
-def resolve_precision(precision: str, device):
-    """Autocast dtype or None for fp32. ``auto``: bf16/fp16 on GPUs, fp32 on CPUs."""
-    import torch
-
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def available_memory(device) -> float:
-    """Bytes free on ``device``: free GPU memory, or available RAM (4 GiB if unknown)."""
-    import torch
-
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return float(free)
-    try:
-        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return float(4 * 2**30)
-
-
-def memory_budget(device) -> float:
-    """Bytes a block may use: half the free GPU memory, or a share of available RAM."""
-    available = available_memory(device)
-    if device.type == "cuda":
-        return 0.5 * available
-    # Big blocks pay: every block re-reads its halo (SRUNet's is 33 voxels laterally).
-    return float(min(0.25 * available, 4 * 2**30))
-
-
-def output_geometry(spacing, origin, z_factor: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Spacing and origin of a z-upsampled volume on the slab grid (DESIGN 3).
-
-    ``scale_z_out = scale_z / f`` and ``translate_z_out = translate_z - (f - 1) / 2 *
-    scale_z_out``; y and x are unchanged.
-    """
-    spacing = tuple(float(s) for s in spacing)
-    origin = tuple(float(o) for o in (origin if origin is not None else (0.0,) * len(spacing)))
-    z_out = spacing[0] / z_factor
-    return (z_out, *spacing[1:]), (origin[0] - (z_factor - 1) / 2 * z_out, *origin[1:])
 
 
 def as_volume_array(data):
@@ -280,14 +208,13 @@ def blocks_per_call(plan: BlockPlan, restorer: Restorer, budget: float) -> int:
     if not getattr(restorer, "batchable", False):
         return 1
     voxels = math.prod(plan.max_input_shape())
-    block_bytes = voxels * plan.z_factor * restorer.bytes_per_voxel
-    fits = int(budget // max(block_bytes, 1.0))
+    fits = int(budget // max(plan.block_bytes(restorer.bytes_per_voxel), 1.0))
     return max(1, min(MAX_BATCH, fits, BATCH_VOXELS // voxels, len(plan)))
 
 
 def _check_block_fits(plan: BlockPlan, bytes_per_voxel: float, device) -> None:
     """Refuse a requested block shape whose estimate exceeds the memory free on ``device``."""
-    need = math.prod(plan.max_input_shape()) * plan.z_factor * bytes_per_voxel
+    need = plan.block_bytes(bytes_per_voxel)
     free = available_memory(device)
     if need > free:
         raise ValueError(
@@ -303,6 +230,22 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)) or (
         isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
     )
+
+
+def check_output_dtype(output_dtype: str) -> None:
+    """Refuse an output dtype not in :data:`OUTPUT_DTYPES`, naming the choices."""
+    if output_dtype not in OUTPUT_DTYPES:
+        raise ValueError(f"output_dtype must be one of {', '.join(OUTPUT_DTYPES)}, "
+                         f"got {output_dtype!r}")
+
+
+def _check_options(output_dtype: str, spacing) -> tuple[float, ...]:
+    """Refuse an unknown output dtype or a spacing without three values; return the spacing."""
+    check_output_dtype(output_dtype)
+    spacing = tuple(spacing) if spacing is not None else (1.0, 1.0, 1.0)
+    if len(spacing) != 3:
+        raise ValueError(f"spacing needs 3 values (z, y, x), got {spacing}")
+    return spacing
 
 
 def iter_restore(
@@ -321,6 +264,9 @@ def iter_restore(
     should_stop: Callable[[], bool] | None = None,
 ) -> Generator[RestoreProgress, None, RestoreResult]:
     """Restore a volume block by block, yielding progress; returns a RestoreResult.
+
+    Three steps: normalise, run the blocks (:func:`iter_blocks`: plan, predict, merge,
+    retry smaller blocks on out-of-memory), assemble the outputs (:func:`assemble`).
 
     Parameters
     ----------
@@ -347,115 +293,138 @@ def iter_restore(
     should_stop
         Polled between blocks; when it returns True, :class:`RestoreCancelled` is raised.
     """
-    import torch
-
     from .allocator import bound_heap_growth
 
     bound_heap_growth()
     volume = as_volume_array(data)
-    input_dtype = np.dtype(volume.dtype)
-    if output_dtype not in OUTPUT_DTYPES:
-        raise ValueError(f"output_dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {output_dtype!r}")
-    n_channels, spatial = volume.shape[0], tuple(volume.shape[1:])
+    spacing = _check_options(output_dtype, spacing)
     z_factor = validate_z_factor(restorer.z_factor)
-    spacing = tuple(spacing) if spacing is not None else (1.0, 1.0, 1.0)
-    if len(spacing) != 3:
-        raise ValueError(f"spacing needs 3 values (z, y, x), got {spacing}")
     torch_device = resolve_device(device)
     autocast_dtype = resolve_precision(precision, torch_device)
 
-    yield RestoreProgress("normalise", 0, n_channels, "computing percentiles")
-    norms = [percentile_normalization(volume[c], percentiles) for c in range(n_channels)]
+    yield RestoreProgress("normalise", 0, volume.shape[0], "computing percentiles")
+    norms = [percentile_normalization(volume[c], percentiles) for c in range(volume.shape[0])]
     # Fail before any block for in-memory input (a float64 sum has no temporary array).
     if isinstance(volume, np.ndarray) and not np.isfinite(volume.sum(dtype=np.float64)):
         raise ValueError(NON_FINITE)
-
     restorer.prepare(torch_device, autocast_dtype)
-    auto = isinstance(block_shape, str)
-    if auto and block_shape != "auto":
-        raise ValueError(f"block_shape must be 'auto' or three integers, got {block_shape!r}")
-    budget = memory_budget(torch_device) / max(n_channels, 1)
-    overlap = restorer.overlap if overlap is None else overlap
-    n_outputs = len(restorer.outputs)
-
-    while True:
-        if auto:
-            core = auto_block_shape(
-                spatial, restorer.halo, z_factor, restorer.bytes_per_voxel, budget,
-                restorer.divisor, overlap=overlap,
-            )
-        else:
-            core = tuple(int(b) for b in block_shape)
-        plan = BlockPlan(spatial, core, restorer.halo, z_factor, restorer.divisor, overlap)
-        if not auto:
-            _check_block_fits(plan, restorer.bytes_per_voxel * n_channels, torch_device)
-        if out_store is None:
-            merger = ArrayMerger(plan, n_outputs * n_channels)
-        else:
-            merger = ZarrMerger(plan, out_store, n_outputs * n_channels)
-        try:
-            blocks = list(plan)
-            batch = blocks_per_call(plan, restorer, budget)  # budget and blocks: per channel
-            for start in range(0, len(blocks), batch):
-                group = blocks[start : start + batch]
-                raws = []
-                for block in group:
-                    if should_stop is not None and should_stop():
-                        raise RestoreCancelled("restoration cancelled")
-                    raws.append(read_block(volume, block))
-                preds = predict_blocks(raws, norms, restorer, torch_device, autocast_dtype)
-                for i, (block, pred) in enumerate(zip(group, preds, strict=True), start + 1):
-                    merger.add(block, pred)
-                    yield RestoreProgress("blocks", i, len(plan), plan.describe())
-            break
-        except Exception as exc:
-            smallest = all(c <= max(8, h) for c, h in zip(core, restorer.halo))
-            if not (auto and _is_out_of_memory(exc)) or smallest:
-                raise
-            if torch_device.type == "cuda":
-                torch.cuda.empty_cache()
-            budget /= 4
-            yield RestoreProgress("blocks", 0, len(plan), "out of memory: retrying with smaller blocks")
-
-    merged = merger.result()
-    if out_store is not None:
-        import dask.array as da
-
-        merged = da.from_zarr(merged)
-    merged = merged.reshape(n_channels, n_outputs, *plan.out_shape)
-    outputs: dict[str, Any] = {}
-    for k, name in enumerate(restorer.outputs):
-        per_channel = []
-        for c in range(n_channels):
-            values = merged[c, k]
-            convert = functools.partial(to_output_units, norm=norms[c], output=name,
-                                        output_dtype=output_dtype, input_dtype=input_dtype)
-            if out_store is not None:
-                per_channel.append(values.map_blocks(
-                    convert, dtype=output_dtype_of(name, output_dtype, input_dtype)))
-            else:
-                per_channel.append(convert(values))
-        if data.ndim == 3:
-            outputs[name] = per_channel[0]
-        elif out_store is None:
-            outputs[name] = np.stack(per_channel)
-        else:
-            import dask.array as da
-
-            outputs[name] = da.stack(per_channel)
+    plan, merged = yield from iter_blocks(
+        volume, restorer, norms, torch_device, autocast_dtype, block_shape=block_shape,
+        overlap=overlap, out_store=out_store, should_stop=should_stop,
+    )
+    outputs = assemble(merged, plan, restorer.outputs, norms, output_dtype, volume.dtype,
+                       channels=data.ndim == 4)
     yield RestoreProgress("finalise", 1, 1, "done")
     spacing_out, origin_out = output_geometry(spacing, origin, z_factor)
     settings = {
-        "method": restorer.name,
-        "z_factor": z_factor,
-        "block_shape": list(plan.block_shape),
-        "halo": list(plan.halo),
-        "percentiles": list(percentiles),
-        "device": str(torch_device),
+        "method": restorer.name, "z_factor": z_factor, "block_shape": list(plan.block_shape),
+        "halo": list(plan.halo), "percentiles": list(percentiles), "device": str(torch_device),
         "precision": "fp32" if autocast_dtype is None else str(autocast_dtype).removeprefix("torch."),
         **getattr(restorer, "metadata", {}),
     }
     return RestoreResult(outputs, spacing_out, origin_out, z_factor, plan.describe(), norms, settings)
+
+
+def iter_blocks(volume, restorer: Restorer, norms: list[Normalization], device, autocast_dtype,
+                *, block_shape="auto", overlap=None, out_store=None, should_stop=None):
+    """Plan, predict and merge every block of a CZYX ``volume``; yield per block.
+
+    With ``block_shape="auto"``, running out of memory plans smaller blocks (a quarter
+    of the budget) and starts again, down to blocks of 8 voxels (or the halo).
+
+    Returns
+    -------
+    (BlockPlan, array)
+        The plan used and the merged normalised values (C * K, *out_shape): numpy, or
+        the zarr array in ``out_store``.
+    """
+    auto = isinstance(block_shape, str)
+    n_channels, spatial = volume.shape[0], tuple(volume.shape[1:])
+    budget = memory_budget(device) / max(n_channels, 1)  # blocks are planned per channel
+    n_values = len(restorer.outputs) * n_channels
+    while True:
+        plan = plan_restore(spatial, restorer, block_shape, budget, overlap)
+        if not auto:
+            _check_block_fits(plan, restorer.bytes_per_voxel * n_channels, device)
+        if out_store is None:
+            merger = ArrayMerger(plan, n_values)
+        else:
+            merger = ZarrMerger(plan, out_store, n_values)
+        try:
+            yield from _predict_into(merger, volume, restorer, norms, device, autocast_dtype,
+                                     blocks_per_call(plan, restorer, budget), should_stop)
+            return plan, merger.result()
+        except Exception as exc:
+            smallest = all(c <= max(8, h) for c, h in zip(plan.block_shape, restorer.halo))
+            if not (auto and _is_out_of_memory(exc)) or smallest:
+                raise
+            if device.type == "cuda":
+                import torch
+
+                torch.cuda.empty_cache()
+            budget /= 4
+            yield RestoreProgress("blocks", 0, len(plan), "out of memory: retrying with smaller blocks")
+
+
+def _predict_into(merger, volume, restorer: Restorer, norms, device, autocast_dtype, batch: int,
+                  should_stop) -> Generator[RestoreProgress, None, None]:
+    """Predict the blocks of ``merger.plan``, ``batch`` per network call, and merge them."""
+    plan = merger.plan
+    blocks = list(plan)
+    for start in range(0, len(blocks), batch):
+        group = blocks[start : start + batch]
+        raws = []
+        for block in group:
+            if should_stop is not None and should_stop():
+                raise RestoreCancelled("restoration cancelled")
+            raws.append(read_block(volume, block))
+        preds = predict_blocks(raws, norms, restorer, device, autocast_dtype)
+        for i, (block, pred) in enumerate(zip(group, preds, strict=True), start + 1):
+            merger.add(block, pred)
+            yield RestoreProgress("blocks", i, len(plan), plan.describe())
+
+
+def output_values(values, norm: Normalization, output: str, output_dtype: str, input_dtype):
+    """:func:`to_output_units` on a numpy array, or lazily block by block on a dask array."""
+    convert = functools.partial(to_output_units, norm=norm, output=output,
+                                output_dtype=output_dtype, input_dtype=input_dtype)
+    if hasattr(values, "map_blocks"):
+        return values.map_blocks(convert, dtype=output_dtype_of(output, output_dtype, input_dtype))
+    return convert(values)
+
+
+def assemble(merged, plan: BlockPlan, outputs: Sequence[str], norms: list[Normalization],
+             output_dtype: str, input_dtype, *, channels: bool) -> dict[str, Any]:
+    """Split merged values (C * K, *out_shape) into named outputs in the output units.
+
+    Parameters
+    ----------
+    merged
+        From :func:`iter_blocks`: numpy, or a zarr or dask array (then the outputs are
+        dask arrays computed lazily).
+    outputs
+        The restorer's output names (K of them).
+    norms
+        One normalisation per channel (C of them), undone here.
+    channels
+        Keep the channel axis (CZYX input); else the outputs are ZYX.
+    """
+    lazy = not isinstance(merged, np.ndarray)
+    if lazy:
+        import dask.array as da
+
+        if not hasattr(merged, "map_blocks"):  # a zarr array, not yet a dask one
+            merged = da.from_zarr(merged)
+    merged = merged.reshape(len(norms), len(outputs), *plan.out_shape)
+    result: dict[str, Any] = {}
+    for k, name in enumerate(outputs):
+        per_channel = [output_values(merged[c, k], norm, name, output_dtype, input_dtype)
+                       for c, norm in enumerate(norms)]
+        if not channels:
+            result[name] = per_channel[0]
+        else:
+            result[name] = da.stack(per_channel) if lazy else np.stack(per_channel)
+    return result
 
 
 def drain(generator: Generator):

@@ -1,16 +1,29 @@
-"""What restores a block: the interpolation baseline or a trained network."""
+"""What restores a block: the interpolation baseline or a trained network, loaded once."""
 
 from __future__ import annotations
 
 import copy
+import threading
 import warnings
+from collections.abc import Generator
+from functools import lru_cache
+from pathlib import Path
 
 import torch
 
+from .geometry import default_z_factor, validate_z_factor
 from .interp import INTERPOLATION_MODES, upsample_z
-from .models import LoadedModel, ModelError, list_library, load_model
-from .predict import Restorer, validate_z_factor
-from .registry import DISPLAY_NAMES, family
+from .models import (
+    LoadedModel,
+    ModelError,
+    list_library,
+    load_model,
+    read_model_config,
+    resolve_model_path,
+)
+from .predict import RestoreProgress, Restorer
+from .registry import DISPLAY_NAMES, build_network, family
+from .tiling import RestorerGeometry, geometry_of
 
 BASELINES = INTERPOLATION_MODES
 
@@ -297,16 +310,37 @@ def list_restorers() -> list[str]:
     return [*BASELINES, *list_library()]
 
 
-def get_restorer(model, z_factor: int | None = None, **options) -> Restorer:
+def resolve_z_factor(model, z_factor=None, spacing=None) -> int | None:
+    """The z-factor a restore uses when ``z_factor`` is not given (None).
+
+    Baselines follow the voxel ``spacing`` (:func:`~.geometry.default_z_factor`; 1
+    without one); a trained model uses its own factor (None is returned).
+    """
+    if z_factor is not None:
+        return z_factor
+    if isinstance(model, str) and model in BASELINES:
+        return 1 if spacing is None else default_z_factor(spacing)
+    return None
+
+
+def get_restorer(model, z_factor: int | None = None, *, spacing=None, cache: bool = False,
+                 **options) -> Restorer:
     """A restorer from a baseline name, a library name, a folder or a LoadedModel.
+
+    Every door (console, command line, panels, dask workers) gets its restorers here.
 
     Parameters
     ----------
     model
         ``"cubic"``, ``"linear"``, ``"nearest"``, a model name or folder, or a LoadedModel.
     z_factor
-        For baselines the factor to use (default 1); for models it must agree with
-        the factor the model was trained for (None: the model's).
+        For baselines the factor to use; for models it must agree with the factor the
+        model was trained for. None: see :func:`resolve_z_factor`.
+    spacing
+        Voxel spacing of the volume to restore: the baselines' default z-factor.
+    cache
+        Reuse a model loaded before while its folder's files are unchanged
+        (:func:`load_model_cached`): restorers built from it share one network.
     **options
         Passed to :class:`NetworkRestorer` (diffusion steps and samples, seed).
 
@@ -316,20 +350,108 @@ def get_restorer(model, z_factor: int | None = None, **options) -> Restorer:
         Unknown names (the message lists the valid ones), bad or conflicting z-factors,
         unusable model folders.
     """
+    z_factor = resolve_z_factor(model, z_factor, spacing)
     if isinstance(model, str) and model in BASELINES:
-        return InterpolationRestorer(model, 1 if z_factor is None else z_factor)
+        return InterpolationRestorer(model, z_factor)
     if not isinstance(model, LoadedModel):
         try:
-            model = load_model(model)
+            model = load_model_cached(model) if cache else load_model(model)
         except ModelError as exc:
-            if isinstance(model, str) and "unknown model" in str(exc):
-                raise ValueError(
-                    f"unknown model {model!r}; choose one of: {', '.join(list_restorers())}"
-                ) from None
-            raise ValueError(str(exc)) from None
+            raise _model_error(model, exc) from None
     if z_factor is not None and validate_z_factor(z_factor) != model.config.z_factor:
         raise ValueError(
             f"model '{model.config.name}' was trained for z-factor {model.config.z_factor}, "
             f"not {z_factor}; use {model.config.z_factor} or an interpolation baseline"
         )
     return NetworkRestorer(model, **options)
+
+
+def _model_error(model, exc: ModelError) -> ValueError:
+    """The ValueError every door shows for a model that cannot be used."""
+    if isinstance(model, str) and "unknown model" in str(exc):
+        return ValueError(f"unknown model {model!r}; choose one of: {', '.join(list_restorers())}")
+    return ValueError(str(exc))
+
+
+def release(restorer) -> None:
+    """Move a (cached) network back to the CPU so GPU memory is free between runs."""
+    net = getattr(getattr(restorer, "inner", restorer), "net", None)
+    if net is not None and hasattr(net, "to"):
+        net.to("cpu")
+
+
+def iter_load(model, z_factor: int | None = None, *, spacing=None, **options
+              ) -> Generator[RestoreProgress, None, Restorer]:
+    """Get a cached restorer (:func:`get_restorer`), yielding a ``load`` stage around it."""
+    yield RestoreProgress("load", 0, 1, f"loading {Path(str(model)).name}")
+    restorer = get_restorer(model, z_factor, spacing=spacing, cache=True, **options)
+    yield RestoreProgress("load", 1, 1, getattr(restorer, "description", ""))
+    return restorer
+
+
+# ---------------------------------------------------------------------- the model cache
+_LOADED: dict = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def model_stamp(folder: Path) -> float:
+    """Latest modification time of a model folder's files (a retrained model differs)."""
+    stamps = [p.stat().st_mtime for p in folder.iterdir() if p.is_file()]
+    return max(stamps, default=0.0)
+
+
+def load_model_cached(model) -> LoadedModel:
+    """Load a model, reusing it while its folder's files are unchanged (one kept).
+
+    Raises
+    ------
+    ModelError
+        As :func:`~.models.load_model`.
+    """
+    folder = resolve_model_path(model).resolve()
+    key = (str(folder), model_stamp(folder))
+    with _LOADED_LOCK:
+        hit = _LOADED.get(key)
+    if hit is not None:
+        return hit
+    loaded = load_model(folder)
+    with _LOADED_LOCK:
+        _LOADED.clear()
+        _LOADED[key] = loaded
+    return loaded
+
+
+@lru_cache(maxsize=32)
+def _network_geometry(folder: str, stamp: float, samples: int | None) -> RestorerGeometry:
+    config = read_model_config(folder)
+    try:
+        # Shapes only: halo and divisor are plain integers, so no memory is allocated.
+        with torch.device("meta"):
+            net = build_network(config)
+            restorer = NetworkRestorer(LoadedModel(config, net, Path(folder)),
+                                       diffusion_samples=samples)
+    except Exception:  # a family that needs real tensors to build: do it on the CPU
+        net = build_network(config)
+        restorer = NetworkRestorer(LoadedModel(config, net, Path(folder)),
+                                   diffusion_samples=samples)
+    return geometry_of(restorer)
+
+
+def restorer_geometry(model: str, z_factor: int = 1,
+                      diffusion_samples: int | None = None) -> RestorerGeometry:
+    """Geometry of a baseline or saved model, from its config alone (never its weights).
+
+    Networks are built on torch's ``meta`` device and cached per folder and file times.
+
+    Raises
+    ------
+    ValueError
+        Unknown model names, unusable folders (the message says why).
+    """
+    if model in BASELINES:
+        return geometry_of(InterpolationRestorer(model, z_factor))
+    try:
+        folder = resolve_model_path(model).resolve()
+        return _network_geometry(str(folder), model_stamp(folder), diffusion_samples)
+    except ModelError as exc:
+        raise _model_error(model, exc) from None

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+
+from .geometry import validate_z_factor
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,10 @@ class BlockPlan:
             for b, h, a in zip(self.block_shape, self.halo, self.align)
         )
 
+    def block_bytes(self, bytes_per_voxel: float) -> float:
+        """Memory estimate of the largest block: padded input voxels x z-factor x bytes."""
+        return float(math.prod(self.max_input_shape()) * self.z_factor * bytes_per_voxel)
+
     def describe(self) -> str:
         """One line for people: block shape, halo, number of blocks."""
         return (
@@ -301,6 +308,105 @@ def auto_block_shape(
         if best_key is None or key < best_key:
             best, best_key = tuple(core for core, _, _ in combo), key
     return best
+
+
+@dataclass(frozen=True)
+class RestorerGeometry:
+    """What block planning needs from a restorer: no weights, no device.
+
+    A built restorer has these attributes too, so either may be planned for.
+    """
+
+    name: str
+    z_factor: int
+    halo: tuple[int, int, int]
+    divisor: tuple[int, int, int]
+    overlap: tuple[int, int, int]
+    bytes_per_voxel: float
+    outputs: tuple[str, ...] = ("restored",)
+
+
+def geometry_of(restorer) -> RestorerGeometry:
+    """Return the planning geometry of a built restorer."""
+    return RestorerGeometry(
+        name=restorer.name, z_factor=int(restorer.z_factor),
+        halo=tuple(int(h) for h in restorer.halo),
+        divisor=tuple(int(d) for d in restorer.divisor),
+        overlap=tuple(int(o) for o in restorer.overlap),
+        bytes_per_voxel=float(restorer.bytes_per_voxel),
+        outputs=tuple(restorer.outputs),
+    )
+
+
+def plan_restore(shape: Sequence[int], geometry, block_shape="auto", budget: float = 2**30,
+                 overlap=None) -> BlockPlan:
+    """The block plan of restoring a volume: the one planner of every door.
+
+    Parameters
+    ----------
+    shape
+        Spatial (ZYX) input shape.
+    geometry
+        A :class:`RestorerGeometry` or a restorer: halo, divisor, overlap, z-factor and
+        bytes per voxel.
+    block_shape
+        ``"auto"`` (the block that fits ``budget`` and reads least, see
+        :func:`auto_block_shape`) or a Z,Y,X core block shape (clipped to the volume).
+    budget
+        Bytes a block may use (per channel), for ``"auto"``.
+    overlap
+        Blending overlap in input voxels; default: the restorer's.
+
+    Raises
+    ------
+    ValueError
+        Block shapes that are neither ``"auto"`` nor positive integers, bad z-factors.
+    """
+    shape = tuple(int(n) for n in shape)
+    z_factor = validate_z_factor(geometry.z_factor)
+    overlap = geometry.overlap if overlap is None else overlap
+    if isinstance(block_shape, str):
+        if block_shape != "auto":
+            raise ValueError(f"block_shape must be 'auto' or three integers, got {block_shape!r}")
+        core = auto_block_shape(shape, geometry.halo, z_factor, geometry.bytes_per_voxel,
+                                budget, geometry.divisor, overlap=overlap)
+    else:
+        core = tuple(int(b) for b in block_shape)
+    return BlockPlan(shape, core, geometry.halo, z_factor, geometry.divisor, overlap)
+
+
+def parse_block_shape(text: str | Sequence[int] | None):
+    """``"auto"`` or a Z,Y,X core block shape from text a person typed.
+
+    Accepts ``auto`` (or nothing), one integer (a cube) or three integers separated by
+    commas, ``x`` or spaces: ``16,128,128``, ``16x128x128``.
+
+    Raises
+    ------
+    ValueError
+        With a sentence saying what to type.
+    """
+    if text is None:
+        return "auto"
+    if not isinstance(text, str):
+        values = [int(v) for v in text]
+    else:
+        stripped = text.strip().lower()
+        if stripped in ("", "auto"):
+            return "auto"
+        parts = [p for p in re.split(r"[,x\s;]+", stripped) if p]
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:
+            values = []
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3 or any(v < 1 for v in values):
+        raise ValueError(
+            f"block shape {text!r} is not understood: type 'auto' or three positive "
+            "integers Z,Y,X such as 16,128,128"
+        )
+    return tuple(values)
 
 
 class ArrayMerger:

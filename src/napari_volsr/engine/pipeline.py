@@ -1,0 +1,159 @@
+"""Whole restore jobs: a model by name on an array, or a file restored into a file."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .io import format_suffix, read_volume, remove_tree, write_volume
+from .predict import RestoreProgress, RestoreResult, as_volume_array, iter_restore, to_output_dtype
+from .restorers import get_restorer, iter_load, release, resolve_z_factor
+
+
+def iter_restore_job(data, model: str, z_factor: int | None = None, *, restorer_options=None,
+                     spacing=None, origin=None, **restore_kwargs
+                     ) -> Generator[RestoreProgress, None, RestoreResult]:
+    """Restore ``data`` with a model named by the user; yields a ``load`` stage first.
+
+    The model is loaded once and kept while its files are unchanged
+    (``get_restorer(..., cache=True)``); a GPU it ran on is freed afterwards.
+
+    Parameters
+    ----------
+    data
+        ZYX or CZYX numpy or dask array.
+    model, z_factor, restorer_options
+        As for :func:`~.restorers.get_restorer`; with ``z_factor`` None, baselines
+        follow ``spacing`` and models use their own factor.
+    spacing, origin, **restore_kwargs
+        As for :func:`~.predict.iter_restore`.
+    """
+    restorer = yield from iter_load(model, z_factor, spacing=spacing, **(restorer_options or {}))
+    try:
+        return (yield from iter_restore(data, restorer, spacing=spacing, origin=origin,
+                                        **restore_kwargs))
+    finally:
+        release(restorer)
+
+
+@dataclass(frozen=True)
+class WrittenVolume:
+    """What :func:`iter_restore_file` wrote: where, what, and how it was made."""
+
+    path: Path
+    result: RestoreResult
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    unit: str | None = None
+    note: str = ""
+
+    def describe(self) -> str:
+        """One line for people: ``wrote PATH: shape dtype, spacing ... (method xF; plan)``."""
+        result = self.result
+        spacing = " x ".join(f"{s:g}" for s in result.spacing)
+        workers = result.settings.get("workers")
+        where = f" on {workers} dask workers" if workers is not None else ""
+        return (f"wrote {self.path}: {self.shape} {self.dtype}, spacing {spacing} "
+                f"{self.unit or ''} ({result.settings['method']} x{result.z_factor}; "
+                f"{result.plan}{where}{self.note})").rstrip()
+
+
+def is_zarr(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a zarr store (written block by block)."""
+    return format_suffix(Path(path)) in (".zarr", ".ome.zarr")
+
+
+def iter_restore_file(input_path, output_path, model: str = "cubic",
+                      z_factor: int | None = None, *, reference=None, overwrite: bool = False,
+                      restorer_options=None, client=None, spec=None, **restore_kwargs
+                      ) -> Generator[RestoreProgress, None, WrittenVolume]:
+    """Read a volume file, restore it and write the result atomically.
+
+    Zarr outputs are streamed: blocks merge into a scratch store beside the output
+    (or, with a dask ``client``, workers write the output directly), so memory is
+    bounded by the block plan, not the volume. Other formats are written whole to a
+    temporary sibling and renamed (:func:`~.io.write_volume`).
+
+    Parameters
+    ----------
+    input_path, output_path
+        Volume files; the output format follows the suffix.
+    model, z_factor, restorer_options
+        As for :func:`~.restorers.get_restorer` (cached: a batch loads a model once).
+        With ``z_factor`` None, baselines follow the file's spacing.
+    reference
+        Ground truth on the output grid: the result is fitted to it by least squares
+        (``a * x + b``) before writing, as 3D-RCAN does.
+    overwrite
+        Replace an existing output.
+    client, spec
+        A dask.distributed client and the :class:`~.dask_restore.RestorerSpec` its
+        workers build (instead of ``model``): distributed restoration, zarr output.
+    **restore_kwargs
+        As for :func:`~.predict.iter_restore` (``block_shape``, ``percentiles``,
+        ``output_dtype``, ``device``, ``precision``...).
+    """
+    input_path, output_path = Path(input_path), Path(output_path)
+    volume = read_volume(input_path, lazy=True)
+    as_volume_array(volume.data)  # refuse 2D images and the like before loading a model
+    if client is not None:
+        from .dask_restore import iter_restore_to_zarr
+
+        spec = dataclasses.replace(spec, z_factor=resolve_z_factor(spec.model, spec.z_factor,
+                                                                   volume.spacing))
+        run = {k: v for k, v in restore_kwargs.items() if k not in ("device", "precision")}
+        result = yield from iter_restore_to_zarr(input_path, spec, output_path, client,
+                                                 overwrite=overwrite, **run)
+        return WrittenVolume(output_path, result, tuple(result.data.shape), result.data.dtype,
+                             volume.unit)
+    restorer = get_restorer(model, z_factor, spacing=volume.spacing, cache=True,
+                            **(restorer_options or {}))
+    ground_truth = _reference_volume(reference, volume, restorer.z_factor, input_path)
+    output_dtype = restore_kwargs.pop("output_dtype", "float32")
+    scratch = None
+    if is_zarr(output_path) and ground_truth is None:
+        # Named like io.atomic_path's temporaries, so an interrupt's cleanup finds it.
+        scratch = Path(tempfile.mkdtemp(prefix=f".{output_path.name}.", suffix=".part-merge.zarr",
+                                        dir=output_path.parent))
+        restore_kwargs["out_store"] = str(scratch)
+    try:
+        result = yield from iter_restore(
+            volume.data, restorer, spacing=volume.spacing, origin=volume.origin,
+            output_dtype="float32" if ground_truth is not None else output_dtype, **restore_kwargs)
+        data, note = result.data, ""
+        if ground_truth is not None:
+            data, note = _fit_to(data, ground_truth.data, output_dtype, volume.data.dtype)
+            note = f"; fitted to {Path(reference).name}: {note}"
+        write_volume(output_path, volume.with_data(data, spacing=result.spacing,
+                                                   origin=result.origin), overwrite=overwrite)
+    finally:
+        if scratch is not None:
+            remove_tree(scratch)
+    return WrittenVolume(output_path, result, tuple(data.shape), data.dtype, volume.unit, note)
+
+
+def _reference_volume(reference, volume, z_factor: int, input_path: Path):
+    """The ground truth to fit to (lazy), checked against the output shape; None without one."""
+    if reference is None:
+        return None
+    from .evaluate import check_same_shape
+
+    ground_truth = read_volume(reference, lazy=True)
+    shape = list(volume.data.shape)
+    shape[-3] *= z_factor
+    check_same_shape(shape, ground_truth.data.shape, what=f"the result of {input_path.name}")
+    return ground_truth
+
+
+def _fit_to(restored, ground_truth, output_dtype: str, input_dtype) -> tuple[np.ndarray, str]:
+    """Least-squares ``gain * x + offset`` of ``restored`` to ``ground_truth``, converted."""
+    from .evaluate import rescale_to
+
+    data, gain, offset = rescale_to(np.asarray(restored), ground_truth)
+    return to_output_dtype(data, output_dtype, input_dtype), f"{gain:.6g} * x + {offset:.6g}"
