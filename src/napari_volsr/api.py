@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 
-from ._layers import default_z_factor, layer_input, result_layers
-from .engine.predict import restore as _restore
-from .engine.restorers import get_restorer, list_restorers
+from ._layers import layer_input, result_layers
+from .engine.restorers import list_restorers
 
 
 def list_models() -> list[str]:
@@ -14,19 +13,29 @@ def list_models() -> list[str]:
     return list_restorers()
 
 
-def restore(image, model: str = "cubic", z_factor: int | None = None, *, viewer=None, **kwargs):
+def restore(image, model: str = "cubic", z_factor: int | None = None, *, viewer=None,
+            restorer_options: dict | None = None, **kwargs):
     """Restore a volume (or make it isotropic) with ``model``.
+
+    The same engine call as the Restore panel's and ``volsr restore``'s
+    (:func:`napari_volsr.engine.pipeline.iter_restore_job`): the same defaults, the same
+    model cache and the same refusals.
 
     Parameters
     ----------
     image
-        A napari Image layer, or a ZYX / CZYX numpy or dask array.
+        A napari Image layer, or a ZYX / CZYX array: numpy, dask, a torch tensor or
+        nested lists.
     model
-        A name from :func:`list_models` (``"cubic"``, ``"linear"``, ``"nearest"``).
+        A name from :func:`list_models` (``"cubic"``, ``"linear"``, ``"nearest"``, a
+        trained model) or a model folder.
     z_factor
-        z upsampling; default: from the layer's scale anisotropy (1 for arrays).
+        z upsampling; default: a trained model's own factor, else the layer's (or the
+        ``spacing`` keyword's) z/x anisotropy, else 1.
     viewer
         For a layer: the viewer to add the result to (default: the current one).
+    restorer_options
+        For trained models: diffusion ``steps``/``samples``, ``seed``, ``compile``.
     **kwargs
         Passed to :func:`napari_volsr.engine.predict.iter_restore` (``block_shape``,
         ``percentiles``, ``output_dtype``, ``device``, ``precision``, ``spacing`` ...).
@@ -37,27 +46,27 @@ def restore(image, model: str = "cubic", z_factor: int | None = None, *, viewer=
         For a layer: the new layers' data tuples (also added to the viewer). For an
         array: the restored array.
     """
-    if hasattr(image, "data") and hasattr(image, "scale"):
-        source = layer_input(image)
-        if z_factor is None:
-            z_factor = default_z_factor(source["spacing"])
-        result = _restore(
-            source["data"], get_restorer(model, z_factor),
-            spacing=source["spacing"], origin=source["origin"], **kwargs,
-        )
-        layers = result_layers(result, source["name"], source["metadata"])
-        if viewer is None:
-            import napari
+    from .engine.pipeline import iter_restore_job
+    from .engine.predict import drain
 
-            viewer = napari.current_viewer()
-        if viewer is not None:
-            from napari.layers import Layer
+    if not (hasattr(image, "data") and hasattr(image, "scale")):
+        return drain(iter_restore_job(image, model, z_factor, restorer_options=restorer_options,
+                                      **kwargs)).data
+    source = layer_input(image)
+    result = drain(iter_restore_job(source["data"], model, z_factor, spacing=source["spacing"],
+                                    origin=source["origin"], restorer_options=restorer_options,
+                                    **kwargs))
+    layers = result_layers(result, source["name"], source["metadata"])
+    if viewer is None:
+        import napari
 
-            for tup in layers:
-                viewer.add_layer(Layer.create(*tup))
-        return layers
-    result = _restore(image, get_restorer(model, z_factor), **kwargs)
-    return result.data
+        viewer = napari.current_viewer()
+    if viewer is not None:
+        from napari.layers import Layer
+
+        for tup in layers:
+            viewer.add_layer(Layer.create(*tup))
+    return layers
 
 
 # ---------------------------------------------------------------- training

@@ -105,6 +105,8 @@ def train(config_path, source, raws, targets, volumes, family, preset, z_factor,
             learning_rate=learning_rate, device=device)
     except (ValueError, VolumeIOError) as exc:
         raise _Failure(str(exc)) from None
+    if request.note:
+        click.echo(f"volsr: {request.note}", err=True)
     if dry_run:
         click.echo(f"would train '{request.config.model.name}' into {request.folder} "
                    f"({request.config.source} data)", err=True)

@@ -94,6 +94,11 @@ class GANConfig(StrictModel):
     disc_channels: int = Field(16, ge=1, le=512, description="Discriminator's first width.")
     disc_layers: int = Field(3, ge=1, le=6, description="Strided discriminator blocks.")
 
+    @property
+    def min_target_patch(self) -> int:
+        """Smallest target patch per axis the discriminator's strided layers accept."""
+        return 2 ** (self.disc_layers + 1)
+
 
 class DiffusionConfig(StrictModel):
     """Conditional denoising diffusion UNet (EMDiffuse / SR3)."""
@@ -351,7 +356,10 @@ class TrainingConfig(StrictModel):
     )
     validate_every: int = Field(100, ge=1, description="Steps between validations.")
     checkpoint_every: int = Field(500, ge=1, description="Steps between checkpoints.")
-    n_val: int = Field(8, ge=1, le=512, description="Fixed validation patches.")
+    n_val: int = Field(
+        8, ge=0, le=512,
+        description="Fixed validation patches (0: none, for volumes too small to hold them apart).",
+    )
     val_fraction: float = Field(0.1, gt=0, lt=0.9, description="Share of each volume kept for validation.")
     foreground: float = Field(
         0.0, ge=0, le=1, description="Minimum share of bright voxels in a patch (0: keep all)."
@@ -399,7 +407,7 @@ class TrainingConfig(StrictModel):
         if isinstance(network, GANConfig):
             target = list(self.resolved_patch_shape())
             target[0] *= self.model.z_factor
-            need = 2 ** (network.disc_layers + 1)
+            need = network.min_target_patch
             if min(target) < need:
                 raise ValueError(
                     f"the GAN discriminator ({network.disc_layers} layers) needs target patches "
@@ -419,9 +427,9 @@ class TrainingConfig(StrictModel):
             )
 
     def resolved_patch_shape(self) -> tuple[int, ...]:
-        """The patch shape on the input grid, with a default per dimensionality."""
+        """The patch shape on the input grid, with a default per source and dimensionality."""
+        from .data.patches import default_patch_shape
+
         if self.patch_shape is not None:
             return tuple(self.patch_shape)
-        if self.model.spatial_dims == 2:
-            return (64, 64)
-        return (max(4, 32 // self.model.z_factor), 64, 64)
+        return default_patch_shape(self.source, self.model.spatial_dims, self.model.z_factor)

@@ -62,23 +62,21 @@ def _parse_yaml(path: Path, text: str):
         raise ValueError(f"{path}: not valid YAML ({where}{problem})") from None
 
 
+def _mapping(value, where: str, holds: str) -> dict:
+    """``value`` if it is a mapping, {} if absent; ValueError naming ``where`` otherwise."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected a mapping ({holds}), got {type(value).__name__}")
+    return value
+
+
 def model_section(values: dict) -> dict:
     """Return the ``model`` mapping of a config file's values (empty when absent)."""
-    model = values.get("model")
-    if model is None:
-        return {}
-    if not isinstance(model, dict):
-        raise ValueError(f"model: expected a mapping (name, z_factor, network, ...), got "
-                         f"{type(model).__name__}")
-    return model
+    return _mapping(values.get("model"), "model", "name, z_factor, network, ...")
 
 
 def network_section(values: dict) -> dict:
     """Return the ``model.network`` mapping of a config file's values (empty when absent)."""
-    network = model_section(values).get("network")
-    if network is None:
-        return {}
-    if not isinstance(network, dict):
-        raise ValueError(f"model.network: expected a mapping with a 'family' key, got "
-                         f"{type(network).__name__}")
-    return network
+    return _mapping(model_section(values).get("network"), "model.network",
+                    "with a 'family' key")

@@ -97,8 +97,10 @@ def as_volume_array(data):
     ValueError
         For 2-D images, 5-D data, non-numeric or complex arrays.
     """
+    if type(data).__module__.split(".")[0] == "torch":  # a tensor: its values, on the CPU
+        data = data.detach().cpu().numpy()
     if not hasattr(data, "ndim") or not hasattr(data, "shape"):
-        data = np.asarray(data)
+        data = np.asarray(data)  # nested lists and other array-likes
     dtype = np.dtype(data.dtype)
     if dtype.kind not in "buif":
         raise ValueError(f"cannot restore data of type {dtype}; expected a numeric image")
@@ -313,7 +315,7 @@ def iter_restore(
         overlap=overlap, out_store=out_store, should_stop=should_stop,
     )
     outputs = assemble(merged, plan, restorer.outputs, norms, output_dtype, volume.dtype,
-                       channels=data.ndim == 4)
+                       channels=np.ndim(data) == 4)
     yield RestoreProgress("finalise", 1, 1, "done")
     spacing_out, origin_out = output_geometry(spacing, origin, z_factor)
     settings = {

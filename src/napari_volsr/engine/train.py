@@ -137,6 +137,8 @@ class _Prefetcher:
 
 def _validate(method: TrainingMethod, config: TrainingConfig, data: TrainingData,
               device) -> dict[str, float]:
+    if not data.validation:  # a volume too small to hold validation patches apart
+        return {}
     scores_psnr, scores_ssim = [], []
     for i in range(0, len(data.validation), config.batch_size):
         pairs = data.validation[i : i + config.batch_size]

@@ -67,6 +67,7 @@ class TrainingRequest:
     history: list = field(default_factory=list)
     resume: bool = False
     overwrite: bool = False
+    note: str = ""
 
     @property
     def spacing(self) -> tuple[float, ...] | None:
@@ -163,11 +164,49 @@ def resolve_training(*, source: str | None = None, raw=None, target=None, volume
     config = build_training_config(file_values, source=source, name=name, model=model,
                                    overrides=overrides, **options)
     _check_inputs(config, inputs)
+    note = ""
+    if overrides.get("patch_shape") is None and "patch_shape" not in file_values:
+        config, note = _fit_patch(config, inputs, file_values, overrides)
     if (resume and config.steps is not None and config.minutes is None
             and config.epochs is None and config.steps <= start_step):
         raise TrainingRequestError(f"'{name}' has trained {start_step} steps already: set a "
                                    f"step budget above {start_step} to continue")
-    return TrainingRequest(config, inputs, folder, start_step, history, resume, overwrite)
+    return TrainingRequest(config, inputs, folder, start_step, history, resume, overwrite, note)
+
+
+def network_divisor(model) -> tuple[int, ...]:
+    """The input size multiple per axis the model's network needs (built on no device)."""
+    import torch
+
+    from .registry import build_network
+
+    try:
+        with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+            return tuple(build_network(model).divisor)
+    except Exception:  # a network that needs real tensors to build
+        return tuple(build_network(model).divisor)
+
+
+def _fit_patch(config, inputs: dict, file_values: dict, overrides: dict):
+    """The config with the default patch fitted to the volumes, and what was chosen."""
+    from .data.patches import PatchFitError, fit_patch_shape
+
+    role = SOURCE_ROLES[config.source][0]
+    model = config.model
+    network = model.network
+    try:
+        fit = fit_patch_shape(
+            config.source, model.spatial_dims, model.z_factor,
+            [item.shape for item in inputs[role]], divisor=network_divisor(model),
+            min_target=getattr(network, "min_target_patch", 1), n_val=config.n_val,
+            val_fraction=config.val_fraction, names=[item.name or role for item in inputs[role]])
+    except PatchFitError as exc:
+        raise TrainingRequestError(str(exc)) from None
+    given = {**overrides, "patch_shape": fit.patch_shape}
+    if fit.n_val is not None and overrides.get("n_val") is None and "n_val" not in file_values:
+        given["n_val"] = fit.n_val
+    return build_training_config(file_values, source=config.source, name=model.name,
+                                 model=model, overrides=given), fit.note
 
 
 def _as_list(value) -> list[VolumeInput]:
