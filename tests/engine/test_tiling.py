@@ -208,5 +208,5 @@ def test_model_geometry_without_weights(library, save_tiny):
     geometry = restorer_geometry("tiny-srunet", 2)
     assert geometry.z_factor == 2 and geometry.divisor[1] > 1 and min(geometry.halo) > 0
     with pytest.raises(ValueError, match="unknown model 'no-such-model'; choose one of: "
-                       "nearest, linear, cubic, tiny-srunet$"):
+                       "nearest, linear, cubic, catmull-rom, tiny-srunet$"):
         restorer_geometry("no-such-model", 1)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .geometry import default_z_factor, validate_z_factor
-from .interp import INTERPOLATION_MODES, upsample_z
+from .interp import INTERPOLATION_MODES, INTERPOLATION_REACH, upsample_z
 from .models import (
     LoadedModel,
     ModelError,
@@ -40,7 +40,7 @@ class InterpolationRestorer:
         self.mode = mode
         self.z_factor = validate_z_factor(z_factor)
         self.name = mode
-        reach = {"nearest": 0, "linear": 1, "cubic": 2}[mode] if self.z_factor > 1 else 0
+        reach = INTERPOLATION_REACH[mode] if self.z_factor > 1 else 0
         self.halo = (reach, 0, 0)
         self.divisor = (1, 1, 1)
         self.overlap = (0, 0, 0)

@@ -68,7 +68,7 @@ class DiffusionMethod(TrainingMethod):
         beta_end: float = 1e-2,
         ema_decay: float = 0.999,
         lr: float = 1e-4,
-        interpolation: str = "cubic",
+        interpolation: str = "catmull-rom",
         val_steps: int = 10,
     ):
         super().__init__()

@@ -147,7 +147,7 @@ class GANMethod(TrainingMethod):
         ``learning``: the discriminator's own step (through its replica when distributed).
         """
         if self.d_condition:
-            condition = upsample_z(inputs, self.z_factor, "cubic")
+            condition = upsample_z(inputs, self.z_factor, "catmull-rom")
             images = torch.cat([images, condition], dim=1)
         return (self.replica("discriminator") if learning else self.discriminator)(images)
 

@@ -33,7 +33,7 @@ def cubic_weights(inputs: torch.Tensor, target: torch.Tensor, z_factor: int) -> 
     torch.Tensor
         Weights shaped like ``target``, in [0.5, 1].
     """
-    reference = upsample_z(inputs, z_factor, "cubic")
+    reference = upsample_z(inputs, z_factor, "catmull-rom")
     if reference.shape[2:] != target.shape[2:]:
         raise ValueError(
             f"input {tuple(inputs.shape)} upsampled by {z_factor} does not match target "

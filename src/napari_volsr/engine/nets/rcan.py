@@ -187,7 +187,7 @@ class RCAN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map (B, in, D, ...) to (B, out, D * z_factor, ...)."""
         check_input(x, self.spatial_dims, self.in_channels)
-        base = upsample_z(x, self.z_factor, "cubic")
+        base = upsample_z(x, self.z_factor, "catmull-rom")
         features = self.head(x if self.shuffle else base)
         out = self.tail(features + self.trunk(features))
         if self.shuffle:
