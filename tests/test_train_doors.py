@@ -4,6 +4,9 @@ Every door hands its inputs to ``engine.training_request.resolve_training``, so 
 refuses with the engine's sentence, word for word.
 """
 
+import json
+import os
+import socket
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +35,8 @@ class Case:
     steps: int = 4
     patch: tuple | None = None
     noise: bool = True
+    nan: bool = False  # the first volume holds NaN and infinite voxels
+    held: bool = False  # another live run holds the model name
     extra: dict = field(default_factory=dict)
 
 
@@ -55,6 +60,10 @@ CASES = [
          name="trained", family="gan", resume=True),
     Case("resume with a spent step budget", {"target": (8, 32, 32)}, "steps already",
          name="trained", family="rcan", resume=True, steps=2),
+    Case("non-finite values in the data", {"target": (8, 32, 32)},
+         "'target' holds 2 NaN or infinite voxels", nan=True),
+    Case("name held by a running training", {"target": (8, 32, 32)},
+         "is already training a model named 'held'", name="held", held=True),
 ]
 
 
@@ -84,14 +93,22 @@ def library(trained_library, monkeypatch):
     return trained_library
 
 
-def console_refusal(case: Case) -> str:
+def volumes(case: Case) -> dict:
     arrays = {role: smooth(shape, i) for i, (role, shape) in enumerate(case.inputs.items())}
+    if case.nan:
+        first = next(iter(arrays.values()))
+        first[1, 2, 3], first[-1, -2, -3] = np.nan, np.inf
+    return arrays
+
+
+def console_refusal(case: Case) -> str:
+    arrays = volumes(case)
     settings = dict(name=case.name, family=case.family, preset="tiny", z_factor=case.z_factor,
                     resume=case.resume, steps=case.steps, batch_size=1, **case.extra)
     if case.patch:
         settings["patch_shape"] = case.patch
-    if case.noise and "raw" not in arrays:
-        settings["degradation"] = NOISE
+    if "raw" not in arrays:  # no degradation at all where a case asks for none
+        settings["degradation"] = NOISE if case.noise else {}
     with pytest.raises(ValueError) as refusal:
         vs.train(**arrays, **settings)
     return str(refusal.value)
@@ -100,13 +117,14 @@ def console_refusal(case: Case) -> str:
 def cli_refusal(case: Case, tmp_path, capsys) -> str:
     argv = ["train", "--name", case.name, "--preset", "tiny", "--steps", str(case.steps),
             "--batch-size", "1", "-q"]
-    for i, (role, shape) in enumerate(case.inputs.items()):
+    for role, volume in volumes(case).items():
         path = tmp_path / f"{role}.tif"
-        tifffile.imwrite(path, smooth(shape, i))
+        tifffile.imwrite(path, volume)
         argv += [f"--{role}", str(path)]
-    if case.noise and "raw" not in case.inputs:
+    if "raw" not in case.inputs:
         config = tmp_path / "noise.json"
-        config.write_text('{"degradation": {"gaussian_sigma": [0.01, 0.02]}}')
+        config.write_text('{"degradation": {"gaussian_sigma": [0.01, 0.02]}}' if case.noise
+                          else '{"degradation": {}}')
         argv += ["-c", str(config)]
     if case.z_factor is not None:
         argv += ["--z-factor", str(case.z_factor)]
@@ -130,8 +148,8 @@ def panel_refusal(case: Case, make_napari_viewer, qtbot, monkeypatch) -> str:
     messages = []
     monkeypatch.setattr("napari.utils.notifications.show_error", messages.append)
     viewer = make_napari_viewer()
-    for i, (role, shape) in enumerate(case.inputs.items()):
-        viewer.add_image(smooth(shape, i), name=role)
+    for role, volume in volumes(case).items():
+        viewer.add_image(volume, name=role)
     widget = TrainWidget(viewer)
     source = ("isotropic" if "volume" in case.inputs else
               "paired" if "raw" in case.inputs else "synthetic")
@@ -161,6 +179,9 @@ def panel_refusal(case: Case, make_napari_viewer, qtbot, monkeypatch) -> str:
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_every_door_refuses_with_the_engines_sentence(case, library, tmp_path, capsys,
                                                       make_napari_viewer, qtbot, monkeypatch):
+    if case.held:  # a live process (this test's parent) holds the name
+        (library / f".{case.name}.reserved").write_text(json.dumps(
+            {"pid": os.getppid(), "host": socket.gethostname(), "token": "t"}))
     console = console_refusal(case)
     assert case.expect in console
     assert cli_refusal(case, tmp_path, capsys) == console

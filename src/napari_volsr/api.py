@@ -160,6 +160,9 @@ def train(raw=None, target=None, volume=None, *, family: str | None = None,
     **config_overrides
         Fields of :class:`~napari_volsr.engine.config.TrainingConfig` (``patch_shape``,
         ``batch_size``, ``learning_rate``, ``degradation``, ``validate_every`` ...).
+        Unset fields take the engine's defaults, the same in every door: the patch
+        fitted to the volumes, the source's degradation
+        (:func:`napari_volsr.engine.degrade.default_degradation`).
 
     Returns
     -------

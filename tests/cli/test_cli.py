@@ -398,3 +398,95 @@ def test_ctrl_c_during_training_saves_a_checkpoint_and_the_model(capsys, tmp_pat
                           "--batch-size", "2", "-q")
     assert code == 0, stderr
     assert read_model_config(lib / "sig").training["steps"] == steps + 2
+
+
+def test_two_concurrent_runs_of_one_name_lose_no_model(tmp_path, clean_tiff):
+    lib = tmp_path / "lib"
+    common = ["train", "--target", str(clean_tiff), "-z", "2", "--name", "twin", "--preset",
+              "tiny", "--patch", "4,16,16", "--batch-size", "2"]
+    env = {"NAPARI_VOLSR_MODELS": str(lib)}
+    first, first_output = start_cli([*common, "--steps", "100000"], env)
+    first_output.wait_for(lambda line: "loss" in line)  # training: it holds the name
+    # Before, this second run trained, saved 'twin' and the first run's save replaced it.
+    second, second_output = start_cli([*common, "--steps", "2", "-q"], env)
+    assert second.wait(timeout=120) == 1
+    second_output.join()
+    assert "is already training a model named 'twin'" in second_output.text
+    assert not (lib / "twin").exists()  # the second run saved nothing
+    first.send_signal(signal.SIGINT)
+    assert first.wait(timeout=60) == 130
+    first_output.join()
+    assert "stopped: model saved to" in first_output.text
+    assert load_model(lib / "twin").config.training["steps"] >= 1
+    assert sorted(p.name for p in lib.iterdir()) == [".checkpoints", "twin"]  # no marker left
+
+
+# ---------------------------------------------------------------- defaults a new user meets
+
+
+def test_an_isotropic_volume_with_the_defaults_is_refused_not_copied(capsys, tmp_path, rng):
+    nib = pytest.importorskip("nibabel")
+    nib.save(nib.Nifti1Image(smooth(rng, (16, 16, 8)), np.eye(4)), tmp_path / "iso.nii.gz")
+    code, _, stderr = run(capsys, "restore", "-i", str(tmp_path / "iso.nii.gz"), "-o",
+                          str(tmp_path / "out.nii.gz"))
+    assert code == 1 and one_error_line(stderr) == (
+        "volsr: error: cubic interpolation with z-factor 1 returns the volume unchanged (the "
+        "voxel spacing 1 x 1 x 1 needs no z-upsampling): nothing to do; choose a z-factor from "
+        "2 to 16, or a trained model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["iso.nii.gz"]
+    code, _, stderr = run(capsys, "restore", "-i", str(tmp_path / "iso.nii.gz"), "-o",
+                          str(tmp_path / "out.nii.gz"), "-z", "2", "-q")
+    assert code == 0, stderr
+
+
+def test_the_output_keeps_the_input_type_clipped_and_float32_on_request(capsys, tmp_path, rng):
+    data = smooth(rng, (6, 16, 12), scale=65_000.0).astype(np.uint16)
+    data[2, :, :6] = 65_535  # next to 0 below: cubic overshoots past both ends
+    data[3, :, :6] = 0
+    write_tiff(tmp_path / "in.tif", data, 0.4)
+    out = tmp_path / "out.tif"
+    code, stdout, stderr = run(capsys, "restore", "-i", str(tmp_path / "in.tif"), "-o", str(out))
+    assert code == 0, stderr
+    restored = read_volume(out).data
+    assert restored.dtype == np.uint16 and "uint16" in stdout
+    code, _, stderr = run(capsys, "restore", "-i", str(tmp_path / "in.tif"), "-o",
+                          str(tmp_path / "f.tif"), "--output-dtype", "float32", "-q")
+    assert code == 0, stderr
+    floats = read_volume(tmp_path / "f.tif").data
+    assert floats.dtype == np.float32
+    assert floats.max() > 65_535 and floats.min() < 0  # cubic overshoot, kept in float32
+    assert out.stat().st_size < 0.7 * (tmp_path / "f.tif").stat().st_size  # half the bytes
+    # ... and clipped, never wrapped, in uint16: the brightest stay brightest.
+    np.testing.assert_array_equal(restored, np.clip(np.rint(floats), 0, 65_535))
+
+
+def test_info_takes_several_files_and_folders(capsys, tmp_path, anisotropic_tiff, rng):
+    nib = pytest.importorskip("nibabel")
+    folder = tmp_path / "more"
+    folder.mkdir()
+    nib.save(nib.Nifti1Image(smooth(rng, (8, 8, 4)), np.eye(4)), folder / "a.nii.gz")
+    write_tiff(folder / "b.tif", smooth(rng, (4, 8, 8)), 0.4)
+    (folder / "notes.txt").write_text("not a volume")
+    code, stdout, stderr = run(capsys, "info", str(anisotropic_tiff[0]), str(folder))
+    assert code == 0, stderr
+    files = [line.split()[1] for line in stdout.splitlines() if line.startswith("file:")]
+    assert files == [str(anisotropic_tiff[0]), str(folder / "a.nii.gz"), str(folder / "b.tif")]
+    assert "(4, 8, 8)" in stdout and "0.4 x 0.2 x 0.2 µm" in stdout
+    (folder / "c.tif").write_bytes(b"")
+    code, stdout, stderr = run(capsys, "info", str(folder))
+    assert code == 1 and stdout.count("file:") == 2
+    assert stderr.splitlines() == [
+        f"volsr: c.tif: failed: {folder / 'c.tif'}: the file is empty",
+        "volsr: error: 1 of 3 files could not be read: c.tif"]
+
+
+def test_the_demo_writes_where_git_ignores_it():
+    from napari_volsr.cli.inspect import demo
+
+    default = next(p for p in demo.params if p.name == "output_path").default
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, ".gitignore")) as fh:
+        ignored = {line.strip() for line in fh}
+    assert default.parts[0] == "volsr-demo" and "/volsr-demo/" in ignored
+    with open(os.path.join(root, "scripts", "demo.sh")) as fh:
+        assert 'cd "$(dirname "$0")/.."' in fh.read()  # run from the repository root

@@ -216,3 +216,19 @@ def test_gan_patch_must_fit_the_discriminator():
 
 def test_a_budget_is_needed():
     assert "set at least one budget" in problems(steps=None)
+
+
+def test_training_defaults_are_defined_once_per_source():
+    from napari_volsr.engine.degrade import DEFAULT_DEGRADATION, default_degradation
+
+    restore = ModelConfig(task="restore", z_factor=1, network=network_config("rcan", "tiny"))
+    synthetic = TrainingConfig(model=restore, source="synthetic")  # not refused at the defaults
+    assert synthetic.degradation == default_degradation("synthetic")
+    assert max(synthetic.degradation.gaussian_sigma) > 0
+    assert TrainingConfig(source="paired").degradation == DegradationConfig()
+    assert set(DEFAULT_DEGRADATION) == {"paired", "synthetic", "isotropic"}
+    given = TrainingConfig(model=restore, source="synthetic", degradation={"blur_sigma": (1, 2)})
+    assert given.degradation.gaussian_sigma == (0.0, 0.0)  # a given degradation is whole
+    assert TrainingConfig.model_fields["validate_every"].default == 50
+    with pytest.raises(ValueError, match="source must be one of"):
+        default_degradation("other")

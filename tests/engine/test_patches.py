@@ -8,6 +8,7 @@ import pytest
 from napari_volsr.engine.data import make_training_data
 from napari_volsr.engine.data.patches import (
     PatchFitError,
+    check_patch_shape,
     default_patch_shape,
     fit_patch_shape,
 )
@@ -72,3 +73,18 @@ def test_the_request_says_what_was_fitted_and_keeps_a_given_patch(rng):
     given = resolve_training(volume=volume, name="a", output_dir="/nonexistent",
                              patch_shape=(4, 8))
     assert given.config.patch_shape == (4, 8) and given.note == ""
+
+
+def test_a_given_patch_is_checked_and_drops_validation_only_when_it_must():
+    assert check_patch_shape("isotropic", 2, 4, [(40, 152, 126)], (16, 64)).n_val is None
+    # 128 target rows fit in 152 but not beside a validation band (the issue's --patch 32,64)
+    fit = check_patch_shape("isotropic", 2, 4, [(40, 152, 126)], (32, 64))
+    assert fit.patch_shape == (32, 64) and fit.n_val == 0
+    assert "training without validation" in fit.note
+    with pytest.raises(PatchFitError) as refusal:
+        check_patch_shape("isotropic", 2, 4, [(40, 152, 126)], (64, 64), names=["chromosomes"])
+    assert str(refusal.value) == ("patch shape (64, 64) needs a volume of at least (1, 256, 64) "
+                                  "voxels (z, y, x) but 'chromosomes' is (40, 152, 126); use a "
+                                  "smaller patch")
+    with pytest.raises(PatchFitError, match=r"at least \(8, 16, 16\)"):
+        check_patch_shape("synthetic", 3, 2, [(6, 40, 40)], (4, 16, 16))

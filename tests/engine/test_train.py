@@ -238,3 +238,104 @@ def test_a_checkpoint_of_version_1_resumes(tmp_path, clean_volume):
     assert resumed.config.training["steps"] == 4 and resumed.config.version == 2
     for key, value in weights(straight).items():
         torch.testing.assert_close(weights(resumed)[key], value, rtol=0, atol=0)
+
+
+def test_the_interpolation_baseline_is_scored_on_the_validation_patches(tmp_path,
+                                                                        clean_volume):
+    from scipy.ndimage import zoom
+
+    from napari_volsr.engine.metrics import psnr
+
+    config = config_for("rcan", steps=3)  # synthetic x2, 3D
+    data = make_training_data(config, targets=[clean_volume])
+    records = list(iter_train(config, data, output_dir=tmp_path / "m"))
+    baseline = records[-1].baseline_validation
+    # cubic at the model's z-factor: scipy's prefiltered spline on the slab grid
+    expected = np.mean([psnr(zoom(x[0].astype(np.float64), (2, 1, 1), order=3, mode="reflect",
+                                  grid_mode=True), t[0], data_range=1.0)
+                        for x, t in data.validation])
+    assert baseline["psnr"] == pytest.approx(expected, abs=1e-4) and "ssim" in baseline
+    assert all((r.baseline_validation is not None) == bool(r.validation) for r in records)
+    assert load_model(tmp_path / "m").config.training["baseline_validation"] == baseline
+
+
+def test_the_baseline_of_a_restoration_is_its_input(tmp_path, clean_volume):
+    from napari_volsr.engine.metrics import psnr
+
+    model = ModelConfig(name="m", task="restore", z_factor=1, spatial_dims=2,
+                        network=network_config("srunet", "tiny"))
+    config = TrainingConfig(model=model, source="synthetic", patch_shape=(16, 16), steps=1,
+                            batch_size=2, n_val=2, degradation={"gaussian_sigma": (0.05, 0.1)})
+    data = make_training_data(config, targets=[clean_volume])
+    record = [r for r in iter_train(config, data, output_dir=tmp_path / "m") if r.validation][0]
+    expected = np.mean([psnr(x[0], t[0], data_range=1.0) for x, t in data.validation])
+    assert record.baseline_validation["psnr"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_isotropic_baseline_interpolates_the_planes_first_axis(tmp_path, clean_volume):
+    from napari_volsr.engine.interp import upsample_z
+    from napari_volsr.engine.metrics import psnr
+    from napari_volsr.engine.train import baseline_validation
+
+    config = config_for("rcan", spatial_dims=2, source="isotropic", task="isotropic",
+                        patch_shape=(8, 16))
+    data = make_training_data(config, volumes=[clean_volume])
+    planes = [upsample_z(torch.from_numpy(x[None]), 2, "cubic")[0, 0].numpy()
+              for x, _ in data.validation]
+    assert planes[0].shape == data.validation[0][1][0].shape == (16, 16)
+    expected = np.mean([psnr(p, t[0], data_range=1.0) for p, (_, t) in
+                        zip(planes, data.validation)])
+    assert baseline_validation(data)["psnr"] == pytest.approx(expected, abs=1e-4)
+    without = make_training_data(config.model_copy(update={"n_val": 0}), volumes=[clean_volume])
+    assert baseline_validation(without) is None
+
+
+def test_a_second_run_of_one_name_is_refused_while_the_first_trains(library, clean_volume):
+    from napari_volsr.engine.checkpoints import reservation_path
+
+    config = config_for("rcan", steps=3)
+    data = make_training_data(config, targets=[clean_volume])
+    first = iter_train(config, data)
+    next(first)  # training: the name is held
+    marker = reservation_path(library / "m")
+    assert marker.is_file()
+    with pytest.raises(ModelError, match="already training a model named 'm'"):
+        next(iter_train(config, data, overwrite=True))
+    model = drain_generator(first)
+    assert model.config.training["steps"] == 3 and not marker.exists()
+    with pytest.raises(ModelError, match="exists"):  # saved meanwhile: not overwritten
+        next(iter_train(config, data))
+
+
+def test_a_marker_left_by_a_dead_run_does_not_hold_the_name(library, clean_volume):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from napari_volsr.engine.checkpoints import reservation_path
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    marker = reservation_path(library / "m")
+    marker.parent.mkdir(parents=True)
+    marker.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
+    config = config_for("rcan", steps=1)
+    model = train(config, make_training_data(config, targets=[clean_volume]))
+    assert model.config.training["steps"] == 1 and not marker.exists()
+
+
+def test_default_names_skip_a_name_a_running_training_holds(tmp_path):
+    from napari_volsr.engine.checkpoints import reservation_path
+    from napari_volsr.engine.training_request import free_model_name
+
+    reservation_path(tmp_path / "v-rcan").write_text("{}")
+    assert free_model_name(tmp_path, "v", "rcan") == "v-rcan-2"
+
+
+def drain_generator(gen):
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value

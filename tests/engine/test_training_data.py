@@ -290,8 +290,9 @@ def test_patch_larger_than_volume_names_both_shapes(coords):
 
 def test_volume_too_small_for_validation_band(coords):
     small = coords[:, :12]
-    with pytest.raises(ValueError, match="at least 16 rows"):
+    with pytest.raises(ValueError, match="at least 16 rows") as refusal:
         synthetic_data(small, 2, (4, 8, 8), DegradationConfig())
+    assert "n_val" not in str(refusal.value)  # no door offers it
     data = synthetic_data(small, 2, (4, 8, 8), DegradationConfig(), n_val=0)
     assert data.validation == [] and data.batch(0, 1)[1].shape == (1, 1, 8, 8, 8)
 
@@ -443,3 +444,15 @@ def test_make_training_data_names_the_missing_volumes(coords, source, given, mat
               else training_config(source, 3, 1, (4, 8, 8), degradation=NOISY))
     with pytest.raises(ValueError, match=match):
         make_training_data(config, **dict.fromkeys(given, [coords]))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_voxels_are_refused_before_training(coords, bad):
+    import dask.array as da
+
+    volume = coords.copy()
+    volume[3, 4, 5] = bad
+    for source in (volume, da.from_array(volume, chunks=(8, 8, 8))):
+        with pytest.raises(ValueError, match=r"'target 0' holds 1 NaN or infinite voxel \(of"):
+            synthetic_data(source, 2, (4, 8, 8), DegradationConfig())
+    np.testing.assert_array_equal(volume[3, 4, 5], bad)  # the input is never modified

@@ -55,11 +55,14 @@ class _TrainDisplay:
         self.seconds = None if minutes is None else max(1, round(minutes * 60))
         self.bar = None
         self.psnr: float | None = None
+        self.baseline: float | None = None
         self.logged_first = False
 
     def show(self, record) -> None:
         if record.validation:
             self.psnr = record.validation.get("psnr")
+        if record.baseline_validation:
+            self.baseline = record.baseline_validation.get("psnr")
         if not record.losses:
             if record.message and not record.message.startswith(("finished", "stopped")):
                 self.message(record.message)  # data warnings come before the first step
@@ -69,6 +72,8 @@ class _TrainDisplay:
         label = f"loss {record.loss:.4g}"
         if self.psnr is not None:
             label += f", val PSNR {self.psnr:.2f} dB"
+            if self.baseline is not None:
+                label += f" (interpolation {self.baseline:.2f})"
         total = record.total or self.seconds
         position = record.step if record.total else int(record.elapsed)
         if self.bar is None:

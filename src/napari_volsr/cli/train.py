@@ -27,10 +27,16 @@ def _card_summary(folder: Path) -> tuple[str, str]:
     training = config.training or {}
     what = (f"{config.family} {config.task} x{config.z_factor} ({config.spatial_dims}D), "
             f"{training.get('steps') or 0} steps in {training.get('minutes') or 0:.2f} min")
-    validation = training.get("final_validation") or {}
-    scores = ", ".join(f"{k.upper()} {v:.4f}{' dB' if k == 'psnr' else ''}"
-                       for k, v in validation.items() if isinstance(v, (int, float)))
+    scores = _scores(training.get("final_validation"))
+    baseline = _scores(training.get("baseline_validation"))
+    if scores and baseline:
+        scores += f" (interpolation baseline: {baseline})"
     return what, scores
+
+
+def _scores(validation: dict | None) -> str:
+    return ", ".join(f"{k.upper()} {v:.4f}{' dB' if k == 'psnr' else ''}"
+                     for k, v in (validation or {}).items() if isinstance(v, (int, float)))
 
 
 @click.command()

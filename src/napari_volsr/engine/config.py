@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .degrade import DegradationConfig
+from .degrade import DEFAULT_DEGRADATION, DegradationConfig
 
 # Version 2 moved the method-specific training fields into TrainingConfig.method.
 CONFIG_VERSION = 2
@@ -331,7 +331,8 @@ class TrainingConfig(StrictModel):
     )
     degradation: DegradationConfig = Field(
         default_factory=lambda: DegradationConfig(),
-        description="Degradation ranges for the synthetic and isotropic sources.",
+        description="Degradation ranges for the synthetic and isotropic sources; "
+        "default: the source's (degrade.default_degradation).",
     )
     patch_shape: tuple[int, ...] | None = Field(
         None, description="Patch on the input grid (z, y, x) or (y, x); None: per task default."
@@ -354,7 +355,7 @@ class TrainingConfig(StrictModel):
         default_factory=SupervisedTraining,
         description="The family's training method and its settings (default: the family's).",
     )
-    validate_every: int = Field(100, ge=1, description="Steps between validations.")
+    validate_every: int = Field(50, ge=1, description="Steps between validations.")
     checkpoint_every: int = Field(500, ge=1, description="Steps between checkpoints.")
     n_val: int = Field(
         8, ge=0, le=512,
@@ -374,7 +375,13 @@ class TrainingConfig(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _version_1(cls, data: Any) -> Any:
-        return migrate_training_values(data) if isinstance(data, dict) else data
+        if not isinstance(data, dict):
+            return data
+        data = migrate_training_values(data)
+        if "degradation" not in data:  # the source's default ranges, defined once
+            source = data.get("source", cls.model_fields["source"].default)
+            data["degradation"] = DEFAULT_DEGRADATION.get(source, {})
+        return data
 
     @model_validator(mode="after")
     def _budget_and_patch(self):

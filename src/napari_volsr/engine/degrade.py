@@ -159,6 +159,39 @@ class DegradationConfig(BaseModel):
         return value
 
 
+# The one set of default degradations, per data source (every door starts from these).
+# synthetic: clean volumes need a simulated acquisition; a little axial blur and read
+# noise keep z-factor 1 (denoising/deblurring) meaningful and make the network robust
+# to both. isotropic: the slab average of f planes is the degradation (the recipe
+# measured on the EM volume); axial blur and noise stay opt-in. paired: none is used.
+DEFAULT_DEGRADATION = {
+    "synthetic": {"blur_sigma": (0.0, 1.0), "gaussian_sigma": (0.0, 0.03)},
+    "isotropic": {},
+    "paired": {},
+}
+# Photons at intensity 1.0 (from, to) offered when Poisson noise is switched on.
+DEFAULT_POISSON_PEAK = (20.0, 200.0)
+
+
+def default_degradation(source: str) -> DegradationConfig:
+    """The default degradation ranges of a data source (``paired`` uses none).
+
+    Parameters
+    ----------
+    source
+        ``paired``, ``synthetic`` or ``isotropic``.
+
+    Returns
+    -------
+    DegradationConfig
+        A new config; ``TrainingConfig`` uses it when no degradation is given.
+    """
+    if source not in DEFAULT_DEGRADATION:
+        raise ValueError(f"source must be one of {', '.join(DEFAULT_DEGRADATION)}, got "
+                         f"{source!r}")
+    return DegradationConfig(**DEFAULT_DEGRADATION[source])
+
+
 def _draw(value_range, rng: np.random.Generator) -> float:
     low, high = value_range
     # Always consume one draw so the random stream does not depend on which ranges

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -20,7 +21,7 @@ from .config import CONFIG_VERSION, TrainingConfig
 from .data import TrainingData, make_training_data  # noqa: F401
 from .checkpoints import (  # noqa: F401  (CHECKPOINT_* re-exported for their users)
     CHECKPOINT_META, CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, checkpoint_dir_for,
-    load_checkpoint, save_checkpoint,
+    load_checkpoint, name_exists_message, reserve_model_name, save_checkpoint,
 )
 from .methods.base import TrainingMethod
 from .metrics import psnr, ssim
@@ -52,6 +53,10 @@ class TrainProgress:
         A sentence for people (warnings, checkpoint saved, stopped...).
     loss_name
         Which of ``losses`` is the method's main loss (``g_loss`` for GANs).
+    baseline_validation
+        ``{"psnr": dB, "ssim": ...}`` of the interpolation baseline (``cubic`` at the
+        model's z-factor; the input itself at z-factor 1) on the same validation
+        patches, on records that carry ``validation``; None otherwise.
     """
 
     step: int
@@ -64,6 +69,7 @@ class TrainProgress:
     data_wait: float = 0.0
     message: str = ""
     loss_name: str = "loss"
+    baseline_validation: dict[str, float] | None = None
 
     @property
     def loss(self) -> float | None:
@@ -135,24 +141,45 @@ class _Prefetcher:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _validate(method: TrainingMethod, config: TrainingConfig, data: TrainingData,
-              device) -> dict[str, float]:
-    if not data.validation:  # a volume too small to hold validation patches apart
-        return {}
+def _scores(predictions, pairs) -> dict[str, float]:
+    """Mean PSNR (and SSIM where patches allow) of predictions against the pairs' targets."""
     scores_psnr, scores_ssim = [], []
-    for i in range(0, len(data.validation), config.batch_size):
-        pairs = data.validation[i : i + config.batch_size]
-        x = torch.from_numpy(np.stack([p[0] for p in pairs])).to(device)
-        pred = method.validation_predict(x, config.seed + i).float().cpu().numpy()
-        for p, (_, target) in zip(pred, pairs):
-            # Normalised units: the percentiles map to 0 and 1, so the range is 1.
-            scores_psnr.append(psnr(p[0], target[0], data_range=1.0))
-            if min(target.shape[1:]) >= 3:
-                scores_ssim.append(ssim(p[0], target[0], data_range=1.0))
+    for p, (_, target) in zip(predictions, pairs, strict=True):
+        # Normalised units: the percentiles map to 0 and 1, so the range is 1.
+        scores_psnr.append(psnr(p[0], target[0], data_range=1.0))
+        if min(target.shape[1:]) >= 3:
+            scores_ssim.append(ssim(p[0], target[0], data_range=1.0))
     out = {"psnr": float(np.mean(scores_psnr))}
     if scores_ssim:
         out["ssim"] = float(np.mean(scores_ssim))
     return out
+
+
+def _validate(method: TrainingMethod, config: TrainingConfig, data: TrainingData,
+              device) -> dict[str, float]:
+    if not data.validation:  # a volume too small to hold validation patches apart
+        return {}
+    predictions = []
+    for i in range(0, len(data.validation), config.batch_size):
+        pairs = data.validation[i : i + config.batch_size]
+        x = torch.from_numpy(np.stack([p[0] for p in pairs])).to(device)
+        predictions.extend(method.validation_predict(x, config.seed + i).float().cpu().numpy())
+    return _scores(predictions, data.validation)
+
+
+def baseline_validation(data: TrainingData) -> dict[str, float] | None:
+    """The interpolation baseline's scores on the validation patches (None without any).
+
+    ``cubic`` (the prefiltered B-spline on the slab grid) along the upsampled axis (z,
+    or the first axis of isotropic planes) at the data's z-factor; at z-factor 1 the
+    input itself. A model is worth its training when it scores above this.
+    """
+    from .interp import upsample_z
+
+    if not data.validation:
+        return None
+    inputs = torch.from_numpy(np.stack([pair[0] for pair in data.validation]))
+    return _scores(upsample_z(inputs, data.z_factor, "cubic").numpy(), data.validation)
 
 
 def _preview(method: TrainingMethod, config: TrainingConfig, preview_input,
@@ -186,6 +213,7 @@ class _Run:
     elapsed_before: float = 0.0
     history: list[dict] = field(default_factory=list)
     last_validation: dict[str, float] | None = None
+    baseline: dict[str, float] | None = None
     stopped: bool = False
     # Set by _start_clock, once the warnings are out.
     prefetch: _Prefetcher = field(init=False)
@@ -220,9 +248,9 @@ def _setup(config: TrainingConfig, data: TrainingData, output_dir, resume: bool,
             f"training data is {data.spatial_dims}D with z-factor {data.z_factor}, but the "
             f"model is {model_cfg.spatial_dims}D with z-factor {model_cfg.z_factor}"
         )
-    folder = Path(output_dir) if output_dir is not None else library_dir() / model_cfg.name
-    if folder.exists() and not (resume or overwrite):
-        raise ModelError(f"a model named '{folder.name}' exists; choose another name, resume or overwrite")
+    folder = Path(output_dir)
+    if folder.exists() and not (resume or overwrite):  # saved by another run meanwhile
+        raise ModelError(name_exists_message(folder))
     device = resolve_device(config.device)
     replica = ddp.from_environment()
     if replica is not None:
@@ -315,7 +343,8 @@ def _validate_and_checkpoint(run: _Run, losses: dict[str, float], preview_input
         save_checkpoint(run.checkpoints, run.method, step, run.elapsed(), run.history, config)
         message = f"checkpoint saved at step {step}"
     return TrainProgress(step, run.total, losses, run.lr(), validation, preview, run.elapsed(),
-                         run.data_wait(), message, run.method.main_loss)
+                         run.data_wait(), message, run.method.main_loss,
+                         run.baseline if validation else None)
 
 
 def _save_everything(run: _Run, voxel_spacing) -> LoadedModel | None:
@@ -363,8 +392,24 @@ def iter_train(
     networks train as DistributedDataParallel replicas, each on its own batches, and
     only rank 0 validates, checkpoints, saves and returns the model (other ranks
     return None). The effective batch is ``batch_size`` times the number of processes.
+
+    The model name is held for the whole run (a hidden marker beside the model folder):
+    a second run of the same name, in any process, is refused until this one ends.
     """
-    run = _setup(config, data, output_dir, resume, overwrite)
+    folder = Path(output_dir) if output_dir is not None else library_dir() / config.model.name
+    replica = ddp.from_environment()
+    holding = (reserve_model_name(folder) if replica is None or replica.is_main
+               else contextlib.nullcontext())
+    with holding:
+        return (yield from _train_run(config, data, folder, resume, overwrite, should_stop,
+                                      preview_input, voxel_spacing))
+
+
+def _train_run(config, data, folder, resume, overwrite, should_stop, preview_input,
+               voxel_spacing):
+    """The body of :func:`iter_train`, while the model name is held."""
+    run = _setup(config, data, folder, resume, overwrite)
+    run.baseline = baseline_validation(data) if run.main else None
     for warning in data.warnings if run.main else ():
         yield TrainProgress(run.step, run.total, message=warning,
                             loss_name=run.method.main_loss)
@@ -392,7 +437,8 @@ def iter_train(
     ending = "stopped" if run.stopped else "finished"
     yield TrainProgress(run.step, run.total, lr=run.lr(), validation=run.last_validation,
                         elapsed=run.elapsed(), message=f"{ending}: model saved to {model.folder}",
-                        loss_name=run.method.main_loss)
+                        loss_name=run.method.main_loss,
+                        baseline_validation=run.baseline if run.last_validation else None)
     return model
 
 
@@ -410,6 +456,7 @@ def _save_final(run: _Run, voxel_spacing) -> LoadedModel:
         "data_wait_share": round(run.data_wait(), 4),
         "replicas": run.replica.world_size if run.replica is not None else 1,
         "final_validation": validation,
+        "baseline_validation": run.baseline,
         "settings": config.model_dump(mode="json", exclude={"model"}),
     }
     # Saved in this version's format (a resumed run may carry an older checkpoint's).

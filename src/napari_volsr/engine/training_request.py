@@ -80,10 +80,16 @@ class TrainingRequest:
 
     @cached_property
     def data(self):
-        """The :class:`~napari_volsr.engine.data.TrainingData` for this request."""
-        from .data import make_training_data
+        """The :class:`~napari_volsr.engine.data.TrainingData` for this request.
 
-        arrays = {f"{role}s": [item.data for item in items] for role, items in self.inputs.items()}
+        Reads every volume once; NaN or infinite values are refused here, naming the
+        volume, before anything trains.
+        """
+        from .data import make_training_data
+        from .data.normalization import read_finite
+
+        arrays = {f"{role}s": [read_finite(item.data, item.name or role) for item in items]
+                  for role, items in self.inputs.items()}
         return make_training_data(self.config, **arrays)
 
     def iter_train(self, **kwargs):
@@ -153,20 +159,16 @@ def resolve_training(*, source: str | None = None, raw=None, target=None, volume
     options = dict(family=family, preset=preset, spatial_dims=spatial_dims, network=network,
                    z_factor=z_factor if z_factor is not None else file_model.get("z_factor"))
     start_step, history, model = 0, [], None
+    _check_name_free(folder, resume or overwrite)
     if resume:
         model, start_step, history = read_checkpoint(folder)
         _check_resumable(model, source, options, file_values)
-    elif folder.exists() and not overwrite:
-        raise TrainingRequestError(f"a model named '{name}' exists in {parent}: choose another "
-                                   "name, resume it or overwrite it")
     if model is None:
         options["z_factor"] = _resolve_z_factor(source, inputs, options["z_factor"])
     config = build_training_config(file_values, source=source, name=name, model=model,
                                    overrides=overrides, **options)
     _check_inputs(config, inputs)
-    note = ""
-    if overrides.get("patch_shape") is None and "patch_shape" not in file_values:
-        config, note = _fit_patch(config, inputs, file_values, overrides)
+    config, note = _fit_patch(config, inputs, file_values, overrides)
     if (resume and config.steps is not None and config.minutes is None
             and config.epochs is None and config.steps <= start_step):
         raise TrainingRequestError(f"'{name}' has trained {start_step} steps already: set a "
@@ -187,21 +189,44 @@ def network_divisor(model) -> tuple[int, ...]:
         return tuple(build_network(model).divisor)
 
 
+def _check_name_free(folder: Path, replacing: bool) -> None:
+    """Refuse a name another live run is training, or a saved model's unless replacing."""
+    from .checkpoints import name_exists_message, name_taken_message, reservation_holder
+
+    holder = reservation_holder(folder)
+    if holder is not None:
+        raise TrainingRequestError(name_taken_message(folder, holder))
+    if folder.exists() and not replacing:
+        raise TrainingRequestError(name_exists_message(folder))
+
+
 def _fit_patch(config, inputs: dict, file_values: dict, overrides: dict):
-    """The config with the default patch fitted to the volumes, and what was chosen."""
-    from .data.patches import PatchFitError, fit_patch_shape
+    """The config with its patch fitted to the volumes (or the given one checked).
+
+    A volume that holds the patch but no validation band beside it trains without
+    validation (``n_val`` 0, said in the note) unless ``n_val`` was given.
+    """
+    from .data.patches import PatchFitError, check_patch_shape, fit_patch_shape
 
     role = SOURCE_ROLES[config.source][0]
     model = config.model
     network = model.network
+    shapes, names = [i.shape for i in inputs[role]], [i.name or role for i in inputs[role]]
     try:
-        fit = fit_patch_shape(
-            config.source, model.spatial_dims, model.z_factor,
-            [item.shape for item in inputs[role]], divisor=network_divisor(model),
-            min_target=getattr(network, "min_target_patch", 1), n_val=config.n_val,
-            val_fraction=config.val_fraction, names=[item.name or role for item in inputs[role]])
+        if config.patch_shape is not None:
+            fit = check_patch_shape(config.source, model.spatial_dims, model.z_factor, shapes,
+                                    config.patch_shape, n_val=config.n_val,
+                                    val_fraction=config.val_fraction, names=names)
+        else:
+            fit = fit_patch_shape(
+                config.source, model.spatial_dims, model.z_factor, shapes,
+                divisor=network_divisor(model), names=names, n_val=config.n_val,
+                min_target=getattr(network, "min_target_patch", 1),
+                val_fraction=config.val_fraction)
     except PatchFitError as exc:
         raise TrainingRequestError(str(exc)) from None
+    if fit.n_val is None and fit.patch_shape == config.patch_shape:
+        return config, fit.note
     given = {**overrides, "patch_shape": fit.patch_shape}
     if fit.n_val is not None and overrides.get("n_val") is None and "n_val" not in file_values:
         given["n_val"] = fit.n_val
@@ -250,11 +275,16 @@ def _resolve_source(source: str | None, inputs: dict[str, list]) -> str:
 
 
 def free_model_name(parent: Path, base: str | None, family: str) -> str:
-    """``<base>-<family>``, cleaned into a valid model name not yet used in ``parent``."""
+    """``<base>-<family>``, cleaned into a valid model name not yet used in ``parent``.
+
+    A name a running training holds (its reservation marker) counts as used.
+    """
+    from .checkpoints import reservation_path
+
     cleaned = re.sub(r"[^A-Za-z0-9._ +-]+", "-", str(base or "")).strip(" .-_+")[:80]
     stem = f"{cleaned}-{family}" if cleaned else str(family)
     name, i = stem, 2
-    while (Path(parent) / name).exists():
+    while (Path(parent) / name).exists() or reservation_path(Path(parent) / name).exists():
         name, i = f"{stem}-{i}", i + 1
     return name
 

@@ -34,6 +34,41 @@ class Normalization:
         return np.asarray(y, dtype=np.float32) * np.float32(self.span) + np.float32(self.low)
 
 
+# Finite checks read this many voxels at a time, so the mask stays small.
+_CHECK_VOXELS = 16_000_000
+
+
+class NonFiniteError(ValueError):
+    """A training volume holds NaN or infinite values; the message names it."""
+
+
+def count_nonfinite(data: np.ndarray) -> int:
+    """NaN and infinite voxels of a numpy array (0 for integer types), block by block."""
+    if not np.issubdtype(data.dtype, np.inexact) or data.size == 0:
+        return 0
+    flat = data.reshape(-1) if data.flags.c_contiguous else data.ravel()
+    return sum(int(np.count_nonzero(~np.isfinite(flat[i:i + _CHECK_VOXELS])))
+               for i in range(0, flat.size, _CHECK_VOXELS))
+
+
+def read_finite(array, name: str) -> np.ndarray:
+    """``array`` read into memory (numpy, dask, zarr, tensors), refused if not finite.
+
+    Raises
+    ------
+    NonFiniteError
+        Naming the volume and how many voxels are NaN or infinite.
+    """
+    data = np.asarray(array.compute() if hasattr(array, "compute") else array)
+    bad = count_nonfinite(data)
+    if bad:
+        raise NonFiniteError(
+            f"'{name}' holds {bad} NaN or infinite voxel{'s' if bad > 1 else ''} (of "
+            f"{data.size}): training needs finite values everywhere; replace them (e.g. with "
+            "the volume's minimum) or crop them away, then train again")
+    return data
+
+
 def strided_sample(data, max_voxels: int = _SAMPLE_VOXELS) -> np.ndarray:
     """A regular subsample of ``data`` (numpy or dask) with at most ``max_voxels``."""
     size = math.prod(data.shape)

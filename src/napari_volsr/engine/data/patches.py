@@ -134,10 +134,53 @@ def fit_patch_shape(source: str, spatial_dims: int, z_factor: int,
     raise PatchFitError(_too_small(source, spatial_dims, z_factor, shapes, least, names))
 
 
+def check_patch_shape(source: str, spatial_dims: int, z_factor: int,
+                      shapes: Sequence[Sequence[int]], patch_shape: Sequence[int], *,
+                      n_val: int = 8, val_fraction: float = 0.1,
+                      names: Sequence[str] | None = None) -> PatchFit:
+    """A given patch checked against the volumes, dropping validation when it must.
+
+    Parameters are those of :func:`fit_patch_shape`; ``patch_shape`` is on the input
+    grid, as the config takes it.
+
+    Returns
+    -------
+    PatchFit
+        The patch as given; ``n_val`` 0 (and a note) when the volumes hold the patch but
+        not a validation band beside it.
+
+    Raises
+    ------
+    PatchFitError
+        When a volume cannot hold the patch at all; names the volume and what it needs.
+    """
+    dims = 2 if source == "isotropic" else spatial_dims
+    patch = tuple(int(p) for p in patch_shape)
+    if len(patch) != dims:
+        return PatchFit(patch)  # the config's own check names the length
+    for validation in ((True, False) if n_val else (False,)):
+        fits = [all(p <= r for p, r in zip(patch, _limits(source, spatial_dims, z_factor, s,
+                                                           val_fraction, validation),
+                                            strict=True)) for s in shapes]
+        if all(fits):
+            return _described(patch, patch, validation, n_val)
+    worst = fits.index(False)
+    name = names[worst] if names else f"volume {worst}"
+    if source == "isotropic":
+        need = (1, patch[0] * z_factor, patch[1])
+    elif dims == 2:
+        need = (1, *patch)
+    else:
+        need = (patch[0] * (1 if source == "paired" else z_factor), *patch[1:])
+    raise PatchFitError(f"patch shape {patch} needs a volume of at least {need} voxels "
+                        f"(z, y, x) but '{name}' is {tuple(shapes[worst])}; use a smaller patch")
+
+
 def _described(patch, want, validation: bool, n_val: int) -> PatchFit:
     shown = " x ".join(map(str, patch))
     if not validation and n_val:
-        return PatchFit(patch, 0, f"patch {shown} fitted to the volume, which is too small to "
+        what = "fitted to" if patch != want else "fits"
+        return PatchFit(patch, 0, f"patch {shown} {what} the volume, which is too small to "
                         "hold validation patches apart: training without validation")
     if patch != want:
         return PatchFit(patch, None, f"patch {shown} fitted to the volume (default "

@@ -132,7 +132,7 @@ def split_rows(n_rows: int, patch_rows: int, n_val: int, val_fraction: float,
             f"{what} has {n_rows} rows along Y, too few to keep validation and training "
             f"patches apart: patch shape {patch_desc} needs at least {2 * patch_rows} rows "
             f"({patch_rows} for validation, {patch_rows} for training); use a smaller "
-            "patch, a larger volume, or n_val=0"
+            "patch or a larger volume"
         )
     return n_rows - val_rows
 

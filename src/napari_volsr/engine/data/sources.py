@@ -10,7 +10,7 @@ import numpy as np
 
 from ..degrade import DegradationConfig
 from ..nets._common import MAX_Z_FACTOR, check_int
-from .normalization import DEFAULT_PERCENTILES, percentile_normalization
+from .normalization import DEFAULT_PERCENTILES, percentile_normalization, read_finite
 from .sampling import (
     IsotropicSampler,
     NormalizedVolume,
@@ -33,7 +33,7 @@ def _load(array, what: str, percentiles) -> NormalizedVolume:
     # Random crops with rejection read the volume many times; a lazy (dask) array would
     # recompute chunks for every try, so it is read once. Numpy inputs are not copied,
     # and normalisation happens per crop, so the volume is never modified.
-    data = np.asarray(array.compute() if hasattr(array, "compute") else array)
+    data = read_finite(array, what)
     if data.ndim != 3:
         raise ValueError(f"{what} must be a ZYX volume (3 dimensions), got shape {data.shape}")
     return NormalizedVolume(data, percentile_normalization(data, percentiles))
