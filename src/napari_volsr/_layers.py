@@ -51,8 +51,14 @@ def layer_input(layer) -> dict:
 
 
 def result_name(source: str, label: str, z_factor: int) -> str:
-    """``stack [cubic x4]`` / ``stack [RCAN]``: the name says what happened."""
+    """``stack [cubic x4]`` / ``stack [my-rcan]``: the name says what happened."""
     return f"{source} [{label} x{z_factor}]" if z_factor > 1 else f"{source} [{label}]"
+
+
+def result_label(settings: dict) -> str:
+    """What restored a result: the trained model's name (two RCAN models differ), else
+    the baseline's (``cubic``)."""
+    return str(settings.get("model") or settings.get("method") or "restored")
 
 
 def _contrast_limits(data) -> list[float]:
@@ -68,7 +74,7 @@ def result_layers(result: RestoreResult, source_name: str, source_metadata: dict
     """napari layer data tuples for a restore result (restored + optional uncertainty)."""
     base_meta = dict(source_metadata or {})
     base_meta.pop("source_path", None)
-    name = result_name(source_name, result.settings.get("method", "restored"), result.z_factor)
+    name = result_name(source_name, result_label(result.settings), result.z_factor)
     layers = []
     for output, data in result.outputs.items():
         meta = dict(base_meta)

@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-from bad_input_cases import MODEL_PARAMS, NETWORK, array_params, damaged_model
-from helpers import digest, error_line, run_cli, smooth
+from bad_input_cases import (
+    LIBRARY_PARAMS,
+    MODEL_PARAMS,
+    NETWORK,
+    array_params,
+    damaged_model,
+    use_library,
+)
+from helpers import digest, error_line, run_cli, save_tiny, smooth
 
 from napari_volsr.engine import predict
 from napari_volsr.engine.io import Volume, write_volume
@@ -159,8 +166,51 @@ def test_two_panels_restore_at_once_with_one_cached_network(qtbot, make_napari_v
         wait_idle(qtbot, widget)
     assert errors == []
     expected = restore(smooth_volume, get_restorer(NETWORK), block_shape=(4, 10, 12)).data
-    results = [x for x in viewer.layers if x.name.startswith("vol [GAN x2]")]
+    results = [x for x in viewer.layers if x.name.startswith(f"vol [{NETWORK} x2]")]
     assert len(results) == 2
     for result in results:
         np.testing.assert_allclose(result.data, expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(layer.data, smooth_volume)
+
+
+@pytest.mark.parametrize("row", LIBRARY_PARAMS)
+def test_library_variable_panel(row, tmp_path, monkeypatch, make_napari_viewer, errors):
+    from napari_volsr._qt.restore_widget import RestoreWidget
+    from napari_volsr.engine.restorers import BASELINES
+
+    expected = use_library(row, tmp_path, monkeypatch)
+    if expected is not None:
+        save_tiny(expected / "m")
+    viewer = make_napari_viewer()
+    widget = RestoreWidget(viewer)  # opens whatever the variable holds, without an error
+    models = [c for c in widget.model.choices if c not in BASELINES]
+    assert models == ([] if expected is None else ["m"]) and errors == []
+
+
+def test_a_model_saved_again_while_the_panel_loads_it(tmp_path, qtbot, panel, errors,
+                                                      smooth_volume, tiny_library, monkeypatch):
+    from napari_volsr.engine import model_cache, models
+    from napari_volsr.engine.config import ModelConfig
+    from napari_volsr.engine.registry import build_network, network_config
+
+    real, calls = models._load_weights, []
+
+    def racing(net, path):
+        if not calls:  # a training run saving the model under the same name right now
+            model = ModelConfig(name=NETWORK, task="upsample", z_factor=2,
+                                network=network_config("rcan", "tiny"))
+            models.save_model(tiny_library / NETWORK, model, build_network(model),
+                              overwrite=True)
+        calls.append(path)
+        real(net, path)
+
+    viewer, widget = panel
+    viewer.add_image(smooth_volume, name="vol")
+    widget.refresh_models()
+    widget.model.value = NETWORK
+    monkeypatch.setattr(models, "_load_weights", racing)
+    model_cache._LOADED.clear()
+    widget._on_run()
+    wait_idle(qtbot, widget)
+    assert errors == [] and len(calls) == 2
+    assert viewer.layers[-1].metadata["volsr"]["family"] == "rcan"

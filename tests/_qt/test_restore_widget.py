@@ -91,8 +91,8 @@ def test_saved_diffusion_model_adds_result_and_uncertainty(qtbot, make_napari_vi
     widget.diffusion_steps.value = 1
     widget.diffusion_samples.value = 3
     _run(qtbot, widget)
-    restored = viewer.layers["stack [diffusion x2]"]
-    uncertainty = viewer.layers["stack [diffusion x2] uncertainty"]
+    restored = viewer.layers["stack [emdiffuse x2]"]
+    uncertainty = viewer.layers["stack [emdiffuse x2] uncertainty"]
     assert restored.data.shape == uncertainty.data.shape == (12, 16, 16)
     np.testing.assert_allclose(uncertainty.scale, (0.4, 0.2, 0.2))
     assert restored.metadata["volsr"]["method"] == "diffusion"
@@ -144,10 +144,11 @@ def test_plan_label_follows_block_override_and_restore_honours_it(qtbot, viewer_
     viewer.add_image(smooth_volume, name="stack", scale=(0.8, 0.2, 0.2))
     assert widget.plan.auto and widget.plan.n_blocks == 1
     assert widget.plan_label.value.startswith("auto: 1 block of 12x20x24")
-    assert "halo 2x0x0" in widget.plan_label.value and "per block" in widget.plan_label.value
+    # The cubic B-spline's recursive prefilter reaches 12 slices (engine.interp.SPLINE_HALO).
+    assert "halo 12x0x0" in widget.plan_label.value and "per block" in widget.plan_label.value
     widget.block_shape.value = "4,10,12"
     assert widget.plan_label.value.startswith("fixed: 12 blocks of 4x10x12 (grid 3x2x2)")
-    widget.z_factor.value = 2  # plan follows the z-factor too (halo of cubic stays 2)
+    widget.z_factor.value = 2  # plan follows the z-factor too (halo of cubic stays 12)
     assert "output 24x20x24" in widget.plan_label.value
     widget.z_factor.value = 4
     _run(qtbot, widget)
@@ -232,7 +233,7 @@ def test_load_model_folder(qtbot, viewer_widget, library, tmp_path, smooth_volum
     assert "no training record" in widget.model_card.value
     assert "auto: " in widget.plan_label.value
     _run(qtbot, widget)
-    out = viewer.layers["stack [RCAN x2]"]
+    out = viewer.layers["stack [my-rcan x2]"]
     assert out.data.shape == (24, 20, 24)
     assert out.metadata["volsr"]["model_folder"] == str(folder.resolve())
     widget.refresh_models()  # e.g. after training: the folder stays selectable

@@ -102,7 +102,7 @@ def test_paired_training_plots_previews_saves_and_restores(qtbot, panel, pair, m
     restore._on_run()
     assert restore.worker is not None
     qtbot.waitUntil(lambda: restore.worker is None, timeout=60_000)
-    out = viewer.layers["noisy [RCAN]"]
+    out = viewer.layers["noisy [denoise]"]
     assert out.data.shape == (16, 48, 48)
     np.testing.assert_allclose(out.scale, SCALE)
     np.testing.assert_allclose(out.translate, TRANSLATE)
@@ -218,11 +218,31 @@ def test_errors_inside_the_worker_become_notifications(qtbot, panel, monkeypatch
     viewer, widget = panel
     messages = []
     monkeypatch.setattr("napari.utils.notifications.show_error", messages.append)
-    widget.patch_y.value = 40  # no room left for validation rows in 48
+
+    def refuse(*args, **kwargs):  # a refusal raised while the worker cuts the patches
+        raise ValueError("'noisy' holds no patch of this size: use a smaller patch")
+
+    # (A patch with no room for validation rows used to be refused here; the engine now
+    # trains without validation and says so: see the next test.)
+    monkeypatch.setattr("napari_volsr.engine.data.make_training_data", refuse)
     train(qtbot, widget)
     assert len(messages) == 1 and "smaller patch" in messages[0], messages
     assert [layer.name for layer in viewer.layers] == ["noisy", "clean"]
     assert list_library() == [] and widget.start_button.enabled
+
+
+def test_a_patch_without_room_for_validation_trains_and_says_so(qtbot, panel, monkeypatch):
+    viewer, widget = panel
+    messages = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", messages.append)
+    widget.patch_y.value = 40  # no room left for validation rows in 48
+    said = []
+    native = widget.status.native
+    set_text = native.setText
+    native.setText = lambda text: (said.append(text), set_text(text))
+    train(qtbot, widget)
+    assert messages == [] and any("training without validation" in s for s in said), said
+    assert load_model("denoise").config.training["settings"]["patch_shape"] == [4, 40, 16]
 
 
 def test_a_runtime_error_in_training_still_ends_the_run(qtbot, panel, monkeypatch):

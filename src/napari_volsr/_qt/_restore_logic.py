@@ -58,9 +58,21 @@ class PlanSummary:
         return text
 
 
+def region_text(region, shape) -> str:
+    """``z 17-21, y 0-151 (all 152), x 0-125 (all 126)``: voxels a preview covers, first
+    and last included, so a whole axis reads as whole."""
+    parts = []
+    for axis, (start, stop), n in zip("zyx", region, shape, strict=True):
+        whole = f" (all {n})" if (start, stop) == (0, n) else f" of {n}"
+        parts.append(f"{axis} {start}-{stop - 1}{whole}")
+    return ", ".join(parts)
+
+
 # ---------------------------------------------------------------------- model card
-def _spacing_text(spacing) -> str:
-    return " x ".join(f"{float(s):g}" for s in spacing)
+def _spacing_text(spacing, unit) -> str:
+    """``0.8 x 0.2 x 0.2 µm (z, y, x)``; an unknown unit is said, never guessed."""
+    values = " x ".join(f"{float(s):.4g}" for s in spacing)
+    return f"{values} {unit} (z, y, x)" if unit else f"{values} (z, y, x; unit not recorded)"
 
 
 def model_card(config) -> str:
@@ -85,7 +97,8 @@ def model_card(config) -> str:
             trained.append(f"{count} {_xyz(shapes[0])}")
         spacing = training.get("voxel_spacing")
         if spacing:
-            trained.append(f"spacing {_spacing_text(spacing)}")
+            unit = training.get("voxel_unit") or data.get("unit")
+            trained.append(f"spacing {_spacing_text(spacing, unit)}")
         lines.append("trained on " + ", ".join(trained))
         run = []
         if training.get("steps") is not None:
@@ -93,8 +106,11 @@ def model_card(config) -> str:
         if training.get("minutes") is not None:
             run[-1:] = [f"{run[-1]} ({float(training['minutes']):.3g} min)"] if run else []
         validation = training.get("final_validation") or {}
+        baseline = (training.get("baseline_validation") or {}).get("psnr")
         if validation.get("psnr") is not None:
             run.append(f"val PSNR {float(validation['psnr']):.2f} dB")
+            if baseline is not None:  # the interpolation baseline on the same patches
+                run[-1] += f" (baseline {float(baseline):.2f} dB)"
         if validation.get("ssim") is not None:
             run.append(f"SSIM {float(validation['ssim']):.3f}")
         if not validation:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 
-from qtpy.QtCore import QPointF, QRectF, Qt, QTimer
+from qtpy.QtCore import QPointF, QRectF, QSize, Qt, QTimer
 from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 LOSS_COLOR = QColor(255, 159, 67)
 PSNR_COLOR = QColor(79, 195, 247)
+BASELINE_COLOR = QColor(160, 164, 171)
 # Redraw at most this often: training may yield hundreds of steps per second.
 REDRAW_MS = 250
 
@@ -49,17 +50,23 @@ class LossPlot(QWidget):
         self.psnr_steps: list[int] = []
         self.psnr_values: list[float] = []
         self.total: int | None = None
+        self.baseline: float | None = None  # the interpolation baseline's validation PSNR
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(REDRAW_MS)
         self._timer.timeout.connect(self.update)
-        self.setMinimumHeight(170)
+        self.setMinimumHeight(130)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
         self.setToolTip(
             "Orange: training loss per step (faint) and its moving average, log scale, "
             "left axis. Blue: PSNR on the held-out validation patches (dB, right axis; "
-            "higher is better). Stop when the blue curve stops rising."
+            "higher is better). Dashed grey: the interpolation baseline's PSNR on the same "
+            "patches; the model helps where blue is above it. Stop when blue stops rising."
         )
+
+    def sizeHint(self):  # noqa: N802 (Qt name)
+        """A small plot: the form above it gets the room."""
+        return QSize(320, 140)
 
     # ------------------------------------------------------------ data
     def clear(self):
@@ -69,12 +76,23 @@ class LossPlot(QWidget):
         self.psnr_steps.clear()
         self.psnr_values.clear()
         self.total = None
+        self.baseline = None
         self.update()
 
     def set_total(self, total: int | None):
         """Set the step budget, so the x axis spans the whole run."""
         self.total = total
         self._schedule()
+
+    def set_baseline(self, psnr: float | None):
+        """The interpolation baseline's validation PSNR: a reference line on the PSNR axis."""
+        self.baseline = float(psnr) if psnr is not None and math.isfinite(psnr) else None
+        self._schedule()
+
+    def x_max(self) -> int:
+        """The step at the right end of the x axis: the step budget, else the last step."""
+        last = max(self.loss_steps[-1:] + self.psnr_steps[-1:], default=0)
+        return max(self.total or 0, last, 1)
 
     def add_loss(self, step: int, value: float):
         """Append one training-loss point (non-finite values are skipped)."""
@@ -128,8 +146,7 @@ class LossPlot(QWidget):
                              "loss and validation PSNR appear here during training")
             painter.end()
             return
-        last = max(self.loss_steps[-1:] + self.psnr_steps[-1:])
-        x_max = max(self.total or 0, last, 1)
+        x_max = self.x_max()
         self._draw_steps(painter, area, text, x_max)
 
         def to_x(step: float) -> float:
@@ -137,7 +154,7 @@ class LossPlot(QWidget):
 
         if self.loss_values:
             self._draw_loss(painter, area, to_x)
-        if self.psnr_values:
+        if self.psnr_values or self.baseline is not None:
             self._draw_psnr(painter, area, to_x)
         painter.end()
 
@@ -154,15 +171,22 @@ class LossPlot(QWidget):
         metrics = painter.fontMetrics()
         line = metrics.height()
         x = area.left()
-        psnr_label = "validation PSNR"
+        psnr_label = "val PSNR"
         if self.psnr_values:
             psnr_label += f" {self.psnr_values[-1]:.2f} dB"
-        for color, label in ((LOSS_COLOR, "training loss"), (PSNR_COLOR, psnr_label)):
-            painter.setPen(QPen(color, 2))
+        entries = [(LOSS_COLOR, "loss", Qt.SolidLine), (PSNR_COLOR, psnr_label, Qt.SolidLine)]
+        if self.baseline is not None:
+            entries.append((BASELINE_COLOR, self.baseline_label(), Qt.DashLine))
+        for color, label, style in entries:
+            painter.setPen(QPen(color, 2, style))
             painter.drawLine(QPointF(x, line / 2 + 2), QPointF(x + 14, line / 2 + 2))
             painter.setPen(text)
             painter.drawText(QPointF(x + 18, line - 1), label)
-            x += 18 + metrics.horizontalAdvance(label) + 14
+            x += 18 + metrics.horizontalAdvance(label) + 12
+
+    def baseline_label(self) -> str:
+        """The legend's words for the reference line."""
+        return f"baseline {self.baseline:.2f} dB" if self.baseline is not None else ""
 
     @staticmethod
     def _draw_steps(painter: QPainter, area: QRectF, text: QColor, x_max: int):
@@ -202,14 +226,22 @@ class LossPlot(QWidget):
             painter.drawText(QPointF(2, y), f"{shown:.3g}")
 
     def _draw_psnr(self, painter: QPainter, area: QRectF, to_x):
-        """Validation PSNR with dots at the (last 200) points; right-axis labels."""
+        """Validation PSNR with dots at the (last 200) points, the baseline dashed;
+        right-axis labels."""
         line = painter.fontMetrics().height()
-        low, high = min(self.psnr_values), max(self.psnr_values)
+        values = self.psnr_values + ([self.baseline] if self.baseline is not None else [])
+        low, high = min(values), max(values)
         pad = max(0.5, 0.05 * (high - low))
         low, high = low - pad, high + pad
 
         def to_y(v: float) -> float:
             return area.bottom() - area.height() * (v - low) / (high - low)
+
+        if self.baseline is not None:
+            y = to_y(self.baseline)
+            painter.setPen(QPen(BASELINE_COLOR, 1.5, Qt.DashLine))
+            painter.drawLine(QPointF(area.left(), y), QPointF(area.right(), y))
+            painter.drawText(QPointF(area.left() + 4, y - 3), "baseline")
 
         pairs = zip(self.psnr_steps, self.psnr_values, strict=True)
         points = [(to_x(s), to_y(v)) for s, v in pairs]

@@ -14,13 +14,13 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from qtpy.QtWidgets import QSizePolicy
 
 from ..engine.data import DEFAULT_PERCENTILES
 from ..engine.devices import DEVICES, PRECISIONS
 from ..engine.geometry import default_z_factor
 from ..engine.predict import OUTPUT_DTYPES
 from ._restore_logic import BASELINE_DESCRIPTIONS, model_card
+from ._widgets import collapsible, compact, fit_lines
 
 STAGES = ("load", "normalise", "blocks", "finalise")
 WARN_STYLE = "color: #e6a23c;"
@@ -53,13 +53,15 @@ class LayerModelSection(Container):
         self.z_factor = SpinBox(label="z-factor", min=1, max=16, value=1,
                                 tooltip="z upsampling factor (1 = same-shape restoration); "
                                         "trained models fix it")
+        for combo in (self.image, self.model):
+            compact(combo)
         self.z_warning = Label(label="", value="", visible=False)
         self.extend([self.image, self.model, self.load_model_button, self.z_factor,
                      self.z_warning])
         # The card describes the model row: right under it, in this section's columns.
         card.margins = (0, 0, 0, 0)
         self.native.layout().insertWidget(2, card.native)
-        self.z_warning.native.setWordWrap(True)
+        fit_lines(self.z_warning)
         self.z_warning.native.setStyleSheet(WARN_STYLE)
         _section(self)
 
@@ -92,7 +94,7 @@ class ModelCardSection(Container):
         super().__init__(labels=True)
         self.model_card = Label(label="", value="")
         self.append(self.model_card)
-        self.model_card.native.setWordWrap(True)
+        fit_lines(self.model_card)
         self.model_card.native.setStyleSheet(MUTED_STYLE)
 
     def show(self, config, model: str | None) -> None:
@@ -149,12 +151,10 @@ class TilesSection(Container):
                "precision", "output_dtype", "percentile_low", "percentile_high")
 
     def __init__(self):
-        from superqt import QCollapsible
-
         super().__init__(labels=True)
         self.plan_label = Label(label="tiles", value="")
         self.append(self.plan_label)
-        self.plan_label.native.setWordWrap(True)
+        fit_lines(self.plan_label)
         self.block_shape = LineEdit(
             label="block shape", value="auto",
             tooltip="'auto' picks the largest block that fits in memory; or type the core "
@@ -178,11 +178,8 @@ class TilesSection(Container):
             self.block_shape, self.device, self.precision, self.output_dtype,
             self.percentile_low, self.percentile_high,
         ])
-        self.advanced_section = QCollapsible("Advanced: tiles, device, precision, intensities")
-        self.advanced_section.addWidget(self.advanced.native)
-        # No indent: the advanced rows line up with the form's.
-        self.advanced_section.layout().setContentsMargins(0, 0, 0, 0)
-        self.advanced_section.content().layout().setContentsMargins(0, 0, 0, 0)
+        self.advanced_section = collapsible("Advanced: tiles, device, precision, intensities",
+                                            self.advanced.native)
         self.advanced.margins = (0, 0, 0, 0)
         self.native.layout().addWidget(self.advanced_section)
         _section(self)
@@ -215,10 +212,7 @@ class RunSection(Container):
         buttons.margins = (0, 0, 0, 0)
         self.progress_bar = ProgressBar(label="progress", value=0, max=1, visible=False)
         self.status = Label(label="status", value="ready")
-        self.status.native.setWordWrap(True)
-        # Short texts too fill the row, so the label stays in the form's label column.
-        self.status.native.setSizePolicy(QSizePolicy.Policy.Expanding,
-                                         QSizePolicy.Policy.Preferred)
+        fit_lines(self.status)
         self.footer = Container(labels=True, widgets=[self.progress_bar, self.status])
         self.footer.margins = (0, 0, 0, 0)
         self.extend([buttons, self.footer])

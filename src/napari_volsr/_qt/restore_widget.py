@@ -11,9 +11,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui.widgets import Container
-from qtpy.QtCore import QEvent, QObject
 
-from .._layers import LayerInputError, default_z_factor, layer_input, result_layers, result_name
+from .._layers import (
+    LayerInputError,
+    default_z_factor,
+    layer_input,
+    result_label,
+    result_layers,
+    result_name,
+)
 from ..engine.data import DEFAULT_PERCENTILES
 from ..engine.devices import device_budget
 from ..engine.models import ModelError, list_library, read_model_config, resolve_model_path
@@ -21,7 +27,8 @@ from ..engine.pipeline import iter_restore_job
 from ..engine.preview import expand_region, iter_preview, visible_region
 from ..engine.restorers import BASELINES, restorer_geometry
 from ..engine.tiling import parse_block_shape, plan_restore
-from ._restore_logic import PlanSummary
+from ._restore_logic import PlanSummary, region_text
+from ._widgets import ShowWatcher, align_label_column, scroll_form
 from ._workers import NO_THREADS, reporting_errors, tap
 from .restore_sections import (
     DiffusionSection,
@@ -37,22 +44,6 @@ if TYPE_CHECKING:
 
 class _FormError(ValueError):
     """The form cannot be run as it is; the message says what to change."""
-
-
-class _NativeWatcher(QObject):
-    """Calls back when the panel is shown, and when it loses its parent (dock closed)."""
-
-    def __init__(self, on_show, on_orphaned, parent):
-        super().__init__(parent)
-        self._on_show = on_show
-        self._on_orphaned = on_orphaned
-
-    def eventFilter(self, obj, event):  # noqa: N802 (Qt name)
-        if event.type() == QEvent.Type.ParentChange and obj.parent() is None:
-            self._on_orphaned()
-        elif event.type() == QEvent.Type.Show:
-            self._on_show()
-        return False
 
 
 class RestoreWidget(Container):
@@ -75,7 +66,11 @@ class RestoreWidget(Container):
         self.sampler = DiffusionSection()
         self.tiles = TilesSection()
         self.actions = RunSection()
-        self.extend([self.inputs, self.sampler, self.tiles, self.actions])
+        # The form scrolls; the buttons, the progress bar and the status stay in view.
+        self.form = Container(labels=False, widgets=[self.inputs, self.sampler, self.tiles])
+        self.form.margins = (0, 0, 0, 0)
+        self.extend([self.form, self.actions])
+        self.scroll = scroll_form(self.native.layout(), self.form.native)
         sections = (self.inputs, self.card, self.sampler, self.tiles, self.actions)
         for section in sections:  # the form's widgets, by the names tests and users know
             for name in section.WIDGETS:
@@ -94,7 +89,7 @@ class RestoreWidget(Container):
         viewer.layers.events.inserted.connect(self._refresh_layers)
         viewer.layers.events.removed.connect(self._refresh_layers)
         # Closing the panel (or the viewer, which deletes it) stops a running worker.
-        self._watcher = _NativeWatcher(self._align_labels, self._stop_worker, self.native)
+        self._watcher = ShowWatcher(self._align_labels, self._stop_worker, self.native)
         self.native.installEventFilter(self._watcher)
         self.native.destroyed.connect(self._on_destroyed)
         self._refresh_layers()
@@ -102,20 +97,7 @@ class RestoreWidget(Container):
 
     def _align_labels(self):
         """One label column for all sections, measured in the font napari styles."""
-        label = self.status.native
-        label.ensurePolished()
-        metrics = label.fontMetrics()
-        rows = [(w, w._labeled_widget()) for c in self._labelled for w in c]
-        rows = [(w, row) for w, row in rows if row is not None]
-        if not rows:
-            return
-        width = max(
-            max(metrics.horizontalAdvance(w.label) + 6,
-                row._label_widget.native.sizeHint().width())
-            for w, row in rows
-        )
-        for _, row in rows:
-            row.label_width = width
+        align_label_column(self._labelled, self.status.native)
 
     # ------------------------------------------------------------ form state
     def _image_layers(self, _widget=None):
@@ -442,7 +424,7 @@ class RestoreWidget(Container):
 
         source = self._source
         data, kwargs, layer_type = result_layers(result, source["name"], source["metadata"])[0]
-        name = result_name(source["name"], result.settings.get("method", "restored"),
+        name = result_name(source["name"], result_label(result.settings),
                            result.z_factor) + " preview"
         kwargs["name"] = name
         existing = next((x for x in self.viewer.layers
@@ -455,8 +437,8 @@ class RestoreWidget(Container):
             existing.translate = kwargs["translate"]
             existing.metadata = kwargs["metadata"]
             existing.contrast_limits = kwargs["contrast_limits"]
-        region = " ".join(f"{k[0]}:{k[1]}" for k in result.settings["preview_region"])
-        self.status.value = f"preview of z,y,x {region} in '{name}'; press Restore for all"
+        region = region_text(result.settings["preview_region"], source["data"].shape)
+        self.status.value = f"preview of {region} in '{name}'; press Restore for all"
 
     def _elapsed(self) -> float:
         return time.monotonic() - self._started if self._started is not None else 0.0

@@ -7,6 +7,15 @@ import numpy as np
 # The preview restores a central crop of at most this many input voxels (z, y, x).
 PREVIEW_INPUT = (8, 64, 64)
 PREVIEW_KEY = "volsr_preview"
+# The preview's own colormap (another one when the source already uses it), so the
+# crop never blends into the image it was cut from; its outline marks it in 2D and 3D.
+PREVIEW_COLORMAPS = ("magma", "viridis")
+
+
+def preview_colormap(source_colormap) -> str:
+    """A colormap for the preview that differs from the source layer's."""
+    name = getattr(source_colormap, "name", source_colormap)
+    return next(c for c in PREVIEW_COLORMAPS if c != name)
 
 
 def preview_crop(config, item, colormap) -> tuple[np.ndarray | None, dict]:
@@ -19,7 +28,7 @@ def preview_crop(config, item, colormap) -> tuple[np.ndarray | None, dict]:
     item
         The first input of the source (a VolumeInput: data, spacing, origin, name).
     colormap
-        The source layer's colormap, for the preview layer.
+        The source layer's colormap: the preview takes another one.
 
     Returns
     -------
@@ -56,7 +65,8 @@ def preview_crop(config, item, colormap) -> tuple[np.ndarray | None, dict]:
     scale, translate = output_geometry(tuple(spacing), tuple(origin), f)
     name = config.model.name
     return crop, dict(
-        name=f"{name} preview", scale=scale, translate=translate, colormap=colormap,
+        name=f"{name} preview", scale=scale, translate=translate,
+        colormap=preview_colormap(colormap), blending="translucent_no_depth",
         metadata={PREVIEW_KEY: {"model": name, "source": item.name,
                                 "crop_start": list(start), "crop_shape": list(size)}},
     )
@@ -83,6 +93,7 @@ class PreviewLayer:
         limits = _contrast(array)
         if layer is None:
             self.layer = self.viewer.add_image(array, **kwargs, contrast_limits=limits)
+            self.layer.bounding_box.visible = True
             self.limits = list(self.layer.contrast_limits)
             return
         # Follow the network's output range until the user sets contrast by hand.
@@ -94,6 +105,16 @@ class PreviewLayer:
             layer.contrast_limits = limits
         self.limits = list(layer.contrast_limits)
         self.layer = layer
+
+
+    def remove(self) -> None:
+        """Take the preview layer out of the viewer (the live-preview switch, panel closed)."""
+        layer, self.layer = self.layer, None
+        try:
+            if layer is not None and layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        except Exception:  # the viewer is closing: never raise in a Qt event filter
+            pass
 
 
 def _contrast(array) -> list[float]:

@@ -69,6 +69,40 @@ def training_run(request: TrainingRequest, *, stop: threading.Event, preview_inp
         should_stop=stop.is_set, preview_input=preview_input)))
 
 
+def status_text(record, psnr: float | None, minutes: float | None,
+                baseline: float | None = None) -> str:
+    """The status line for a training record: step, loss, validation, time."""
+    from .train_sections import time_text
+
+    total = record.total
+    parts = [f"step {record.step}" + (f"/{total}" if total else "")]
+    if record.loss is not None:
+        parts.append(f"loss {record.loss:.4g}")
+    if psnr is not None:
+        parts.append(f"val PSNR {psnr:.2f} dB"
+                     + (f" (baseline {baseline:.2f})" if baseline is not None else ""))
+    parts.append(time_text(record.elapsed, minutes) if minutes
+                 else f"{record.elapsed / 60:.1f} min")
+    if record.data_wait > 0.5:
+        parts.append(f"waiting for data {record.data_wait:.0%}")
+    text = ", ".join(parts)
+    return f"{text} - {record.message}" if record.message else text
+
+
+def saved_text(config) -> str:
+    """``finished, 200 steps, val PSNR 21.90 dB (baseline 19.80 dB)``: a saved model's run."""
+    card = config.training
+    how = "stopped early" if card.get("stopped_early") else "finished"
+    psnr = (card.get("final_validation") or {}).get("psnr")
+    baseline = (card.get("baseline_validation") or {}).get("psnr")
+    detail = f"{how}, {card.get('steps')} steps"
+    if psnr is not None:
+        detail += f", val PSNR {psnr:.2f} dB"
+        if baseline is not None:
+            detail += f" (baseline {baseline:.2f} dB)"
+    return detail
+
+
 def start_worker(generator, *, aborted, yielded, returned, errored, finished):
     """Run ``generator`` in a napari thread worker wired to the panel's slots; return it."""
     from napari.qt.threading import create_worker

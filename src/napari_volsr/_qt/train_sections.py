@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 from magicgui.widgets import (
@@ -17,6 +16,8 @@ from magicgui.widgets import (
     SpinBox,
 )
 
+from ._widgets import compact, fit_lines
+
 FAMILY_TIPS = (
     "RCAN: robust default for denoising/deblurring and z-upsampling. SRUNet: U-Net, fast. "
     "GAN: sharper textures, may invent detail. diffusion: samples plausible detail plus an "
@@ -27,7 +28,7 @@ SOURCE_LABELS = {
     "synthetic": "target only (synthetic degradation)",
     "isotropic": "self-supervised isotropic (one anisotropic layer)",
 }
-IDLE_STATUS = "choose data, then press Start"
+IDLE_STATUS = "check the data and the budget, then press Start"
 
 
 def _family_choices() -> list[tuple[str, str]]:
@@ -58,26 +59,23 @@ class Section(Container):
         return [w for w in self if w._labeled_widget() is not None]
 
 
-def align_labels(sections: list[Section]) -> None:
+def align_labels(sections: list[Section], font_widget) -> Callable:
     """Give every section the widest label's width, so the form reads as one column.
 
-    A section re-aligns its own labels when one changes (the patch label does); this
-    runs after it.
+    Measured in ``font_widget``'s styled font; re-run when a label changes (the patch
+    label does). Returns the aligning function, for the panel to call when shown (napari's
+    stylesheet may enlarge the font after the panel is built).
     """
-    from magicgui.application import use_app
-
-    measure = use_app().get_obj("get_text_width")
+    from ._widgets import align_label_column
 
     def align(*_):
-        widgets = [w for section in sections for w in section.labelled()]
-        widest = max(measure(w.label) for w in widgets)
-        for widget in widgets:
-            widget._labeled_widget().label_width = widest
+        align_label_column(sections, font_widget)
 
     for section in sections:
         for widget in section:
             widget.label_changed.connect(align)
     align()
+    return align
 
 
 class ModelSection(Section):
@@ -141,23 +139,40 @@ class DataSection(Section):
         )
         super().__init__([self.source, self.raw, self.target, self.volume, self.z_factor,
                           self.dims])
+        for picker in (self.raw, self.target, self.volume):
+            compact(picker)
         self._choices = layer_choices
 
-    def refresh(self, selection) -> None:
-        """Re-list the layers; fill empty pickers, with the selected layers first."""
+    def refresh(self, selection, choose: bool) -> None:
+        """Re-list the layers; with ``choose``, pick the source and layers they suggest.
+
+        Otherwise (the user chose) fill only empty pickers, the selected layers first,
+        and never with the layer the other picker of a pair holds.
+        """
+        from .train_defaults import choose_data
+
         for picker in (self.raw, self.target, self.volume):
             picker.reset_choices()
         choices = self._choices()
         if not choices:
             return
+        choice = choose_data(choices, selection) if choose else None
+        if choice is not None:
+            self.source.value = choice.source
+            for role in ("raw", "target", "volume"):
+                value = getattr(choice, role)
+                if value is not None:
+                    getattr(self, role).value = value
         selected = [layer for layer in selection if layer in choices]
         if self.volume.value is None:
             self.volume.value = (selected or choices)[-1]
         if self.target.value is None:
-            self.target.value = (selected or choices)[-1]
+            pool = [layer for layer in selected or choices if layer is not self.raw.value]
+            pool = pool or [layer for layer in choices if layer is not self.raw.value]
+            self.target.value = pool[-1] if pool else None
         if self.raw.value is None:
             others = [layer for layer in choices if layer is not self.target.value]
-            self.raw.value = (others or choices)[0]
+            self.raw.value = others[0] if others else None
 
     @property
     def pickers(self) -> dict[str, ComboBox]:
@@ -224,27 +239,15 @@ class BudgetSection(Section):
         patch = (self.patch_z.value, self.patch_y.value, self.patch_x.value)
         return patch if dims == 3 else patch[1:]
 
-    def fit_patch(self, shape: tuple, z_factor: int, source: str, dims: int,
-                  family: str) -> None:
-        """Default patch, shrunk to fit a layer of ``shape`` with room for validation rows."""
-        fits, f = len(shape) == 3, z_factor
-        if dims == 3:
-            want = [max(4, 32 // f), 64, 64]
-            if fits:
-                depth = shape[0] if source == "paired" else shape[0] // f
-                want = [min(want[0], depth), min(64, shape[1] // 2), min(64, shape[2])]
-            # Diffusion UNets halve z too: keep z a multiple of their divisor.
-            z_step = 8 // math.gcd(8, f) if family == "diffusion" else 1
-            sizes = [_round_down(want[0], z_step), _round_down(want[1], 8),
-                     _round_down(want[2], 8)]
-        else:
-            want = [64, 64]
-            if fits:
-                rows = shape[1] // (2 * f) if source == "isotropic" else shape[1] // 2
-                want = [min(64, rows), min(64, shape[2])]
-            sizes = [self.patch_z.value, _round_down(want[0], 8), _round_down(want[1], 8)]
-        for box, value in zip((self.patch_z, self.patch_y, self.patch_x), sizes, strict=True):
-            box.value = max(4, value)
+    def show_patch(self, patch: tuple[int, ...]) -> None:
+        """Show a patch (``(z, y, x)``, or ``(y, x)`` for 2D: z is left as it is)."""
+        boxes = (self.patch_z, self.patch_y, self.patch_x)[-len(patch):]
+        for box, value in zip(boxes, patch, strict=True):
+            box.value = max(box.min, min(box.max, int(value)))
+
+    def budget_text(self) -> str:
+        """The budget the form sets, in its own units (the bar shows it before Start)."""
+        return describe_budget(self.steps.value or None, self.minutes.value or None)
 
 
 class DegradationSection(Container):
@@ -319,29 +322,21 @@ class AdvancedSection(Container):
         return value or None
 
 
-class RunSection(Section):
-    """Model name, the run buttons, progress and the status line."""
+class NameSection(Section):
+    """The model's library name, overwrite, and the live preview switch."""
 
-    FIELDS = ("model_name", "overwrite", "start_button", "stop_button", "resume_button",
-              "buttons", "progress_bar", "status")
+    FIELDS = ("model_name", "overwrite", "live_preview")
 
     def __init__(self):
         self.model_name = LineEdit(label="model name", value="",
                                    tooltip="name in the model library (Restore lists it)")
         self.overwrite = CheckBox(label="overwrite", value=False,
                                   tooltip="replace an existing model of this name")
-        self.start_button = PushButton(text="Start")
-        self.stop_button = PushButton(text="Stop", enabled=False,
-                                      tooltip="stop after this step; the model is saved")
-        self.resume_button = PushButton(text="Resume",
-                                        tooltip="continue this model's last checkpoint")
-        self.buttons = _row([self.start_button, self.stop_button, self.resume_button], "")
-        self.progress_bar = ProgressBar(label="progress", value=0, min=0, max=1)
-        self.progress_bar.native.setFormat("%v / %m steps")
-        self.status = Label(label="status", value=IDLE_STATUS)
-        self.status.native.setWordWrap(True)
-        super().__init__([self.model_name, self.overwrite, self.buttons, self.progress_bar,
-                          self.status])
+        self.live_preview = CheckBox(
+            label="live preview layer", value=True,
+            tooltip="at each validation, restore a small central crop with the current "
+            "weights into its own layer (own colormap, outlined); untick to remove it")
+        super().__init__([self.model_name, self.overwrite, self.live_preview])
 
     def name_hint(self) -> str:
         """What the typed name means: free, an existing model (resume it?) or taken."""
@@ -358,26 +353,60 @@ class RunSection(Section):
         return (f"'{name}' exists ({config.family}, x{config.z_factor}, {steps} steps): "
                 "Resume continues it, or tick overwrite, or choose another name")
 
+
+class RunSection(Section):
+    """The run buttons, progress and the status line: always in view, under the form."""
+
+    FIELDS = ("start_button", "stop_button", "resume_button", "buttons", "progress_bar",
+              "status")
+
+    def __init__(self):
+        self.start_button = PushButton(text="Start")
+        self.stop_button = PushButton(text="Stop", enabled=False,
+                                      tooltip="stop after this step; the model is saved")
+        self.resume_button = PushButton(text="Resume",
+                                        tooltip="continue this model's last checkpoint")
+        self.buttons = _row([self.start_button, self.stop_button, self.resume_button], "")
+        self.progress_bar = ProgressBar(label="progress", value=0, min=0, max=1)
+        self.status = Label(label="status", value=IDLE_STATUS)
+        fit_lines(self.status)
+        super().__init__([self.buttons, self.progress_bar, self.status])
+
     def set_running(self, running: bool) -> None:
         """Start and Resume while idle; Stop while training."""
         self.start_button.enabled = self.resume_button.enabled = not running
         self.stop_button.enabled = running
 
-    def show_progress(self, step: int, total: int | None) -> None:
-        """Move the bar (a time-only budget has no total: the bar stays)."""
-        if total:
-            self.progress_bar.max = total
-            self.progress_bar.value = min(step, total)
+    def show_budget(self, text: str) -> None:
+        """Before a run: an empty bar that names the budget (never '0 / 1 steps')."""
+        self.progress_bar.max, self.progress_bar.value = 1, 0
+        self.progress_bar.native.setFormat(text)
+
+    def show_progress(self, step: int, total: int | None, elapsed: float,
+                      minutes: float | None) -> None:
+        """Move the bar in the unit of the budget that ends the run first."""
+        bar = self.progress_bar
+        time_share = elapsed / (minutes * 60) if minutes else None
+        if time_share is not None and (not total or time_share >= step / total):
+            bar.max, bar.value = 1000, min(1000, round(1000 * time_share))
+            bar.native.setFormat(time_text(elapsed, minutes))
+        elif total:
+            bar.max, bar.value = total, min(step, total)
+            bar.native.setFormat("%v / %m steps")
+
+    def show_done(self, step: int, elapsed: float) -> None:
+        """The run ended: a full bar saying what ran."""
+        self.progress_bar.max = self.progress_bar.value = 1
+        self.progress_bar.native.setFormat(f"{step} steps in {elapsed / 60:.1f} min")
 
 
-def collapsible(title: str, section: Container):
-    """A collapsed-by-default box holding ``section`` (magicgui has none)."""
-    from superqt import QCollapsible
-
-    box = QCollapsible(title, collapsedIcon="▶")
-    box.addWidget(section.native)
-    return box
+def describe_budget(steps: int | None, minutes: float | None) -> str:
+    """``1000 steps``, ``5 min``, ``1000 steps or 5 min`` (whichever comes first)."""
+    parts = ([f"{steps} steps"] if steps else []) + ([f"{minutes:g} min"] if minutes else [])
+    return "budget: " + " or ".join(parts) if parts else "no budget set"
 
 
-def _round_down(value: int, step: int) -> int:
-    return value - value % step if value >= step else value
+def time_text(elapsed: float, minutes: float) -> str:
+    """``1.2 / 5 min, 3:48 left``: a time budget's progress."""
+    left = max(0.0, minutes * 60 - elapsed)
+    return f"{elapsed / 60:.1f} / {minutes:g} min, {int(left // 60)}:{int(left % 60):02d} left"

@@ -8,18 +8,28 @@ from typing import TYPE_CHECKING
 
 from magicgui.widgets import Container
 
+from ._widgets import ShowWatcher, collapsible, scroll_form
 from ._workers import NO_THREADS, tap
+from .train_defaults import fitted_patch, layer_shape
 from .train_preview import PREVIEW_KEY, PreviewLayer, preview_crop
-from .train_run import Control, DataRefused, TrainingRun, start_worker, training_run
+from .train_run import (
+    Control,
+    DataRefused,
+    TrainingRun,
+    saved_text,
+    start_worker,
+    status_text,
+    training_run,
+)
 from .train_sections import (
     AdvancedSection,
     BudgetSection,
     DataSection,
     DegradationSection,
     ModelSection,
+    NameSection,
     RunSection,
     align_labels,
-    collapsible,
 )
 
 if TYPE_CHECKING:
@@ -33,8 +43,9 @@ class TrainWidget(Container):
     """Train a restoration or z-upsampling model on image layers.
 
     The form is one container per section (``model_section``, ``data_section``,
-    ``budget_section``, ``degradation``, ``advanced``, ``run_section``); their fields
-    are also attributes of the panel (``family``, ``raw``, ``steps``, ``status``...).
+    ``budget_section``, ``degradation``, ``advanced``, ``name_section``), in a scroll
+    area; the run section (buttons, progress, status) and the plot stay in view under
+    it. The fields are also attributes of the panel (``family``, ``raw``, ``steps``...).
     """
 
     def __init__(self, viewer: napari.viewer.Viewer):
@@ -50,6 +61,7 @@ class TrainWidget(Container):
         self._touched: set[str] = set()
         self._preview = PreviewLayer(viewer)
         self._pending = None
+        self._note = ""
         self._build_form()
 
         self._status_timer = QTimer(self.native)
@@ -61,11 +73,15 @@ class TrainWidget(Container):
         viewer.layers.events.removed.connect(self._refresh_layers)
         # Closing the panel or the viewer stops training; the engine then saves the model.
         self.native.destroyed.connect(self._control.close)
+        # Shown: align the labels in napari's font; docked off: take the preview away.
+        self._watcher = ShowWatcher(self._align, self._preview.remove, self.native)
+        self.native.installEventFilter(self._watcher)
         self._refresh_layers()
         self._on_form_changed()
+        self._on_budget_changed()
 
     def _build_form(self):
-        """Sections in order; the collapsible ones and the plot are Qt widgets."""
+        """The scrolled form (sections, collapsible boxes), then the run section and plot."""
         from .loss_plot import LossPlot
 
         self.model_section = ModelSection()
@@ -73,28 +89,35 @@ class TrainWidget(Container):
         self.budget_section = BudgetSection()
         self.degradation = DegradationSection()
         self.advanced = AdvancedSection()
+        self.name_section = NameSection()
         self.run_section = RunSection()
-        main = [self.model_section, self.data_section, self.budget_section, self.run_section]
-        for section in (*main, self.degradation, self.advanced):
+        main = [self.model_section, self.data_section, self.budget_section, self.name_section]
+        for section in (*main, self.degradation, self.advanced, self.run_section):
             for name in section.FIELDS:  # the panel's fields keep their names
                 setattr(self, name, getattr(section, name))
-        self.extend(main)
-        align_labels(main)
-        layout = self.native.layout()
-        self.degradation_box = collapsible("Degradation (simulated inputs)", self.degradation)
-        self.advanced_box = collapsible("Advanced training settings", self.advanced)
-        layout.insertWidget(layout.indexOf(self.run_section.native), self.degradation_box)
-        layout.insertWidget(layout.indexOf(self.run_section.native), self.advanced_box)
+        self.form = Container(labels=False, widgets=main)
+        self.form.margins = (0, 0, 0, 0)
+        self.extend([self.form, self.run_section])
+        self._align = align_labels([*main, self.run_section], self.status.native)
+        layout = self.form.native.layout()
+        self.degradation_box = collapsible("Degradation (simulated inputs)",
+                                           self.degradation.native)
+        self.advanced_box = collapsible("Advanced training settings", self.advanced.native)
+        layout.insertWidget(layout.indexOf(self.name_section.native), self.degradation_box)
+        layout.insertWidget(layout.indexOf(self.name_section.native), self.advanced_box)
+        self.scroll = scroll_form(self.native.layout(), self.form.native)
         self.plot = LossPlot()
-        layout.addWidget(self.plot)
+        self.native.layout().addWidget(self.plot)
 
     def _connect(self):
-        self.family.changed.connect(self._on_form_changed)
-        self.preset.changed.connect(self._on_form_changed)
-        self.source.changed.connect(self._on_form_changed)
-        for picker in (self.raw, self.target, self.volume):
-            picker.changed.connect(self._on_form_changed)
-        self.dims.changed.connect(self._on_form_changed)
+        data = (self.source, self.raw, self.target, self.volume)
+        for field in (self.family, self.preset, *data, self.dims, self.val_fraction):
+            field.changed.connect(self._on_form_changed)
+        for picker in data:
+            picker.changed.connect(self._on_data_edited)
+        for budget in (self.steps, self.minutes):
+            budget.changed.connect(self._on_budget_changed)
+        self.live_preview.changed.connect(self._on_live_preview)
         self.z_factor.changed.connect(self._on_z_edited)
         for box in (self.patch_z, self.patch_y, self.patch_x):
             box.changed.connect(self._on_patch_edited)
@@ -123,7 +146,8 @@ class TrainWidget(Container):
         if self._closed:
             return
         with self._quiet():
-            self.data_section.refresh(self.viewer.layers.selection)
+            self.data_section.refresh(self.viewer.layers.selection,
+                                      choose="data" not in self._touched)
         self._on_form_changed()
 
     def _on_form_changed(self, _=None):
@@ -142,13 +166,31 @@ class TrainWidget(Container):
         self.dims.enabled = source != "isotropic" and self.z_factor.value == 1
         self.budget_section.show_dims(self.dims.value)
         if "patch" not in self._touched:
-            layer = self.data_section.source_layer
-            with self._quiet():
-                self.budget_section.fit_patch(
-                    tuple(layer.data.shape) if layer is not None else (), self.z_factor.value,
-                    source, self.dims.value, self.family.value)
+            self._show_fitted_patch()
         if "name" not in self._touched:
             self._suggest_name()
+
+    def _show_fitted_patch(self):
+        """The patch the engine will fit to the source layer (used when left unedited)."""
+        layer = self.data_section.source_layer
+        fit = fitted_patch(self.source.value, self.dims.value, self.z_factor.value,
+                           self.family.value, self.preset.value,
+                           layer_shape(layer) if layer is not None else None,
+                           self.val_fraction.value)
+        with self._quiet():
+            self.budget_section.show_patch(fit.patch_shape)
+
+    def _on_data_edited(self, _value):
+        if not self._updating:
+            self._touched.add("data")
+
+    def _on_budget_changed(self, _value=None):
+        if self.worker is None:
+            self.run_section.show_budget(self.budget_section.budget_text())
+
+    def _on_live_preview(self, on):
+        if not on:
+            self._preview.remove()
 
     def _suggest_name(self):
         from ..engine.models import library_dir
@@ -174,7 +216,7 @@ class TrainWidget(Container):
             return
         self._touched.add("name")
         if self.worker is None:
-            self.status.value = self.run_section.name_hint()
+            self.status.value = self.name_section.name_hint()
 
     # ------------------------------------------------------------ reading the form
     def _prepare(self, resume: bool) -> TrainingRun:
@@ -195,8 +237,16 @@ class TrainWidget(Container):
             name=self.model_name.value, resume=resume, overwrite=self.overwrite.value,
             **self._overrides(self._resume_dims() if resume else self.dims.value),
         )
+        # After the engine's checks: a resume without a checkpoint says so first.
+        if self.source.value == "paired" and self.raw.value is not None \
+                and self.raw.value is self.target.value:
+            raise ValueError("raw and target are the same layer: choose the degraded volume as "
+                             "raw and the good one as target, or use 'target only'")
         if resume:
             self._show_model_settings(request.config.model)
+        if "patch" not in self._touched:  # the boxes show the patch the engine fitted
+            with self._quiet():
+                self.budget_section.show_patch(request.config.patch_shape)
         run = TrainingRun(request)
         role, picker = next(iter(pickers.items()))
         run.preview_input, run.preview_kwargs = preview_crop(
@@ -207,10 +257,6 @@ class TrainWidget(Container):
         """The chosen layers as engine inputs (None for an empty picker: the engine asks)."""
         from ..api import volume_input
 
-        if self.source.value == "paired" and self.raw.value is not None \
-                and self.raw.value is self.target.value:
-            raise ValueError("raw and target are the same layer: choose the degraded volume as "
-                             "raw and the good one as target, or use 'target only'")
         return {role: None if picker.value is None else volume_input(picker.value, role)
                 for role, picker in pickers.items()}
 
@@ -219,7 +265,9 @@ class TrainWidget(Container):
         if not self.steps.value and not self.minutes.value:
             raise ValueError("set at least one budget: steps or minutes (0 means no limit)")
         overrides = dict(
-            patch_shape=self.budget_section.patch_shape(dims),
+            # Left unedited, the engine fits the patch to the volumes (as in every door).
+            patch_shape=(self.budget_section.patch_shape(dims) if "patch" in self._touched
+                         else None),
             batch_size=self.batch_size.value,
             steps=self.steps.value or None,
             minutes=self.minutes.value or None,
@@ -290,16 +338,23 @@ class TrainWidget(Container):
         self.run_info = run
         self._control.stop = stop = threading.Event()
         self._pending = None
-        self._touched.add("name")  # the name now belongs to this model (Resume uses it)
+        # The name now belongs to this model (Resume uses it); new layers (its results)
+        # no longer change the data the form proposes.
+        self._touched.update(("name", "data"))
         request = run.request
+        config = request.config
         self.plot.set_history(request.history)
-        self.plot.set_total(request.config.steps)
-        self.progress_bar.max = request.config.steps or 1
-        self.progress_bar.value = min(request.start_step, self.progress_bar.max)
+        # A time budget ends the run at a step nobody knows yet: the axis follows the steps.
+        self.plot.set_total(None if config.minutes else config.steps)
+        self._note = request.note
+        self.run_section.show_progress(request.start_step, config.steps,
+                                       request.history[-1].get("time", 0.0)
+                                       if request.history else 0.0, config.minutes)
         self.run_section.set_running(True)
         verb = (f"resuming '{run.name}' at step {request.start_step}" if request.resume
                 else f"training '{run.name}'")
-        self.status.value = f"{verb}: preparing patches and the network..."
+        self.status.value = "\n".join(filter(None, [
+            f"{verb}: preparing patches and the network...", request.note]))
         generator = training_run(request, stop=stop, preview_input=run.preview_input)
         if NO_THREADS:
             from ..engine.predict import drain
@@ -338,6 +393,9 @@ class TrainWidget(Container):
             self.plot.add_loss(record.step, main)
         if record.validation and "psnr" in record.validation:
             self.plot.add_psnr(record.step, record.validation["psnr"])
+        baseline = getattr(record, "baseline_validation", None)
+        if baseline and baseline.get("psnr") is not None:
+            self.plot.set_baseline(baseline["psnr"])
         if record.preview is not None:
             self._show_preview(record.preview)
         final = record.message.startswith(("stopped", "finished"))
@@ -355,24 +413,15 @@ class TrainWidget(Container):
         record, self._pending = self._pending, None
         if record is None or self._closed:
             return
-        total = record.total
-        self.run_section.show_progress(record.step, total)
-        parts = [f"step {record.step}" + (f"/{total}" if total else "")]
-        main = record.loss
-        if main is not None:
-            parts.append(f"loss {main:.4g}")
-        if self.plot.psnr_values:
-            parts.append(f"val PSNR {self.plot.psnr_values[-1]:.2f} dB")
-        parts.append(f"{record.elapsed / 60:.1f} min")
-        if record.data_wait > 0.5:
-            parts.append(f"waiting for data {record.data_wait:.0%}")
-        text = ", ".join(parts)
-        if record.message:
-            text += f" - {record.message}"
-        self.status.value = text
+        minutes = self.run_info.request.config.minutes if self.run_info else None
+        self.run_section.show_progress(record.step, record.total, record.elapsed, minutes)
+        psnr = self.plot.psnr_values[-1] if self.plot.psnr_values else None
+        self.status.value = "\n".join(filter(None, [
+            status_text(record, psnr, minutes, self.plot.baseline), self._note]))
 
     def _show_preview(self, array):
-        self._preview.show(array, self.run_info.preview_kwargs)
+        if self.live_preview.value:
+            self._preview.show(array, self.run_info.preview_kwargs)
 
     def _on_returned(self, model):
         if self._closed:
@@ -385,16 +434,14 @@ class TrainWidget(Container):
         from .panels import refresh_restore_panels
 
         self.last_model = model
-        card = model.config.training
-        psnr = (card.get("final_validation") or {}).get("psnr")
-        how = "stopped early" if card.get("stopped_early") else "finished"
-        detail = f"{card.get('steps')} steps" + (f", val PSNR {psnr:.2f} dB" if psnr else "")
         refresh_restore_panels(self.viewer)
         with self._quiet():
             self.overwrite.value = False
-        self.status.value = (f"model '{model.config.name}' saved ({how}, {detail}); "
-                             "pick it in Restore")
-        show_info(f"model '{model.config.name}' saved ({how}, {detail})")
+        detail = saved_text(model.config)
+        card = model.config.training
+        self.run_section.show_done(card.get("steps") or 0, 60 * (card.get("minutes") or 0))
+        self.status.value = f"model '{model.config.name}' saved ({detail}); pick it in Restore"
+        show_info(f"model '{model.config.name}' saved ({detail})")
 
     def _on_aborted(self):
         """Report the model saved when ``worker.quit()`` stopped training (napari's tasks)."""

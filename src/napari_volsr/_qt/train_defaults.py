@@ -1,0 +1,132 @@
+"""What the Train panel fills in before the user does: the data source, its layers, the patch.
+
+The rules themselves are the engine's (``pair_z_factor``, ``default_z_factor``,
+``fit_patch_shape``); this module only applies them to the layers that are open.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+# Layer names that say which of two same-shaped layers is the degraded one.
+RAW_HINT = re.compile(r"raw|noisy|noise|low|input|degraded|lr\b", re.IGNORECASE)
+TARGET_HINT = re.compile(r"target|clean|gt\b|ground|truth|high|hr\b|good", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class DataChoice:
+    """A source and the layers it reads (None where the source does not read that role)."""
+
+    source: str
+    raw: object = None
+    target: object = None
+    volume: object = None
+
+
+def layer_shape(layer) -> tuple[int, ...]:
+    """The shape of an image layer's full-resolution data."""
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    return tuple(int(n) for n in data.shape)
+
+
+def _volumes(layers) -> list:
+    """3D image layers that are data: not a restored result or preview of this plugin."""
+    return [layer for layer in layers if len(layer_shape(layer)) == 3
+            and "volsr" not in getattr(layer, "metadata", {})]
+
+
+def _ordered(a, b, layers: list) -> tuple:
+    """(raw, target) of two layers with matching shapes: the shallower one is the raw;
+    at equal depths, names decide (``noisy`` / ``clean``...), then the order opened."""
+    from ..engine.training_request import pair_z_factor
+
+    if pair_z_factor(layer_shape(a), layer_shape(b)) not in (None, 1):
+        return a, b
+    if pair_z_factor(layer_shape(b), layer_shape(a)) not in (None, 1):
+        return b, a
+    score = {layer: bool(RAW_HINT.search(layer.name)) - bool(TARGET_HINT.search(layer.name))
+             for layer in (a, b)}
+    if score[a] != score[b]:
+        return (a, b) if score[a] > score[b] else (b, a)
+    return (a, b) if layers.index(a) < layers.index(b) else (b, a)
+
+
+def _pair(volumes: list) -> tuple | None:
+    """The most recently opened two volumes that make a training pair."""
+    from ..engine.training_request import pair_z_factor
+
+    for i in range(len(volumes) - 1, 0, -1):
+        for j in range(i - 1, -1, -1):
+            a, b = volumes[j], volumes[i]
+            if pair_z_factor(layer_shape(a), layer_shape(b)) or \
+                    pair_z_factor(layer_shape(b), layer_shape(a)):
+                return _ordered(a, b, volumes)
+    return None
+
+
+def choose_data(layers, selection=()) -> DataChoice | None:
+    """The source the open layers suggest, and its layers.
+
+    Two layers of matching shapes (same Y, X; depths equal or a whole multiple) train
+    as a pair (raw: the shallower, or the one named like a raw acquisition); else one
+    anisotropic layer (z spacing a multiple of x) trains self-supervised isotropic, and
+    one isotropic layer trains on synthetic degradation. The selected layers are
+    considered first; restored results are never proposed. None when no 3D image
+    layer is open.
+    """
+    from ..engine.geometry import default_z_factor
+
+    volumes = _volumes(layers)
+    if not volumes:
+        return None
+    selected = [layer for layer in _volumes(selection) if layer in volumes]
+    pair = _pair(selected) if len(selected) >= 2 else None
+    pair = pair or _pair(volumes)
+    if pair is not None:
+        return DataChoice("paired", raw=pair[0], target=pair[1])
+    layer = (selected or volumes)[-1]
+    if default_z_factor(layer.scale) > 1:
+        return DataChoice("isotropic", volume=layer)
+    return DataChoice("synthetic", target=layer)
+
+
+@functools.lru_cache(maxsize=64)
+def network_limits(family: str, preset: str, spatial_dims: int, z_factor: int,
+                   isotropic: bool) -> tuple[tuple[int, ...], int]:
+    """(input size multiple per patch axis, smallest target patch) of a family's network."""
+    from ..engine.config import ModelConfig
+    from ..engine.registry import network_config
+    from ..engine.training_request import network_divisor
+
+    task = "isotropic" if isotropic else "upsample" if z_factor > 1 else "restore"
+    model = ModelConfig(name="patch-fit", task=task, spatial_dims=spatial_dims,
+                        z_factor=z_factor, network=network_config(family, preset))
+    return network_divisor(model), int(getattr(model.network, "min_target_patch", 1))
+
+
+def fitted_patch(source: str, spatial_dims: int, z_factor: int, family: str, preset: str,
+                 shape: tuple | None, val_fraction: float):
+    """The engine's default patch for a volume of ``shape`` (a ``PatchFit``).
+
+    The same call ``resolve_training`` makes when no patch is given, so the boxes show
+    the patch training will use. Settings the engine refuses (or no volume yet) give
+    the unfitted default; Start then says what is wrong.
+    """
+    from ..engine.config import TrainingConfig
+    from ..engine.data.patches import PatchFit, PatchFitError, default_patch_shape, fit_patch_shape
+
+    dims = 2 if source == "isotropic" else spatial_dims
+    default = PatchFit(default_patch_shape(source, dims, z_factor))
+    if not shape or len(shape) != 3:
+        return default
+    try:
+        divisor, min_target = network_limits(family, preset, dims, z_factor,
+                                             source == "isotropic")
+        return fit_patch_shape(source, dims, z_factor, [shape], divisor=divisor,
+                               min_target=min_target,
+                               n_val=TrainingConfig.model_fields["n_val"].default,
+                               val_fraction=val_fraction)
+    except (PatchFitError, ValueError):
+        return default
