@@ -39,17 +39,7 @@ def export_zip(name_or_path: str | os.PathLike, dest: str | os.PathLike,
     """
     folder = resolve_model_path(name_or_path)
     read_model_config(folder)  # refuse folders that are not valid models
-    dest = Path(dest)
-    if dest.suffix.lower() != ".zip":
-        raise ModelError(f"{dest}: the archive name must end in .zip")
-    if dest.is_dir():
-        raise ModelError(f"{dest}: is a folder; give the archive's file name (NAME.zip)")
-    if dest.exists() and not overwrite:
-        raise ModelError(f"{dest}: exists; pass --overwrite or choose another name")
-    if not dest.parent.is_dir():
-        raise ModelError(f"{dest.parent}: folder does not exist")
-    if folder.resolve() in dest.resolve().parents:
-        raise ModelError(f"{dest}: write the archive outside the model folder {folder}")
+    dest = check_archive_dest(folder, dest, overwrite)
     # Hidden files (editor or OS droppings) are not part of the model.
     files = sorted(
         p for p in folder.rglob("*")
@@ -61,3 +51,26 @@ def export_zip(name_or_path: str | os.PathLike, dest: str | os.PathLike,
             for path in files:
                 archive.write(path, f"{top}/{path.relative_to(folder).as_posix()}")
     return dest, len(files)
+
+
+def check_archive_dest(folder: Path, dest: str | os.PathLike, overwrite: bool) -> Path:
+    """``dest`` as a Path if a ``.zip`` of model ``folder`` may be written there.
+
+    Raises
+    ------
+    ModelError
+        A name without ``.zip``, a folder, an existing file (without ``overwrite``), a
+        missing parent folder, or a place inside the model folder.
+    """
+    dest = Path(dest)
+    if dest.suffix.lower() != ".zip":
+        raise ModelError(f"{dest}: the archive name must end in .zip")
+    if dest.is_dir():
+        raise ModelError(f"{dest}: is a folder; give the archive's file name (NAME.zip)")
+    if dest.exists() and not overwrite:
+        raise ModelError(f"{dest}: exists; pass --overwrite or choose another name")
+    if not dest.parent.is_dir():
+        raise ModelError(f"{dest.parent}: folder does not exist")
+    if folder.resolve() in dest.resolve().parents:
+        raise ModelError(f"{dest}: write the archive outside the model folder {folder}")
+    return dest
