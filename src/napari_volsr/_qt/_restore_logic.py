@@ -10,7 +10,10 @@ from ..engine.tiling import BlockPlan
 BASELINE_DESCRIPTIONS = {
     "nearest": "nearest-slice copy along z (baseline: no training, any z-factor)",
     "linear": "linear interpolation along z (baseline: no training, any z-factor)",
-    "cubic": "cubic interpolation along z (baseline: no training, any z-factor)",
+    "cubic": "cubic B-spline interpolation along z, the strongest standard baseline (no "
+             "training, any z-factor)",
+    "catmull-rom": "Catmull-Rom cubic interpolation along z (baseline: no training, any "
+                   "z-factor)",
 }
 
 
