@@ -202,6 +202,26 @@ def _zarr_zero_spacing(path, rng):
     (path / ".zattrs").write_text(json.dumps(attrs))
 
 
+def _ome_zarr(edit):
+    """An OME-Zarr volume whose multiscales entry ``edit`` damages."""
+    def make(path, rng):
+        write_volume(path, Volume(smooth(rng), (1.0, 1.0, 1.0)))
+        attrs = json.loads((path / ".zattrs").read_text())
+        edit(attrs["multiscales"], attrs["multiscales"][0])
+        (path / ".zattrs").write_text(json.dumps(attrs))
+    return make
+
+
+def _imagej_edited(old: bytes, new: bytes):
+    """An ImageJ stack whose description has ``old`` replaced (same length: offsets hold)."""
+    def make(path, rng):
+        _tiff(path, rng)
+        raw = path.read_bytes()
+        assert len(old) == len(new) and old in raw
+        path.write_bytes(raw.replace(old, new, 1))
+    return make
+
+
 @dataclass(frozen=True)
 class FileRow:
     """A bad input file: its name, how to make it, what reading it eagerly and lazily says."""
@@ -237,8 +257,77 @@ FILE_ROWS = {
                                     "positive and finite"),
     "unsupported-suffix": FileRow("photo.png", _bytes(b"\x89PNG"), "unsupported format",
                                   "unsupported format"),
+    "imagej-counts-contradict": FileRow("ij3.tif", _imagej_edited(b"slices=8\n", b"slices=3\n"),
+                                        "contradicts itself: images=8 but",
+                                        "contradicts itself: images=8 but"),
+    "imagej-count-not-a-number": FileRow("ijx.tif", _imagej_edited(b"images=8", b"images=x"),
+                                         "malformed ImageJ metadata (images='x'",
+                                         "malformed ImageJ metadata (images='x'"),
+    **{f"ome-zarr-{name}": FileRow(f"{name}.zarr", _ome_zarr(edit), "malformed OME-Zarr metadata",
+                                   "malformed OME-Zarr metadata")
+       for name, edit in {
+           "no-entries": lambda ms, entry: ms.clear(),
+           "no-datasets": lambda ms, entry: entry.pop("datasets"),
+           "missing-array": lambda ms, entry: entry["datasets"][0].update(path="gone"),
+           "axes-not-names": lambda ms, entry: entry.update(axes=[1, 2, 3]),
+           "short-scale": lambda ms, entry: entry["datasets"][0]["coordinateTransformations"][0]
+           .update(scale=[1.0, 1.0]),
+           "text-in-scale": lambda ms, entry: entry["datasets"][0]["coordinateTransformations"][0]
+           .update(scale=["a", 1.0, 1.0]),
+       }.items()},
 }
 FILE_PARAMS = [pytest.param(row, id=name) for name, row in FILE_ROWS.items()]
+
+ANISOTROPIC = (0.8, 0.2, 0.2)  # what the files below hold: auto z-factor 4
+
+
+def _zarr_chunk_lost(path, rng):
+    write_volume(path, Volume(smooth(rng, (8, 100, 100)), ANISOTROPIC))  # 2 x 2 chunks
+    (path / "0" / "0.1.1").unlink()
+
+
+def _nifti_pixdim(pixdim):
+    def make(path, rng):
+        import nibabel as nib
+
+        img = nib.Nifti1Image(smooth(rng, (32, 32, 8)), np.diag([0.2, 0.2, 0.8, 1.0]))
+        img.header["pixdim"][1:4] = pixdim  # the sform keeps the affine's voxel size
+        nib.save(img, path)
+    return make
+
+
+def _two_series(path, rng):
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(smooth(rng).astype(np.uint16), photometric="minisblack",
+                  resolution=(5.0, 5.0), metadata={"axes": "ZYX"})
+        tif.write(smooth(rng, (4, 16, 16)).astype(np.uint16), photometric="minisblack")
+
+
+@dataclass(frozen=True)
+class WarnRow:
+    """A file that is read, with a warning saying what was assumed; then restored."""
+
+    name: str
+    make: Callable[[Path, np.random.Generator], None]
+    warning: str
+    spacing: tuple  # as read
+    shape: tuple  # as read
+
+
+WARN_ROWS = {
+    "zarr-chunk-missing": WarnRow("lost.zarr", _zarr_chunk_lost, "1 of 4 chunks are missing",
+                                  ANISOTROPIC, (8, 100, 100)),
+    "nifti-pixdim-zero": WarnRow("p0.nii.gz", _nifti_pixdim([0.2, 0.2, 0.0]),
+                                 "(pixdim 0.2 x 0.2 x 0) is 0 or invalid", ANISOTROPIC,
+                                 (8, 32, 32)),
+    "nifti-pixdim-disagrees-with-sform": WarnRow(
+        "p1.nii.gz", _nifti_pixdim([1.0, 1.0, 1.0]), "(pixdim 1 x 1 x 1) disagrees with its "
+        "affine; the spacing 0.2 x 0.2 x 0.8 (x, y, z) comes from the affine", ANISOTROPIC,
+        (8, 32, 32)),
+    "tiff-two-series": WarnRow("two.tif", _two_series, "holds 2 image series; reading the first",
+                               (1.0, 0.2, 0.2), (8, 32, 32)),
+}
+WARN_PARAMS = [pytest.param(row, id=name) for name, row in WARN_ROWS.items()]
 
 
 def make_file(row, tmp_path, rng) -> tuple[Path, str | None]:
@@ -320,3 +409,61 @@ def damaged_model(tmp_path: Path, row: ModelRow) -> Path:
     save_tiny(folder, "rcan", 1)
     row.damage(folder)
     return folder
+
+
+# ---------------------------------------------------------------- places and settings
+
+# Scheduler addresses that cannot name a dask scheduler: refused before any work.
+SCHEDULER_ROWS = {
+    "no-port": "tcp://node7",
+    "http-scheme": "http://node7:8786",
+    "port-too-large": "tcp://node7:99999",
+    "port-not-a-number": "tcp://node7:dask",
+    "no-host": "tcp://:8786",
+    "blank": "  ",
+    "ipv6-without-brackets": "tcp://::1:8786",
+    "space-in-host": "tcp://node 7:8786",
+}
+
+# Voxel sizes that ask for no z-upsampling or for an absurd amount (auto z-factor).
+SPACING_ROWS = {
+    "z-a-million-times-x": ((1e5, 0.1, 0.1), "asks for a z-factor of 1e+06"),
+    "z-finer-than-x": ((1e-6, 1.0, 1.0), "needs no z-upsampling"),
+    "ratio-beyond-float": ((1e300, 1e-300, 1e-300), "asks for a z-factor of inf"),
+}
+
+# Volume file names in other cases than the suffixes are usually written.
+SUFFIX_NAMES = ["STACK.TIF", "Stack.Ome.Tiff", "T1.NII.GZ", "t1.Nii", "VOL.ZARR", "vol.Ome.Zarr"]
+
+
+@dataclass(frozen=True)
+class LibraryRow:
+    """A value of NAPARI_VOLSR_MODELS: where it puts the library, or why it cannot hold models."""
+
+    value: Callable[[Path], str]  # from the test's folder (also HOME and the current folder)
+    library: Callable[[Path], Path] | None  # None: unusable
+    problem: str | None = None
+
+
+def _a_file(tmp_path: Path, sub: str = "") -> str:
+    (tmp_path / "models.txt").write_text("not a folder")
+    return str(tmp_path / "models.txt" / sub) if sub else str(tmp_path / "models.txt")
+
+
+LIBRARY_ROWS = {
+    "home-tilde": LibraryRow(lambda t: "~/volsr-models", lambda t: t / "volsr-models"),
+    "pasted-with-newline": LibraryRow(lambda t: f"  {t / 'lib'}\n", lambda t: t / "lib"),
+    "relative-to-the-current-folder": LibraryRow(lambda t: "lib", lambda t: t / "lib"),
+    "a-file": LibraryRow(_a_file, None, "is a file, not a folder"),
+    "inside-a-file": LibraryRow(lambda t: _a_file(t, "sub"), None,
+                                "models.txt, which is a file, not a folder"),
+}
+LIBRARY_PARAMS = [pytest.param(row, id=name) for name, row in LIBRARY_ROWS.items()]
+
+
+def use_library(row: LibraryRow, tmp_path: Path, monkeypatch) -> Path | None:
+    """Set NAPARI_VOLSR_MODELS to the row's value (HOME and the current folder: tmp_path)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NAPARI_VOLSR_MODELS", row.value(tmp_path))
+    return None if row.library is None else row.library(tmp_path)

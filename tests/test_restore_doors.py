@@ -70,6 +70,9 @@ CASES = [
     Case("all nan", lambda rng: np.full((8, 32, 32), np.nan, np.float32), "no finite values"),
     Case("block larger than memory", lambda rng: smooth(rng, (8, 64, 64)), "smaller blocks",
          baseline="cubic", block_shape=(8, 64, 64), patch=_little_memory),
+    Case("interpolation at z-factor 1", smooth, "cubic interpolation with z-factor 1 returns "
+         "the volume unchanged: nothing to do; choose a z-factor from 2 to 16", baseline="cubic",
+         z_factor=1),
     Case("unknown model", smooth, "unknown model 'gone'; choose one of: nearest, linear, cubic",
          z_factor=None, model=_gone, spoil=lambda library: shutil.rmtree(library / "gone")),
     Case("weights do not match the config", smooth, "do not match the config", z_factor=None,
@@ -158,3 +161,47 @@ def test_every_door_refuses_with_the_engines_sentence(case, rng, tmp_path, libra
     assert cli_refusal(data, model, case, tmp_path, capsys) == sentence
     assert panel_refusal(viewer, widget, qtbot, errors) == sentence
     np.testing.assert_array_equal(data, before)
+
+
+def test_a_result_larger_than_memory_is_refused_before_any_work(tmp_path, capsys, monkeypatch,
+                                                                 make_napari_viewer, qtbot, errors):
+    import dask.array as da
+    import zarr
+
+    from napari_volsr.engine.io import VolsrWarning, read_volume
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the volume was read before the refusal")
+
+    monkeypatch.setattr(predict, "percentile_normalization", no_reading)
+    monkeypatch.setattr(predict, "host_memory", lambda: 16.0 * 2**30)  # the same in every door
+    huge = da.zeros((20_000, 2_000, 2_000), dtype=np.uint16)  # 149 GiB, planes of 8 MiB
+    with pytest.raises(ValueError) as refusal:
+        restore(huge, get_restorer("cubic", 2))
+    sentence = str(refusal.value)
+    assert "(40000, 2000, 2000) voxels" in sentence and "write it to a zarr store" in sentence
+    with pytest.raises(ValueError) as console:
+        vs.restore(huge, model="cubic", z_factor=2)
+    assert str(console.value) == sentence
+
+    from napari_volsr._qt.restore_widget import RestoreWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(huge, name="vol", contrast_limits=(0, 1))
+    widget = RestoreWidget(viewer)
+    widget.model.value = "cubic"
+    widget.z_factor.value = 2
+    widget.output_dtype.value = "auto"  # the engine's default
+    assert panel_refusal(viewer, widget, qtbot, errors) == sentence
+
+    store = tmp_path / "huge.zarr"  # no chunk written: all read as zeros
+    zarr.create_array(str(store), shape=huge.shape, dtype="uint16", chunks=(100, 1000, 1000),
+                      zarr_format=2)
+    with pytest.warns(VolsrWarning, match="800 of 800 chunks are missing and read as the "
+                                          "fill value 0"):
+        volume = read_volume(store, lazy=True)
+    with pytest.raises(ValueError) as engine:
+        restore(volume.data, get_restorer("cubic", 2))
+    code, _, stderr = run_cli(capsys, "restore", "-i", store, "-o", tmp_path / "r.tif", "-z", 2)
+    assert code == 1 and stderr.splitlines()[-1] == f"volsr: error: {engine.value}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.zarr"]

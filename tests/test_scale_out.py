@@ -44,7 +44,8 @@ def volume_files(tmp_path_factory):
 def reference(model_dir, volume_files):
     """Single-process, in-memory restoration with the same block plan."""
     _, data = volume_files
-    return restore(data, get_restorer(str(model_dir)), block_shape=BLOCKS).data
+    return restore(data, get_restorer(str(model_dir)), block_shape=BLOCKS,
+                   output_dtype="float32").data
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,7 @@ def test_graph_on_the_threaded_scheduler_equals_restore(model_dir, volume_files,
     folder, data = volume_files
     restorer = get_restorer(str(model_dir))
     plan = BlockPlan(data.shape, BLOCKS, restorer.halo, 2, restorer.divisor, restorer.overlap)
-    result = restore(data, restorer, block_shape=BLOCKS)
+    result = restore(data, restorer, block_shape=BLOCKS, output_dtype="float32")
     spec = dask_restore.RestorerSpec(str(model_dir))
     for source in (folder / "in.tif", data[None]):
         merged = dask_restore.restore_graph(source, spec, result.normalization, plan, 1, 1)
@@ -94,7 +95,7 @@ def test_local_cluster_equals_single_process_and_loads_the_model_once(
     spec = dask_restore.model_spec(str(model_dir), None)
     out = tmp_path / "out.zarr"
     result = drain(dask_restore.iter_restore_to_zarr(folder / "in.tif", spec, out, cluster,
-                                                     block_shape=BLOCKS))
+                                                     block_shape=BLOCKS, output_dtype="float32"))
     written = read_volume(out)
     np.testing.assert_allclose(written.data, reference, rtol=0, atol=1e-3)
     assert written.spacing == pytest.approx((0.4, 0.2, 0.2))
@@ -124,9 +125,9 @@ def test_cli_workers_starts_and_stops_a_local_cluster(capsys, tmp_path, volume_f
     folder, data = volume_files
     out = tmp_path / "out.zarr"
     code, _, stderr = run(capsys, "restore", "-i", str(folder / "in.tif"), "-o", str(out),
-                          "-m", "cubic", "--workers", "2", "-q")
+                          "-m", "cubic", "--workers", "2", "--output-dtype", "float32", "-q")
     assert code == 0, stderr
-    expected = restore(data, get_restorer("cubic", 4)).data
+    expected = restore(data, get_restorer("cubic", 4), output_dtype="float32").data
     np.testing.assert_allclose(read_volume(out).data, expected, rtol=0, atol=1e-3)
 
 
@@ -135,7 +136,8 @@ def test_streamed_zarr_output_equals_the_in_memory_result(capsys, tmp_path, mode
     folder, _ = volume_files
     out = tmp_path / "out.zarr"
     code, _, stderr = run(capsys, "restore", "-i", str(folder / "in.zarr"), "-o", str(out),
-                          "-m", str(model_dir), "--block-shape", "6,24,24", "-q")
+                          "-m", str(model_dir), "--block-shape", "6,24,24", "--output-dtype",
+                          "float32", "-q")
     assert code == 0, stderr
     written = read_volume(out, lazy=True)
     assert written.metadata["source_format"] == "zarr"
@@ -161,3 +163,27 @@ def test_distributed_misuse_is_one_line_before_any_work(capsys, tmp_path, volume
     assert code == 1
     assert message in stderr and len(stderr.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())
+
+
+def test_workers_are_capped_by_cores_and_memory(capsys, tmp_path, volume_files, monkeypatch):
+    import os
+
+    started = []
+
+    def local_cluster_client(n_workers):
+        started.append(n_workers)
+        raise RuntimeError("no cluster in this test")
+
+    monkeypatch.setattr(dask_restore, "local_cluster_client", local_cluster_client)
+    monkeypatch.setattr("napari_volsr.engine.devices.host_memory", lambda: 3.5 * 2**30)
+    folder, _ = volume_files
+    code, _, stderr = run(capsys, "restore", "-i", str(folder / "in.tif"), "-o",
+                          str(tmp_path / "out.zarr"), "--workers", "1000")
+    cap = min(os.cpu_count(), 3)  # about 1 GiB each
+    assert started == [cap]
+    assert stderr.splitlines()[0] == (
+        f"volsr: warning: --workers: 1000 local workers are more than this machine can run "
+        f"({os.cpu_count()} cores, 3.5 GiB of memory available, about 1 GiB per worker): "
+        f"starting {cap}")
+    assert dask_restore.cap_local_workers(cap) == (cap, None)
+

@@ -17,23 +17,32 @@ import tifffile
 import torch
 from bad_input_cases import (
     FILE_PARAMS,
+    LIBRARY_PARAMS,
     MODEL_PARAMS,
     NETWORK,
+    SCHEDULER_ROWS,
+    SPACING_ROWS,
+    SUFFIX_NAMES,
+    WARN_PARAMS,
+    use_library,
     Payload,
     array_params,
     damaged_model,
     full_range,
     make_file,
 )
-from helpers import ProcessOutput, digest, error_line, run_cli, smooth
+from helpers import ProcessOutput, digest, error_line, run_cli, save_tiny, smooth
 
 from napari_volsr._reader import get_reader
 from napari_volsr._writer import write_image
 from napari_volsr.engine import io as volsr_io
 from napari_volsr.engine.config import ModelConfig, TrainingConfig
-from napari_volsr.engine.io import VolumeIOError, read_volume
+from napari_volsr.engine.geometry import default_z_factor
+from napari_volsr.engine.io import Volume, VolumeIOError, read_volume, write_volume
 from napari_volsr.engine.models import list_library, load_model
-from napari_volsr.engine.registry import network_config
+from napari_volsr.engine.pipeline import iter_restore_file
+from napari_volsr.engine.predict import drain
+from napari_volsr.engine.registry import build_network, network_config
 from napari_volsr.engine.restorers import get_restorer
 from napari_volsr.engine.train import checkpoint_dir_for, make_training_data
 
@@ -73,6 +82,24 @@ def test_file_cli(row, tmp_path, rng, capsys):
     assert code == 1 and row.lazy in error_line(stderr)
     assert os.listdir(out) == []
     assert (digest(path) if path.exists() else None) == before
+
+
+@pytest.mark.parametrize("row", WARN_PARAMS)
+def test_file_read_with_a_warning_cli(row, tmp_path, rng, capsys):
+    path, before = make_file(row, tmp_path, rng)
+    out = tmp_path / "out"
+    out.mkdir()
+    code, _, stderr = run_cli(capsys, "restore", "-i", path, "-o", out / "r.tif", "-m", "linear",
+                              "-q")
+    warning, *rest = stderr.splitlines()
+    assert code == 0 and warning.startswith("volsr: warning: ") and row.warning in warning
+    z = default_z_factor(row.spacing)  # the spacing said, not the header's fallback
+    assert len(rest) == 1 and f"(linear x{z};" in rest[0]  # the line saying what was written
+    assert read_volume(out / "r.tif").data.shape == (row.shape[0] * z, *row.shape[1:])
+    code, stdout, stderr = run_cli(capsys, "info", path)
+    assert code == 0 and row.warning in stderr
+    assert f"spacing: {' x '.join(f'{s:g}' for s in row.spacing)}" in stdout
+    assert digest(path) == before
 
 
 @pytest.mark.parametrize("spacing", [-2.0, 0.0, float("nan")], ids=["negative", "zero", "nan"])
@@ -160,11 +187,12 @@ def test_full_disk_leaves_no_partial_output(suffix, tmp_path, capsys, monkeypatc
 def test_full_disk_keeps_the_previous_output(tmp_path, capsys, monkeypatch, rng):
     src, out = tmp_path / "in.tif", tmp_path / "r.tif"
     tifffile.imwrite(src, smooth(rng))
-    assert run_cli(capsys, "restore", "-i", src, "-o", out, "-m", "linear", "-q")[0] == 0
+    assert run_cli(capsys, "restore", "-i", src, "-o", out, "-m", "linear", "-z", "2",
+                   "-q")[0] == 0
     before = digest(out)
     _disk_full_midway(monkeypatch, ".tif")
-    code, _, stderr = run_cli(capsys, "restore", "-i", src, "-o", out, "-m", "cubic", "--overwrite",
-                              "-q")
+    code, _, stderr = run_cli(capsys, "restore", "-i", src, "-o", out, "-m", "cubic", "-z", "2",
+                              "--overwrite", "-q")
     assert code == 1 and "No space left" in error_line(stderr)
     assert digest(out) == before
     assert sorted(os.listdir(tmp_path)) == ["in.tif", "r.tif"]
@@ -217,12 +245,13 @@ def test_output_folder_equal_to_input_folder_is_refused(tmp_path, capsys, anisot
 def test_64_bit_integers_cannot_go_to_tiff(tmp_path, capsys, rng):
     tifffile.imwrite(tmp_path / "in.tif", full_range("int64")(rng))
     code, _, stderr = run_cli(capsys, "restore", "-i", tmp_path / "in.tif", "-o",
-                              tmp_path / "r.tif", "-m", "linear", "--output-dtype", "input", "-q")
+                              tmp_path / "r.tif", "-m", "linear", "-z", "2", "--output-dtype",
+                              "input", "-q")
     assert code == 1 and "TIFF cannot store int64" in error_line(stderr)
     assert sorted(os.listdir(tmp_path)) == ["in.tif"]
     code, _, stderr = run_cli(capsys, "restore", "-i", tmp_path / "in.tif", "-o",
-                              tmp_path / "r.nii.gz", "-m", "linear", "--output-dtype", "input",
-                              "-q")
+                              tmp_path / "r.nii.gz", "-m", "linear", "-z", "2", "--output-dtype",
+                              "input", "-q")
     assert code == 0, stderr
     assert read_volume(tmp_path / "r.nii.gz").data.dtype == np.int64
 
@@ -362,3 +391,133 @@ def test_volume_smaller_than_the_training_patch(tmp_path, capsys, rng, tiny_libr
                               "8,64,64", "--steps", "2", "-q")
     assert code == 1 and "use a smaller patch" in error_line(stderr)
     assert list_library() == [NETWORK]
+
+
+@pytest.mark.parametrize("case", ["output-in-the-store", "output-in-its-array", "input-in-output",
+                                  "output-in-the-store-by-symlink"])
+def test_output_inside_the_input_or_holding_it_is_refused(case, tmp_path, capsys, rng):
+    store = write_volume(tmp_path / "in.zarr", Volume(smooth(rng), (0.8, 0.2, 0.2)))
+    inner = write_volume(store / "inner.zarr", Volume(smooth(rng), (0.8, 0.2, 0.2)))
+    (tmp_path / "link").symlink_to(store)
+    source, target, message = {
+        "output-in-the-store": (store, store / "res.zarr", "lies inside the input"),
+        "output-in-its-array": (store, store / "0", "lies inside the input"),
+        "input-in-output": (inner, store, "replacing the output would delete the input"),
+        "output-in-the-store-by-symlink": (store, tmp_path / "link" / "r.tif",
+                                           "lies inside the input"),
+    }[case]
+    before = digest(store)
+    code, _, stderr = run_cli(capsys, "restore", "-i", source, "-o", target, "-z", "2",
+                              "--overwrite", "-q")
+    assert code == 1 and message in error_line(stderr)
+    with pytest.raises(ValueError, match=message):  # the engine's rule, every door's
+        drain(iter_restore_file(source, target, "linear", 2, overwrite=True))
+    assert digest(store) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.zarr", "link"]
+
+
+def test_sigterm_during_restore_is_an_interrupt(tmp_path, rng):
+    src = write_volume(tmp_path / "in.zarr", Volume(smooth(rng, (16, 64, 64)), (0.8, 0.2, 0.2)))
+    out = tmp_path / "out.zarr"
+    # Thousands of tiny blocks merged into the scratch store beside the output: still
+    # running when the signal comes, right after the first block.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napari_volsr.cli", "restore", "-i", str(src), "-o", str(out),
+         "-m", "linear", "--block-shape", "1,4,4"], stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    output = ProcessOutput(proc)
+    try:
+        output.wait_for(lambda line: line.startswith("restoring"))
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        output.join()
+    assert code == 143, output.text
+    assert output.lines[-1].strip() == ("volsr: interrupted: terminated (SIGTERM); no output "
+                                        "was written"), output.text
+    assert "Traceback" not in output.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.zarr"]  # no hidden scratch
+
+
+@pytest.mark.parametrize("address", SCHEDULER_ROWS.values(), ids=SCHEDULER_ROWS.keys())
+def test_scheduler_address_cli(address, tmp_path, capsys, anisotropic_tiff):
+    pytest.importorskip("distributed")
+    code, _, stderr = run_cli(capsys, "restore", "-i", anisotropic_tiff[0], "-o",
+                              tmp_path / "r.zarr", "--scheduler", address)
+    line = error_line(stderr)
+    assert code == 1 and line.startswith(f"volsr: error: --scheduler: {address!r} is not a dask "
+                                         "scheduler address")
+    assert not (tmp_path / "r.zarr").exists()
+
+
+@pytest.mark.parametrize(("spacing", "message"), SPACING_ROWS.values(), ids=SPACING_ROWS.keys())
+def test_absurd_voxel_size_cli(spacing, message, tmp_path, capsys, rng):
+    src = write_volume(tmp_path / "odd.zarr", Volume(smooth(rng), spacing))
+    with pytest.raises(ValueError) as engine:
+        get_restorer("linear", spacing=read_volume(src).spacing)
+    code, _, stderr = run_cli(capsys, "restore", "-i", src, "-o", tmp_path / "r.tif", "-m",
+                              "linear")
+    assert code == 1 and error_line(stderr) == f"volsr: error: {engine.value}"
+    assert message in stderr
+    code, _, stderr = run_cli(capsys, "restore", "-i", src, "-o", tmp_path / "r.zarr", "-m",
+                              "linear", "-z", "2", "-q")
+    assert code == 0, stderr  # a z-factor given is used
+
+
+@pytest.mark.parametrize("name", SUFFIX_NAMES)
+def test_suffixes_in_any_case_cli(name, tmp_path, capsys, rng):
+    data = smooth(rng).astype(np.uint16)
+    src = write_volume(tmp_path / name, Volume(data, (0.4, 0.2, 0.2)))
+    out = tmp_path / "out"
+    out.mkdir()
+    code, _, stderr = run_cli(capsys, "restore", "-i", src, "-o", out / name.swapcase(), "-q")
+    assert code == 0, stderr
+    assert [p.name for p in out.iterdir()] == [name.swapcase()]
+    assert read_volume(out / name.swapcase()).data.shape == (16, 32, 32)
+    code, _, stderr = run_cli(capsys, "restore", "-i", tmp_path, "-o", tmp_path / "batch", "-q")
+    assert code == 0 and [p.name for p in (tmp_path / "batch").iterdir()] == [name], stderr
+
+
+@pytest.mark.parametrize("row", LIBRARY_PARAMS)
+def test_library_variable_cli(row, tmp_path, capsys, monkeypatch, smooth_volume):
+    expected = use_library(row, tmp_path, monkeypatch)
+    tifffile.imwrite(tmp_path / "in.tif", smooth_volume)
+    code, stdout, stderr = run_cli(capsys, "models", "list")
+    if expected is None:
+        assert code == 1 and row.problem in error_line(stderr)
+        code, _, stderr = run_cli(capsys, "restore", "-i", tmp_path / "in.tif", "-o",
+                                  tmp_path / "r.tif", "-m", "m")
+        assert code == 1 and row.problem in error_line(stderr)
+        return
+    assert code == 0 and f"no models in {expected} yet" in stderr
+    save_tiny(expected / "m")
+    code, stdout, stderr = run_cli(capsys, "models", "list")
+    assert code == 0 and stdout.splitlines()[1].startswith("m "), stderr
+    code, _, stderr = run_cli(capsys, "restore", "-i", tmp_path / "in.tif", "-o",
+                              tmp_path / "r.tif", "-m", "m", "-q")
+    assert code == 0, stderr
+
+
+def test_a_model_saved_again_while_the_cli_loads_it(tmp_path, capsys, monkeypatch, smooth_volume,
+                                                   tiny_library):
+    from napari_volsr.engine import model_cache, models
+    from napari_volsr.engine.models import save_model
+
+    real, calls = models._load_weights, []
+
+    def racing(net, path):
+        if not calls:  # `volsr train --name tiny-x2 --overwrite` finishing right now
+            model = ModelConfig(name=NETWORK, task="upsample", z_factor=2,
+                                network=network_config("rcan", "tiny"))
+            save_model(tiny_library / NETWORK, model, build_network(model), overwrite=True)
+        calls.append(path)
+        real(net, path)
+
+    monkeypatch.setattr(models, "_load_weights", racing)
+    model_cache._LOADED.clear()
+    tifffile.imwrite(tmp_path / "in.tif", smooth_volume)
+    code, _, stderr = run_cli(capsys, "restore", "-i", tmp_path / "in.tif", "-o",
+                              tmp_path / "r.tif", "-m", NETWORK, "-q")
+    assert code == 0 and "(RCAN x2;" in stderr.splitlines()[-1], stderr

@@ -155,3 +155,23 @@ def test_remove_tree_waits_for_zarr_writes_still_in_flight(tmp_path):
     assert future.done()
     time.sleep(0.1)
     assert not store.exists()
+
+
+def test_zarr_stores_are_written_whole_so_missing_chunks_mean_damage(tmp_path, recwarn):
+    import zarr
+
+    background = Volume(np.zeros((8, 100, 100), np.uint16), (0.8, 0.2, 0.2))  # zeros only
+    path = write_volume(tmp_path / "zeros.zarr", background)
+    array = zarr.open(str(path), mode="r")["0"]
+    assert array.nchunks_initialized == array.nchunks == 4
+    read_volume(path)
+    assert [w for w in recwarn if "chunks are missing" in str(w.message)] == []
+
+
+def test_tiff_refuses_a_voxel_size_its_fractions_cannot_hold(tmp_path):
+    tiny = Volume(np.zeros((4, 8, 8), np.uint16), (1.0, 1e-300, 1e-300))
+    with pytest.raises(VolumeIOError, match="fraction of 32-bit integers, which cannot hold "
+                                            "1e-300 x 1e-300; write .zarr or .nii.gz"):
+        write_volume(tmp_path / "t.tif", tiny)
+    assert list(tmp_path.iterdir()) == []
+    assert read_volume(write_volume(tmp_path / "t.zarr", tiny)).spacing == (1.0, 1e-300, 1e-300)

@@ -275,3 +275,21 @@ def test_version_1_model_folders_load_and_restore(name, family):
 def test_saved_models_carry_the_current_version(library):
     folder, config, _ = saved(library, "rcan")
     assert json.loads((folder / "config.json").read_text())["version"] == CONFIG_VERSION == 2
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_weights_are_as_readable_as_the_config(umask, library):
+    import os
+    import stat
+
+    previous = os.umask(umask)
+    try:
+        config = tiny_config("diffusion")
+        net = build_network(config)
+        folder = save_model(library / "shared", config, net, ema_net=net)
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+    assert set(modes) == {"config.json", "weights.safetensors", "weights_ema.safetensors",
+                          "history.csv"}
+    assert set(modes.values()) == {0o666 & ~umask}  # a colleague reads what the umask allows

@@ -77,7 +77,7 @@ def test_a_plane_is_refused_in_the_engines_words(tmp_path):
     with pytest.raises(ValueError) as refused:
         drain(iter_restore_file(src, tmp_path / "out.tif", "no-such-model"))
     with pytest.raises(ValueError) as engine:
-        restore(np.ones((8, 8), np.float32), get_restorer("linear"))
+        restore(np.ones((8, 8), np.float32), get_restorer("linear", 2))
     assert str(refused.value) == str(engine.value)  # before looking for the model
     assert not (tmp_path / "out.tif").exists()
 

@@ -46,10 +46,10 @@ def test_result_geometry_and_settings(smooth_volume):
 
 def test_output_dtype_and_intensities_kept(rng):
     vol = (rng.random((6, 8, 8)) * 3000 + 100).astype(np.uint16)
-    out = restore(vol, get_restorer("linear", 1), output_dtype="input").data
+    out = restore(vol, InterpolationRestorer("linear", 1), output_dtype="input").data
     assert out.dtype == np.uint16
     np.testing.assert_array_equal(out, vol)  # f = 1 interpolation is the identity
-    out8 = restore(vol, get_restorer("linear", 1), output_dtype="uint8").data
+    out8 = restore(vol, InterpolationRestorer("linear", 1), output_dtype="uint8").data
     assert out8.dtype == np.uint8 and out8.max() == 255  # clipped, not wrapped
 
 
@@ -113,7 +113,7 @@ def test_unknown_model_lists_choices():
 
 def test_all_nan_volume_is_refused():
     with pytest.raises(ValueError, match="no finite"):
-        restore(np.full((3, 4, 4), np.nan, np.float32), get_restorer("linear", 1))
+        restore(np.full((3, 4, 4), np.nan, np.float32), InterpolationRestorer("linear", 1))
 
 
 def test_should_stop_cancels_between_blocks(smooth_volume):
@@ -165,3 +165,20 @@ def test_out_of_memory_retries_with_smaller_blocks(smooth_volume, monkeypatch):
     records = list(iter_restore(smooth_volume, flaky))
     assert any("out of memory" in r.message for r in records)
     assert seen[-1].numel() <= 2000
+
+
+@pytest.mark.parametrize(("dtype", "expected"), [
+    ("uint8", "uint8"), ("uint16", "uint16"), ("int32", "int32"), ("float16", "float16"),
+    ("float64", "float64"), ("bool", "float32"), ("int64", "float64"), ("uint64", "float64")])
+def test_the_default_output_keeps_the_input_type_where_values_fit(dtype, expected, rng):
+    vol = (rng.random((4, 6, 6)) * 200).astype(dtype)
+    out = restore(vol, get_restorer("cubic", 2)).data
+    assert out.dtype == np.dtype(expected)
+    assert restore(vol, get_restorer("cubic", 2), output_dtype="float32").data.dtype == np.float32
+
+
+def test_float16_output_is_clipped_never_infinite():
+    vol = np.full((4, 6, 6), 60_000, np.float16)
+    vol[2] = 0  # cubic overshoots beyond float16's 65504 next to the step
+    out = restore(vol, get_restorer("cubic", 2)).data
+    assert out.dtype == np.float16 and np.isfinite(out).all() and out.max() == 65_504

@@ -9,20 +9,54 @@ from pathlib import Path
 
 import click
 
-from ..engine.io import VolumeIOError, read_volume
+from ..engine.io import VolumeIOError, can_read, read_volume
 from ..engine.text import format_bytes
 from .app import _Failure
 from .restore import restore
 
 
 @click.command()
-@click.argument("path", type=click.Path(path_type=Path))
-def info(path: Path):
-    """Print shape, dtype, voxel spacing and size of a volume file."""
-    try:
-        volume = read_volume(path, lazy=True)
-    except VolumeIOError as exc:
-        raise _Failure(str(exc)) from None
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+def info(paths: tuple[Path, ...]):
+    """Print shape, dtype, voxel spacing and size of volume files.
+
+    PATHS are files (or zarr stores), or folders: every readable volume in them.
+    """
+    from .restore import _batch_inputs
+
+    files = []
+    for path in paths:
+        if path.is_dir() and not can_read(path):
+            found = _batch_inputs(path)
+            if not found:
+                raise _Failure(f"{path}: no volumes in this folder (looked for .tif, .tiff, "
+                               ".ome.tif, .nii, .nii.gz, .zarr)")
+            files.extend(found)
+        else:
+            files.append(path)
+    if len(files) == 1:
+        try:
+            _describe(files[0])
+        except VolumeIOError as exc:
+            raise _Failure(str(exc)) from None
+        return
+    failed = []
+    for i, path in enumerate(files):
+        if i:
+            click.echo("")
+        try:
+            _describe(path)
+        except VolumeIOError as exc:
+            failed.append(path.name)
+            click.echo(f"volsr: {path.name}: failed: {' '.join(str(exc).split())}", err=True)
+    if failed:
+        raise _Failure(f"{len(failed)} of {len(files)} files could not be read: "
+                       f"{', '.join(failed)}")
+
+
+def _describe(path: Path) -> None:
+    """Print one volume's block of ``volsr info``."""
+    volume = read_volume(path, lazy=True)
     data = volume.data
     nbytes = int(data.size) * data.dtype.itemsize
     spacing = " x ".join(f"{s:g}" for s in volume.spacing)
@@ -39,7 +73,7 @@ def info(path: Path):
 # ---------------------------------------------------------------- evaluate
 
 
-@click.command()
+@click.command(short_help="PSNR, SSIM and NRMSE of a result against a reference.")
 @click.argument("result", type=click.Path(path_type=Path))
 @click.argument("reference", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as a JSON object.")
@@ -75,7 +109,7 @@ def evaluate(result: Path, reference: Path, as_json: bool):
 # ---------------------------------------------------------------- demo
 
 
-@click.command()
+@click.command(short_help="Open napari with a sample volume, or restore it headless.")
 @click.option("--headless", is_flag=True, help="Restore without opening a window, even with a display.")
 @click.option("-o", "--output", "output_path", type=click.Path(path_type=Path),
               default=Path("volsr-demo") / "chromosomes_cubic_x4.tif", show_default=True,

@@ -11,7 +11,7 @@ from ..engine.text import format_bytes
 from .app import _Failure, _Interrupted
 
 
-@click.group()
+@click.group(short_help="List, show, export and import the models in the library.")
 def models():
     """List, show and export the models in the library ($NAPARI_VOLSR_MODELS)."""
 
@@ -33,13 +33,16 @@ def _model_row(folder: Path) -> dict:
     }
 
 
-@models.command("list")
+@models.command("list", short_help="Name, family, task, z, steps and validation PSNR per model.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def models_list(as_json: bool):
     """Name, family, task, z-factor, steps and validation PSNR of each model."""
-    from ..engine.models import library_dir, list_library
+    from ..engine.models import library_dir, library_problem, list_library
 
     root = library_dir()
+    problem = library_problem(root)
+    if problem is not None:
+        raise _Failure(problem)
     rows = [_model_row(root / name) for name in list_library()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -74,19 +77,47 @@ def models_show(name: str):
     click.echo(json.dumps(config.model_dump(mode="json"), indent=2))
 
 
-@models.command("export")
+@models.command("export", short_help="Zip a model for a colleague (it unzips into a model folder).")
 @click.argument("name")
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.option("--overwrite", is_flag=True, help="Replace an existing archive.")
-def models_export(name: str, dest: Path, overwrite: bool):
+@click.option("--format", "fmt", type=click.Choice(["zip", "bioimageio"]), default="zip",
+              show_default=True, help="zip: the model folder zipped; bioimageio: a BioImage "
+              "Model Zoo package (rdf.yaml, test tensors; needs napari-volsr[bioimageio]).")
+def models_export(name: str, dest: Path, overwrite: bool, fmt: str):
     """Zip the model folder NAME into DEST.zip (unzips into a loadable model folder)."""
     from ..engine.export import export_zip
     from ..engine.models import ModelError
 
     try:
+        if fmt == "bioimageio":
+            from ..engine.bioimageio import export_bioimageio
+
+            path, notes = export_bioimageio(name, dest, overwrite=overwrite)
+            for note in notes:
+                click.echo(note, err=True)
+            click.echo(f"wrote {path}: BioImage Model Zoo package, "
+                       f"{format_bytes(path.stat().st_size)}")
+            return
         path, n_files = export_zip(name, dest, overwrite=overwrite)
     except ModelError as exc:
         raise _Failure(str(exc)) from None
     except KeyboardInterrupt:
         raise _Interrupted(f"{dest} was not written") from None
     click.echo(f"wrote {path}: {n_files} files, {format_bytes(path.stat().st_size)}")
+
+
+@models.command("import", short_help="Bring a BioImage Model Zoo package into the library.")
+@click.argument("package", type=click.Path(path_type=Path))
+@click.option("--name", default=None, help="Library name (default: the package's).")
+@click.option("--overwrite", is_flag=True, help="Replace a library model of that name.")
+def models_import(package: Path, name: str | None, overwrite: bool):
+    """Bring a BioImage Model Zoo PACKAGE.zip of a napari-volsr family into the library."""
+    from ..engine.bioimageio import import_bioimageio
+    from ..engine.models import ModelError
+
+    try:
+        folder = import_bioimageio(package, name=name, overwrite=overwrite)
+    except ModelError as exc:
+        raise _Failure(str(exc)) from None
+    click.echo(f"imported {package} as '{folder.name}' ({folder})")

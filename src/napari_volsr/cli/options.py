@@ -56,3 +56,8 @@ def _base_name(path: Path) -> str:
     suffix = format_suffix(path)
     name = path.name.rstrip("/")
     return name[: len(name) - len(suffix)] if suffix else name
+
+
+def _suffix_as_written(path: Path) -> str:
+    """The format suffix in the case the name spells it: ``A.TIF`` -> ``.TIF``."""
+    return path.name.rstrip("/")[len(_base_name(path)):]

@@ -10,9 +10,10 @@ from pathlib import Path
 import click
 
 from ..engine.io import WRITERS, VolumeIOError, can_read, check_writable, format_suffix, remove_tree
-from ..engine.pipeline import is_zarr
-from .app import _Failure, _Interrupted
-from .options import _base_name, _int_tuple, _percentiles, _z
+from ..engine.pipeline import check_output_path, is_zarr
+from ..engine.dtypes import DEFAULT_OUTPUT_DTYPE, OUTPUT_DTYPES
+from .app import _Failure, _Interrupted, _sigterm_as_interrupt, interrupted_code
+from .options import _base_name, _int_tuple, _percentiles, _suffix_as_written, _z
 
 OUTPUT_FORMATS = ("tif", "ome.tif", "nii.gz", "zarr")
 
@@ -56,7 +57,7 @@ class _OutputGuard:
 def _single_output(input_path: Path, output_path: Path, out_format: str | None) -> Path:
     """Return the output file of one input: ``-o`` itself, or a file in the folder ``-o``."""
     if output_path.is_dir() and not can_read(output_path):
-        suffix = f".{out_format}" if out_format else format_suffix(input_path)
+        suffix = f".{out_format}" if out_format else _suffix_as_written(input_path)
         return output_path / f"{_base_name(input_path)}{suffix}"
     if out_format and format_suffix(output_path) != f".{out_format}":
         raise _Failure(f"--format {out_format} does not match the output name {output_path.name}; "
@@ -100,7 +101,7 @@ def _restore_file(input_path: Path, output_path: Path, model: str, factor: int |
     return _run_with_progress(generator, quiet, label).describe()
 
 
-@click.command()
+@click.command(short_help="Restore (and z-upsample) a volume file or a folder of them.")
 @click.option("-i", "--input", "input_path", required=True, type=click.Path(path_type=Path),
               help="Volume to restore (.tif, .ome.tif, .nii, .nii.gz, .zarr), or a folder: "
               "batch mode, every readable volume in it.")
@@ -108,7 +109,8 @@ def _restore_file(input_path: Path, output_path: Path, model: str, factor: int |
               help="Where to write the result; the format follows the suffix. A folder (made "
               "if missing) for batch mode: same base names, format from --format.")
 @click.option("-m", "--method", "--model", "model", default="cubic", show_default=True,
-              help="A model from the library (name or folder) or a baseline: nearest, linear, cubic.")
+              help="A model from the library (name or folder) or an interpolation baseline: "
+              "cubic, linear, nearest...")
 @click.option("-z", "--z-factor", default="auto", show_default=True,
               help="z upsampling factor 1..16, or 'auto': the model's, or round(z spacing / "
               "x spacing) for baselines.")
@@ -118,8 +120,12 @@ def _restore_file(input_path: Path, output_path: Path, model: str, factor: int |
               help="Z,Y,X voxels by which blocks overlap and are blended (default: the model's).")
 @click.option("--percentiles", default="1,99.8", show_default=True,
               help="Low,high percentiles mapped to 0,1 before the network.")
-@click.option("--output-dtype", type=click.Choice(["float32", "input", "uint8", "uint16"]),
-              default="float32", show_default=True)
+@click.option("--output-dtype", type=click.Choice(OUTPUT_DTYPES), default=DEFAULT_OUTPUT_DTYPE,
+              show_default=True,
+              help="auto: the input's type where the values fit it (rounded and clipped to its "
+              "range, never wrapped; bool gives float32, 64-bit integers float64); input: the "
+              "input's type always; float32 keeps every value (twice the size of 16-bit "
+              "data); uint8, uint16: clipped to their range.")
 @click.option("--format", "out_format", type=click.Choice(OUTPUT_FORMATS), default=None,
               help="Output format when -o is a folder (default: the input's).")
 @click.option("--rescale", "reference", type=click.Path(path_type=Path), default=None,
@@ -128,11 +134,12 @@ def _restore_file(input_path: Path, output_path: Path, model: str, factor: int |
               "named like the inputs.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-              default="auto", show_default=True)
+              default="auto", show_default=True,
+              help="Arithmetic of the network: auto is bf16/fp16 on GPUs, fp32 on CPUs.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Restore on a local dask.distributed cluster of N worker processes "
-              "(zarr output).")
+              "(zarr output); at most one per core and per GiB of free memory.")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Restore on a running dask.distributed cluster (e.g. tcp://host:8786); "
               "the output zarr must be on storage every worker can write.")
@@ -142,11 +149,29 @@ def restore(input_path, output_path, model, z_factor, block_shape, overlap, perc
             scheduler, quiet):
     """Restore (and z-upsample) a volume file, or every volume in a folder.
 
-    Outputs are written atomically: Ctrl-C leaves finished files and no partial ones.
-    Zarr outputs are streamed block by block, so volumes larger than memory work.
-    In batch mode a file that fails is reported and the others go on; the exit status
-    is then non-zero.
+    \b
+    Examples:
+      volsr restore -i stack.tif -o iso.tif             z-factor from the spacing
+      volsr restore -i stack.tif -o iso.tif -m my-rcan  a model from the library
+      volsr restore -i raw/ -o out/ --format zarr       every volume in raw/
+
+    The output keeps the input's data type, values rounded and clipped to its range
+    (--output-dtype float32 keeps every value).
+    Interpolation at z-factor 1 would change nothing, so it is refused.
+    Outputs are written atomically: Ctrl-C (or SIGTERM, exit status 143) leaves
+    finished files and no partial ones. Zarr outputs are streamed block by block, so
+    volumes larger than memory work. In batch mode a file that fails is reported and
+    the others go on; the exit status is then non-zero.
     """
+    with _sigterm_as_interrupt():
+        _restore(input_path, output_path, model, z_factor, block_shape, overlap, percentiles,
+                 output_dtype, out_format, reference, device, precision, overwrite, workers,
+                 scheduler, quiet)
+
+
+def _restore(input_path, output_path, model, z_factor, block_shape, overlap, percentiles,
+             output_dtype, out_format, reference, device, precision, overwrite, workers,
+             scheduler, quiet):
     low, high = _percentiles(percentiles)
     blocks = "auto" if block_shape == "auto" else _int_tuple(block_shape, 3, "--block-shape")
     overlaps = None if overlap is None else _int_tuple(overlap, 3, "--overlap", minimum=0)
@@ -156,8 +181,7 @@ def restore(input_path, output_path, model, z_factor, block_shape, overlap, perc
         jobs = _batch_jobs(input_path, output_path, out_format)
     else:
         output_path = _single_output(input_path, output_path, out_format)
-        if input_path.resolve() == output_path.resolve():
-            raise _Failure("the output path equals the input path; choose another output name")
+        _check_paths(input_path, output_path)
         if output_path.exists() and not overwrite:
             raise _Failure(f"{output_path} exists; pass --overwrite or choose another name")
         try:
@@ -170,12 +194,12 @@ def restore(input_path, output_path, model, z_factor, block_shape, overlap, perc
     if batch and reference is not None and can_read(reference) and len(jobs) > 1:
         raise _Failure(f"--rescale {reference} is one file but {input_path} holds {len(jobs)} "
                        "volumes; pass a folder of references named like the inputs")
-    _check_model(model, factor, device)
-    options = dict(block_shape=blocks, overlap=overlaps, percentiles=(low, high),
-                   output_dtype=output_dtype, device=device, precision=precision)
     distributed = workers is not None or scheduler is not None
     if distributed:
-        _check_distributed(workers, scheduler, [out for _, out in jobs], reference)
+        workers = _check_distributed(workers, scheduler, [out for _, out in jobs], reference)
+    _check_model(model, factor, device, fitted=reference is not None)
+    options = dict(block_shape=blocks, overlap=overlaps, percentiles=(low, high),
+                   output_dtype=output_dtype, device=device, precision=precision)
     with _dask_cluster(workers, scheduler, model, factor, device, precision) as cluster:
         if batch:
             _restore_batch(jobs, input_path, output_path, (model, factor), options, reference,
@@ -188,14 +212,28 @@ def restore(input_path, output_path, model, z_factor, block_shape, overlap, perc
                                  "restoring", cluster)
         except (VolumeIOError, ValueError) as exc:
             raise _Failure(str(exc)) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             written = guard.clean()
-            raise _Interrupted(f"{output_path} was written before the interrupt" if written
-                               else "no output was written") from None
+            raise _Interrupted(_stopped_by(exc) + (
+                f"{output_path} was written before the interrupt" if written
+                else "no output was written"), interrupted_code(exc)) from None
     click.echo(line, err=quiet)
 
 
-def _check_distributed(workers, scheduler, outputs: list[Path], reference) -> None:
+def _stopped_by(exc: KeyboardInterrupt) -> str:
+    return "terminated (SIGTERM); " if interrupted_code(exc) != 130 else ""
+
+
+def _check_paths(input_path: Path, output_path: Path) -> None:
+    """The engine's refusal of an output that is, holds or lies inside the input."""
+    try:
+        check_output_path(input_path, output_path)
+    except ValueError as exc:
+        raise _Failure(str(exc)) from None
+
+
+def _check_distributed(workers, scheduler, outputs: list[Path], reference) -> int | None:
+    """Refuse what workers cannot do; return the number of local workers to start."""
     if workers is not None and scheduler is not None:
         raise _Failure("give --workers (a local cluster) or --scheduler (an existing one), "
                        "not both")
@@ -210,6 +248,18 @@ def _check_distributed(workers, scheduler, outputs: list[Path], reference) -> No
     except ImportError:
         raise _Failure("--workers/--scheduler need dask.distributed: "
                        "pip install 'napari-volsr[distributed]'") from None
+    from ..engine.dask_restore import cap_local_workers, check_scheduler_address
+
+    if scheduler is not None:
+        try:
+            check_scheduler_address(scheduler)
+        except ValueError as exc:
+            raise _Failure(f"--scheduler: {exc}") from None
+        return None
+    workers, note = cap_local_workers(workers)
+    if note is not None:
+        click.echo(f"volsr: warning: --workers: {note}", err=True)
+    return workers
 
 
 @contextlib.contextmanager
@@ -231,9 +281,10 @@ def _dask_cluster(workers, scheduler, model, factor, device, precision):
         from distributed import Client
 
         try:
-            client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError) as exc:
-            raise _Failure(f"cannot reach the dask scheduler at {scheduler} ({exc})") from None
+            client = Client(scheduler.strip(), timeout="10s")
+        except Exception as exc:  # OSError, TimeoutError, ValueError for odd addresses...
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            raise _Failure(f"cannot reach the dask scheduler at {scheduler} ({message})") from None
     try:
         yield client, spec
     finally:
@@ -243,17 +294,19 @@ def _dask_cluster(workers, scheduler, model, factor, device, precision):
             cluster.close()
 
 
-def _check_model(model: str, factor: int | None, device: str) -> None:
-    """Fail before any work on unusable models or devices.
+def _check_model(model: str, factor: int | None, device: str, fitted: bool = False) -> None:
+    """Fail before any work on unusable models, devices or a no-op z-factor.
 
     The model is loaded into the engine's cache, where every file's restore finds it.
+    A baseline's automatic z-factor follows each file's spacing: checked per file.
     """
     from ..engine.devices import resolve_device
-    from ..engine.restorers import get_restorer
+    from ..engine.restorers import BASELINES, get_restorer
 
     try:
         resolve_device(device)
-        get_restorer(model, factor, cache=True)
+        if model not in BASELINES or factor is not None:
+            get_restorer(model, factor, cache=True, allow_identity=fitted)
     except ValueError as exc:
         raise _Failure(str(exc)) from None
 
@@ -274,8 +327,9 @@ def _batch_jobs(input_dir: Path, output_dir: Path,
                        ".nii, .nii.gz, .zarr)")
     jobs = []
     for path in inputs:
-        suffix = f".{out_format}" if out_format else format_suffix(path)
+        suffix = f".{out_format}" if out_format else _suffix_as_written(path)
         jobs.append((path, output_dir / f"{_base_name(path)}{suffix}"))
+        _check_paths(path, jobs[-1][1])
     return jobs
 
 
@@ -301,12 +355,12 @@ def _restore_batch(jobs, input_dir: Path, output_dir: Path, restorer: tuple, opt
             line = _restore_file(input_path, output_path, *restorer, options,
                                  _reference_for(input_path, reference), overwrite, quiet,
                                  f"[{i}/{n}] {input_path.name}", cluster)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             if guard.clean():
                 written += 1
             raise _Interrupted(
-                f"stopped at {input_path.name}: {written} of {n} volumes written to {output_dir}, "
-                "no partial files left"
+                f"{_stopped_by(exc)}stopped at {input_path.name}: {written} of {n} volumes "
+                f"written to {output_dir}, no partial files left", interrupted_code(exc)
             ) from None
         except Exception as exc:  # one bad file must not stop the batch
             guard.clean()

@@ -30,6 +30,7 @@ from .io import (
 from .devices import memory_budget, resolve_device, resolve_precision
 from .geometry import output_geometry
 from .predict import (
+    DEFAULT_OUTPUT_DTYPE,
     RestoreProgress,
     RestoreResult,
     as_volume_array,
@@ -190,7 +191,7 @@ def iter_restore_to_zarr(
     block_shape: Sequence[int] | str = "auto",
     overlap: Sequence[int] | None = None,
     percentiles=DEFAULT_PERCENTILES,
-    output_dtype: str = "float32",
+    output_dtype: str = DEFAULT_OUTPUT_DTYPE,
     overwrite: bool = False,
 ) -> Generator[RestoreProgress, None, RestoreResult]:
     """Restore the volume file ``input_path`` on a dask.distributed ``client`` into ``path``.
@@ -291,6 +292,64 @@ def local_cluster_client(n_workers: int, threads_per_worker: int = 1):
     cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
                            processes=True, host="127.0.0.1", dashboard_address=":0")
     return Client(cluster)
+
+
+# What one local worker process holds besides its blocks: Python, torch, a model.
+WORKER_MEMORY = 2**30
+
+
+def cap_local_workers(requested: int) -> tuple[int, str | None]:
+    """The number of local workers to start: ``requested``, capped by cores and memory.
+
+    Returns
+    -------
+    (int, str or None)
+        The number, and a sentence for people when it is less than asked for.
+    """
+    from .devices import host_memory
+    from .text import format_bytes
+
+    cores = os.cpu_count() or 1
+    memory = host_memory()
+    cap = max(1, min(cores, int(memory // WORKER_MEMORY)))
+    if requested <= cap:
+        return requested, None
+    return cap, (f"{requested} local workers are more than this machine can run ({cores} cores, "
+                 f"{format_bytes(memory)} of memory available, about "
+                 f"{format_bytes(WORKER_MEMORY)} per worker): starting {cap}")
+
+
+_SCHEMES = ("tcp", "tls", "inproc", "ucx", "ws", "wss")
+
+
+def check_scheduler_address(address: str) -> str:
+    """Return a dask scheduler address that looks usable, stripped; else a ValueError.
+
+    Accepts ``[scheme://]host:port`` (``tcp://10.0.0.5:8786``, ``node7:8786``,
+    ``tls://[::1]:8786``) and ``inproc://...``, schemes as dask.distributed knows them.
+    """
+    text = str(address).strip()
+    scheme, sep, rest = text.rpartition("://")
+    example = "give one like tcp://host:8786"
+    if not text or (sep and scheme.lower() not in _SCHEMES):
+        raise ValueError(f"{address!r} is not a dask scheduler address ({example}; schemes: "
+                         f"{', '.join(_SCHEMES)})")
+    if scheme.lower() == "inproc":
+        return text
+    host, port = rest, ""
+    if rest.startswith("["):  # [IPv6]:port
+        host, _, port = rest[1:].partition("]")
+        port = port.removeprefix(":")
+    elif rest.count(":") == 1:
+        host, port = rest.split(":")
+    elif ":" in rest:
+        raise ValueError(f"{address!r} is not a dask scheduler address ({example}; an IPv6 "
+                         "address goes in brackets: tcp://[::1]:8786)")
+    if not host or any(c in host for c in "/ ?#@") or not (port.isdigit() and
+                                                           0 < int(port) < 65536):
+        raise ValueError(f"{address!r} is not a dask scheduler address ({example}: a host name "
+                         "or IP address and a port from 1 to 65535)")
+    return text
 
 
 def torch_threads_per_worker(n_workers: int) -> int:

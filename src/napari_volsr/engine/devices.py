@@ -39,17 +39,36 @@ def resolve_precision(precision: str, device):
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def _free_ram() -> float:
+    try:
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return float(4 * 2**30)
+
+
+def host_memory() -> float:
+    """Bytes of RAM a process can still take (4 GiB if the system does not say).
+
+    Linux's MemAvailable (free plus reclaimable caches), else the free RAM.
+    """
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return _free_ram()
+
+
 def available_memory(device) -> float:
-    """Bytes free on ``device``: free GPU memory, or available RAM (4 GiB if unknown)."""
+    """Bytes free on ``device``: free GPU memory, or free RAM (4 GiB if unknown)."""
     import torch
 
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return float(free)
-    try:
-        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return float(4 * 2**30)
+    return _free_ram()
 
 
 def memory_budget(device) -> float:

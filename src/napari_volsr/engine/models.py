@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import os
 import pickle
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,24 +55,48 @@ class LoadedModel:
 
 
 def library_dir() -> Path:
-    """The model library: ``$NAPARI_VOLSR_MODELS`` or the user data directory."""
-    env = os.environ.get(LIBRARY_ENV)
+    """The model library: ``$NAPARI_VOLSR_MODELS`` or the user data directory.
+
+    The variable's value is stripped of surrounding blanks (a pasted newline), ``~`` is
+    expanded and a relative path is made absolute (against the current folder).
+    """
+    env = (os.environ.get(LIBRARY_ENV) or "").strip()
     if env:
-        return Path(env)
+        return Path(env).expanduser().absolute()
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("napari-volsr", appauthor=False)) / "models"
+
+
+def library_problem(root: Path | None = None) -> str | None:
+    """Why the model library cannot hold models (a file in the way), or None."""
+    root = library_dir() if root is None else Path(root)
+    where = (f"{LIBRARY_ENV}={os.environ[LIBRARY_ENV].strip()!r}"
+             if (os.environ.get(LIBRARY_ENV) or "").strip() else "the model library")
+    for path in (root, *root.parents):
+        if path.exists() and not path.is_dir():
+            what = "is" if path == root else f"is inside {path}, which is"
+            return (f"{where}: {root} {what} a file, not a folder; set {LIBRARY_ENV} to a "
+                    "folder (it is made when the first model is saved)")
+        if path.exists():
+            return None
+    return None
 
 
 def list_library() -> list[str]:
     """Names of the model folders in the library (those with a config.json).
 
     Hidden folders are skipped: a save killed midway leaves its temporary there.
+    A library that is not a folder holds none (:func:`library_problem` says why).
     """
     root = library_dir()
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir()
+    try:
+        entries = list(root.iterdir())
+    except OSError:  # unreadable: no models to offer
+        return []
+    return sorted(p.name for p in entries
                   if not p.name.startswith(".") and (p / CONFIG_FILE).is_file())
 
 
@@ -94,6 +120,9 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
     candidate = library_dir() / text
     if candidate.is_dir():
         return candidate
+    problem = library_problem()
+    if problem is not None:
+        raise ModelError(f"unknown model {text!r}: {problem}")
     known = ", ".join(list_library()) or "none yet: train one first"
     raise ModelError(f"unknown model {text!r}; models in the library: {known}")
 
@@ -207,21 +236,39 @@ def save_model(
     folder = Path(folder)
     if folder.exists() and not overwrite:
         raise ModelError(f"{folder}: exists; choose another model name")
-    folder.parent.mkdir(parents=True, exist_ok=True)
     config = config.model_copy(update={"package_version": __version__})
-    with atomic_path(folder) as tmp:
-        tmp.mkdir()
-        (tmp / CONFIG_FILE).write_text(json.dumps(config.model_dump(mode="json"), indent=2))
-        _save_tensors(net, tmp / WEIGHTS_FILE)
-        if ema_net is not None:
-            _save_tensors(ema_net, tmp / EMA_WEIGHTS_FILE)
-        rows = history or []
-        with open(tmp / HISTORY_FILE, "w", newline="") as fh:
-            fields = sorted({k for row in rows for k in row})
-            writer = csv.DictWriter(fh, fieldnames=fields or ["step"])
-            writer.writeheader()
-            writer.writerows(rows)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder) as tmp:
+            _write_model_files(tmp, config, net, ema_net, history)
+    except OSError as exc:
+        in_library = folder.parent == library_dir()
+        denied = exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+        hint = f"; set {LIBRARY_ENV} to a folder you can write" if in_library and denied else ""
+        problem = library_problem(folder.parent) if in_library else None
+        raise ModelError(problem or f"{folder}: could not save the model "
+                         f"({exc.strerror or exc}){hint}") from exc
     return folder
+
+
+def _write_model_files(tmp: Path, config: ModelConfig, net, ema_net, history) -> None:
+    """Fill the new folder ``tmp``; the weights get config.json's permissions."""
+    tmp.mkdir()
+    (tmp / CONFIG_FILE).write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+    # safetensors writes its files readable by the owner alone; a shared library needs
+    # them as readable as config.json (the umask decides).
+    mode = stat.S_IMODE((tmp / CONFIG_FILE).stat().st_mode)
+    _save_tensors(net, tmp / WEIGHTS_FILE)
+    os.chmod(tmp / WEIGHTS_FILE, mode)
+    if ema_net is not None:
+        _save_tensors(ema_net, tmp / EMA_WEIGHTS_FILE)
+        os.chmod(tmp / EMA_WEIGHTS_FILE, mode)
+    rows = history or []
+    with open(tmp / HISTORY_FILE, "w", newline="") as fh:
+        fields = sorted({k for row in rows for k in row})
+        writer = csv.DictWriter(fh, fieldnames=fields or ["step"])
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def import_torch_weights(path: str | os.PathLike) -> dict:

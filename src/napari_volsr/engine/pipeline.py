@@ -12,7 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from .io import format_suffix, read_volume, remove_tree, write_volume
-from .predict import RestoreProgress, RestoreResult, as_volume_array, iter_restore, to_output_dtype
+from .predict import (
+    DEFAULT_OUTPUT_DTYPE,
+    RestoreProgress,
+    RestoreResult,
+    as_volume_array,
+    iter_restore,
+    to_output_dtype,
+)
 from .restorers import get_restorer, iter_load, release, resolve_z_factor
 
 
@@ -59,14 +66,36 @@ class WrittenVolume:
         spacing = " x ".join(f"{s:g}" for s in result.spacing)
         workers = result.settings.get("workers")
         where = f" on {workers} dask workers" if workers is not None else ""
-        return (f"wrote {self.path}: {self.shape} {self.dtype}, spacing {spacing} "
-                f"{self.unit or ''} ({result.settings['method']} x{result.z_factor}; "
-                f"{result.plan}{where}{self.note})").rstrip()
+        unit = f" {self.unit}" if self.unit else ""
+        return (f"wrote {self.path}: {self.shape} {self.dtype}, spacing {spacing}{unit} "
+                f"({result.settings['method']} x{result.z_factor}; "
+                f"{result.plan}{where}{self.note})")
 
 
 def is_zarr(path: str | os.PathLike) -> bool:
     """Whether ``path`` names a zarr store (written block by block)."""
     return format_suffix(Path(path)) in (".zarr", ".ome.zarr")
+
+
+def check_output_path(input_path, output_path) -> None:
+    """Refuse an output that is the input, lies inside it (a zarr store) or contains it.
+
+    Paths are compared resolved, so ``..`` and symbolic links do not hide them.
+
+    Raises
+    ------
+    ValueError
+        Saying which and what to choose instead.
+    """
+    source, target = Path(input_path).resolve(), Path(output_path).resolve()
+    if source == target:
+        raise ValueError("the output path equals the input path; choose another output name")
+    if source in target.parents:
+        raise ValueError(f"the output {output_path} lies inside the input {input_path}: writing "
+                         "it would change the input; choose an output outside it")
+    if target in source.parents:
+        raise ValueError(f"the input {input_path} lies inside the output {output_path}: "
+                         "replacing the output would delete the input; choose another output")
 
 
 def iter_restore_file(input_path, output_path, model: str = "cubic",
@@ -83,7 +112,8 @@ def iter_restore_file(input_path, output_path, model: str = "cubic",
     Parameters
     ----------
     input_path, output_path
-        Volume files; the output format follows the suffix.
+        Volume files; the output format follows the suffix. An output inside the
+        input (a zarr store), or one holding it, is refused (:func:`check_output_path`).
     model, z_factor, restorer_options
         As for :func:`~.restorers.get_restorer` (cached: a batch loads a model once).
         With ``z_factor`` None, baselines follow the file's spacing.
@@ -100,6 +130,7 @@ def iter_restore_file(input_path, output_path, model: str = "cubic",
         ``output_dtype``, ``device``, ``precision``...).
     """
     input_path, output_path = Path(input_path), Path(output_path)
+    check_output_path(input_path, output_path)
     volume = read_volume(input_path, lazy=True)
     as_volume_array(volume.data)  # refuse 2D images and the like before loading a model
     if client is not None:
@@ -112,10 +143,11 @@ def iter_restore_file(input_path, output_path, model: str = "cubic",
                                                  overwrite=overwrite, **run)
         return WrittenVolume(output_path, result, tuple(result.data.shape), result.data.dtype,
                              volume.unit)
+    # Interpolation at z-factor 1 changes nothing, unless the result is fitted to a reference.
     restorer = get_restorer(model, z_factor, spacing=volume.spacing, cache=True,
-                            **(restorer_options or {}))
+                            allow_identity=reference is not None, **(restorer_options or {}))
     ground_truth = _reference_volume(reference, volume, restorer.z_factor, input_path)
-    output_dtype = restore_kwargs.pop("output_dtype", "float32")
+    output_dtype = restore_kwargs.pop("output_dtype", DEFAULT_OUTPUT_DTYPE)
     scratch = None
     if is_zarr(output_path) and ground_truth is None:
         # Named like io.atomic_path's temporaries, so an interrupt's cleanup finds it.

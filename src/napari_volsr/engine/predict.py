@@ -11,11 +11,25 @@ from typing import Any, Protocol
 import numpy as np
 
 from .data import DEFAULT_PERCENTILES, Normalization, percentile_normalization
-from .devices import available_memory, memory_budget, resolve_device, resolve_precision
+from .devices import (
+    available_memory,
+    host_memory,
+    memory_budget,
+    resolve_device,
+    resolve_precision,
+)
+from .dtypes import (  # noqa: F401  (OUTPUT_DTYPES, output_dtype_for: used from here too)
+    DEFAULT_OUTPUT_DTYPE,
+    OUTPUT_DTYPES,
+    check_output_dtype,
+    output_dtype_for,
+    output_dtype_of,
+    to_output_dtype,
+)
 from .geometry import output_geometry, validate_z_factor
+from .text import format_bytes
 from .tiling import ArrayMerger, BlockPlan, ZarrMerger, plan_restore, read_block
 
-OUTPUT_DTYPES = ("float32", "input", "uint8", "uint16")
 # Small blocks go through the network several at a time, up to this many padded input
 # voxels per call (blocks_per_call).
 BATCH_VOXELS = 2**21
@@ -127,33 +141,6 @@ def as_volume_array(data):
     )
 
 
-def to_output_dtype(values: np.ndarray, output_dtype: str, input_dtype) -> np.ndarray:
-    """Convert restored values (input units) to ``output_dtype``, rounding and clipping integers.
-
-    ``output_dtype`` is one of :data:`OUTPUT_DTYPES`; ``"input"`` means ``input_dtype``.
-    """
-    target = np.dtype(input_dtype) if output_dtype == "input" else np.dtype(output_dtype)
-    if target.kind in "iu":
-        info = np.iinfo(target)
-        values = np.rint(values)
-        # Floats round the top of 32/64-bit ranges up past the maximum, which would wrap
-        # the brightest voxels to the darkest: clip just below it instead.
-        high = np.asarray(info.max, dtype=values.dtype)
-        if int(high) > info.max:
-            high = np.nextafter(high, 0)
-        return np.clip(values, info.min, high).astype(target)
-    if target.kind == "b":
-        return values > 0.5
-    return values.astype(target, copy=False)
-
-
-def output_dtype_of(output: str, output_dtype: str, input_dtype) -> np.dtype:
-    """The dtype :func:`to_output_units` gives ``output`` (uncertainty stays float32)."""
-    if output == "uncertainty" or output_dtype == "float32":
-        return np.dtype("float32")
-    return np.dtype(input_dtype if output_dtype == "input" else output_dtype)
-
-
 def to_output_units(values: np.ndarray, *, norm: Normalization, output: str, output_dtype: str,
                     input_dtype) -> np.ndarray:
     """Undo the normalisation of merged network values and convert to the output dtype."""
@@ -234,11 +221,31 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     )
 
 
-def check_output_dtype(output_dtype: str) -> None:
-    """Refuse an output dtype not in :data:`OUTPUT_DTYPES`, naming the choices."""
-    if output_dtype not in OUTPUT_DTYPES:
-        raise ValueError(f"output_dtype must be one of {', '.join(OUTPUT_DTYPES)}, "
-                         f"got {output_dtype!r}")
+def check_result_fits(shape, z_factor: int, outputs: Sequence[str], output_dtype: str,
+                      input_dtype) -> None:
+    """Refuse, before any work, a result that cannot be held in the RAM available.
+
+    In-memory restoration holds the merged float32 network values and the outputs in
+    their dtype; a lazy input (a dask array) can be far larger than memory.
+
+    Parameters
+    ----------
+    shape
+        CZYX shape of the input.
+    """
+    channels, depth, *rest = (int(n) for n in shape)
+    voxels = channels * depth * z_factor * math.prod(rest)
+    per_voxel = sum(4 + output_dtype_of(name, output_dtype, input_dtype).itemsize
+                    for name in outputs)
+    need, free = float(voxels) * per_voxel, host_memory()
+    if need > free:
+        out_shape = (depth * z_factor, *rest) if channels == 1 else (channels, depth * z_factor,
+                                                                     *rest)
+        raise ValueError(
+            f"the result, {out_shape} voxels, needs about {format_bytes(need)} of memory but "
+            f"{format_bytes(free)} is available: write it to a zarr store instead (e.g. volsr "
+            "restore -o result.zarr), which is streamed block by block, or restore part of it"
+        )
 
 
 def _check_options(output_dtype: str, spacing) -> tuple[float, ...]:
@@ -259,7 +266,7 @@ def iter_restore(
     block_shape="auto",
     overlap=None,
     percentiles=DEFAULT_PERCENTILES,
-    output_dtype: str = "float32",
+    output_dtype: str = DEFAULT_OUTPUT_DTYPE,
     device: str = "auto",
     precision: str = "auto",
     out_store=None,
@@ -287,11 +294,14 @@ def iter_restore(
     percentiles
         Low/high percentiles mapped to 0/1 before the network, undone afterwards.
     output_dtype
-        ``float32``, ``input`` (the input's dtype, clipped), ``uint8`` or ``uint16``.
+        ``auto`` (default: the input's dtype where the values fit, rounded and clipped
+        to its range, never wrapped; :func:`output_dtype_for`), ``input``, ``float32``
+        (every value kept), ``uint8`` or ``uint16`` (clipped).
     device, precision
         Where and how to run (``auto`` = CUDA, MPS, CPU; fp32 on CPUs).
     out_store
-        A zarr path or store: merge there instead of in memory (bounded memory).
+        A zarr path or store: merge there instead of in memory (bounded memory); else
+        a result larger than the RAM available is refused (:func:`check_result_fits`).
     should_stop
         Polled between blocks; when it returns True, :class:`RestoreCancelled` is raised.
     """
@@ -303,7 +313,8 @@ def iter_restore(
     z_factor = validate_z_factor(restorer.z_factor)
     torch_device = resolve_device(device)
     autocast_dtype = resolve_precision(precision, torch_device)
-
+    if out_store is None:  # before reading anything: a lazy input may be huge
+        check_result_fits(volume.shape, z_factor, restorer.outputs, output_dtype, volume.dtype)
     yield RestoreProgress("normalise", 0, volume.shape[0], "computing percentiles")
     norms = [percentile_normalization(volume[c], percentiles) for c in range(volume.shape[0])]
     # Fail before any block for in-memory input (a float64 sum has no temporary array).

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import copy
-import threading
 import warnings
 from collections.abc import Generator
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .geometry import default_z_factor, validate_z_factor
 from .interp import INTERPOLATION_MODES, INTERPOLATION_REACH, upsample_z
+from .model_cache import load_model_cached, stamp_or_none
 from .models import (
     LoadedModel,
     ModelError,
+    library_problem,
     list_library,
     load_model,
     read_model_config,
@@ -310,21 +312,62 @@ def list_restorers() -> list[str]:
     return [*BASELINES, *list_library()]
 
 
+def _spacing_text(spacing) -> str:
+    return " x ".join(f"{float(s):g}" for s in spacing)
+
+
 def resolve_z_factor(model, z_factor=None, spacing=None) -> int | None:
     """The z-factor a restore uses when ``z_factor`` is not given (None).
 
     Baselines follow the voxel ``spacing`` (:func:`~.geometry.default_z_factor`; 1
     without one); a trained model uses its own factor (None is returned).
+
+    Raises
+    ------
+    ValueError
+        A spacing whose z / x ratio asks for more than 16 (an absurd voxel size).
     """
     if z_factor is not None:
         return z_factor
     if isinstance(model, str) and model in BASELINES:
-        return 1 if spacing is None else default_z_factor(spacing)
+        if spacing is None:
+            return 1
+        spacing = tuple(float(s) for s in spacing)
+        if len(spacing) >= 3 and spacing[-1] > 0:
+            with np.errstate(over="ignore", divide="ignore"):
+                ratio = np.float64(spacing[-3]) / np.float64(spacing[-1])
+            if not np.isfinite(ratio) or ratio >= 16.5:
+                raise ValueError(
+                    f"the voxel spacing {_spacing_text(spacing)} asks for a z-factor of "
+                    f"{ratio:.3g} (z spacing / x spacing), beyond 16: check the voxel size "
+                    "the file gives, or choose a z-factor from 1 to 16"
+                )
+        return default_z_factor(spacing)
     return None
 
 
+def check_not_a_no_op(model: str, z_factor: int, spacing=None, given: bool = True) -> None:
+    """Refuse interpolation at z-factor 1: it returns the volume unchanged.
+
+    ``given``: the z-factor was asked for (else it came from ``spacing``, or from no
+    spacing at all).
+    """
+    if z_factor != 1:
+        return
+    if given:
+        why = ""
+    elif spacing is None:
+        why = " (no voxel spacing was given, so the z-factor is 1)"
+    else:
+        why = f" (the voxel spacing {_spacing_text(spacing)} needs no z-upsampling)"
+    raise ValueError(
+        f"{model} interpolation with z-factor 1 returns the volume unchanged{why}: nothing "
+        "to do; choose a z-factor from 2 to 16, or a trained model"
+    )
+
+
 def get_restorer(model, z_factor: int | None = None, *, spacing=None, cache: bool = False,
-                 **options) -> Restorer:
+                 allow_identity: bool = False, **options) -> Restorer:
     """A restorer from a baseline name, a library name, a folder or a LoadedModel.
 
     Every door (console, command line, panels, dask workers) gets its restorers here.
@@ -341,6 +384,9 @@ def get_restorer(model, z_factor: int | None = None, *, spacing=None, cache: boo
     cache
         Reuse a model loaded before while its folder's files are unchanged
         (:func:`load_model_cached`): restorers built from it share one network.
+    allow_identity
+        Accept a baseline at z-factor 1, which returns the volume unchanged (refused
+        otherwise, :func:`check_not_a_no_op`): e.g. before fitting it to a reference.
     **options
         Passed to :class:`NetworkRestorer` (diffusion steps and samples, seed).
 
@@ -348,11 +394,15 @@ def get_restorer(model, z_factor: int | None = None, *, spacing=None, cache: boo
     ------
     ValueError
         Unknown names (the message lists the valid ones), bad or conflicting z-factors,
-        unusable model folders.
+        unusable model folders, a baseline at z-factor 1 (a no-op).
     """
+    given = z_factor is not None
     z_factor = resolve_z_factor(model, z_factor, spacing)
     if isinstance(model, str) and model in BASELINES:
-        return InterpolationRestorer(model, z_factor)
+        restorer = InterpolationRestorer(model, z_factor)
+        if not allow_identity:
+            check_not_a_no_op(model, restorer.z_factor, spacing, given)
+        return restorer
     if not isinstance(model, LoadedModel):
         try:
             model = load_model_cached(model) if cache else load_model(model)
@@ -369,7 +419,9 @@ def get_restorer(model, z_factor: int | None = None, *, spacing=None, cache: boo
 def _model_error(model, exc: ModelError) -> ValueError:
     """The ValueError every door shows for a model that cannot be used."""
     if isinstance(model, str) and "unknown model" in str(exc):
-        return ValueError(f"unknown model {model!r}; choose one of: {', '.join(list_restorers())}")
+        problem = library_problem()
+        return ValueError(f"unknown model {model!r}; choose one of: {', '.join(list_restorers())}"
+                          + (f" ({problem})" if problem else ""))
     return ValueError(str(exc))
 
 
@@ -389,40 +441,8 @@ def iter_load(model, z_factor: int | None = None, *, spacing=None, **options
     return restorer
 
 
-# ---------------------------------------------------------------------- the model cache
-_LOADED: dict = {}
-_LOADED_LOCK = threading.Lock()
-
-
-def model_stamp(folder: Path) -> float:
-    """Latest modification time of a model folder's files (a retrained model differs)."""
-    stamps = [p.stat().st_mtime for p in folder.iterdir() if p.is_file()]
-    return max(stamps, default=0.0)
-
-
-def load_model_cached(model) -> LoadedModel:
-    """Load a model, reusing it while its folder's files are unchanged (one kept).
-
-    Raises
-    ------
-    ModelError
-        As :func:`~.models.load_model`.
-    """
-    folder = resolve_model_path(model).resolve()
-    key = (str(folder), model_stamp(folder))
-    with _LOADED_LOCK:
-        hit = _LOADED.get(key)
-    if hit is not None:
-        return hit
-    loaded = load_model(folder)
-    with _LOADED_LOCK:
-        _LOADED.clear()
-        _LOADED[key] = loaded
-    return loaded
-
-
 @lru_cache(maxsize=32)
-def _network_geometry(folder: str, stamp: float, samples: int | None) -> RestorerGeometry:
+def _network_geometry(folder: str, stamp, samples: int | None) -> RestorerGeometry:
     config = read_model_config(folder)
     try:
         # Shapes only: halo and divisor are plain integers, so no memory is allocated.
@@ -452,6 +472,6 @@ def restorer_geometry(model: str, z_factor: int = 1,
         return geometry_of(InterpolationRestorer(model, z_factor))
     try:
         folder = resolve_model_path(model).resolve()
-        return _network_geometry(str(folder), model_stamp(folder), diffusion_samples)
+        return _network_geometry(str(folder), stamp_or_none(folder), diffusion_samples)
     except ModelError as exc:
         raise _model_error(model, exc) from None

@@ -9,7 +9,7 @@ from pathlib import Path
 from .files import atomic_path, format_suffix, remove_tree, require_file
 from .nifti import nifti_affine_for, read_nifti, write_nifti
 from .tiff import read_tiff, write_tiff
-from .volume import SPATIAL_AXES, Volume, VolumeIOError
+from .volume import SPATIAL_AXES, Volume, VolsrWarning, VolumeIOError
 from .zarr import ome_zarr_array, read_zarr, settle_zarr_writes, unit_from_ome, write_zarr
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "WRITERS",
     "Reader",
     "Volume",
+    "VolsrWarning",
     "VolumeIOError",
     "atomic_path",
     "can_read",

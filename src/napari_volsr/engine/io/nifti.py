@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .volume import Volume, VolumeIOError, one_line_message, widen_for_storage
+from .volume import Volume, VolsrWarning, VolumeIOError, one_line_message, widen_for_storage
 
 
 def _nibabel():
@@ -19,12 +20,62 @@ def _nibabel():
     return nibabel
 
 
-def read_nifti(path: Path, lazy: bool) -> Volume:
-    """Read a 3-D or 4-D NIfTI file as ``ZYX`` or ``CZYX``, keeping its affine in the metadata."""
-    nib = _nibabel()
-    try:
+def _open(path: Path):
+    import gzip
+
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def _load(nib, path: Path):
+    """(image, voxels, pixdim as stored) of a NIfTI file, also one named ``X.NII.GZ``.
+
+    nibabel replaces a pixdim of 0 by 1 while loading; the stored one is read apart.
+    """
+    if path.name.endswith((".nii", ".nii.gz")):
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
+    else:  # nibabel finds files by their lower-case extensions only: read it as a stream
+        from nibabel.fileholders import FileHolder
+
+        with _open(path) as fh:
+            holder = FileHolder(fileobj=fh)
+            img = nib.Nifti1Image.from_file_map({"header": holder, "image": holder})
+            data = np.array(img.dataobj)
+    with _open(path) as fh:
+        stored = type(img.header).from_fileobj(fh, check=False)
+    return img, data, np.asarray(stored["pixdim"][1:4], dtype=float)
+
+
+def _spacing(img, raw: np.ndarray, path: Path) -> tuple[float, ...]:
+    """Voxel size (x, y, z) from the header's pixdim, or from the affine where it is unusable.
+
+    A pixdim of 0 (nibabel then assumes 1) or one that disagrees with the sform/qform
+    columns would put the voxels elsewhere than the affine says: the affine wins, said.
+    """
+    zooms = np.asarray([float(z) for z in img.header.get_zooms()[:3]], dtype=float)
+    columns = np.linalg.norm(np.asarray(img.affine, dtype=float)[:3, :3], axis=0)
+    usable = np.all(np.isfinite(raw) & (raw > 0))
+    agrees = np.allclose(raw, columns, rtol=1e-3, atol=0)
+    if usable and agrees or not np.all(np.isfinite(columns) & (columns > 0)):
+        return tuple(zooms)
+    why = "is 0 or invalid" if not usable else "disagrees with its affine"
+    header = " x ".join(f"{z:g}" for z in raw)
+    warnings.warn(
+        f"{path}: the header's voxel size (pixdim {header}) {why}; the spacing "
+        f"{' x '.join(f'{c:.6g}' for c in columns)} (x, y, z) comes from the affine instead",
+        VolsrWarning, stacklevel=4)
+    return tuple(float(c) for c in columns)
+
+
+def read_nifti(path: Path, lazy: bool) -> Volume:
+    """Read a 3-D or 4-D NIfTI file as ``ZYX`` or ``CZYX``, keeping its affine in the metadata.
+
+    The spacing is the header's pixdim, or the affine's column lengths where pixdim is 0
+    or disagrees with the affine (a warning says so).
+    """
+    nib = _nibabel()
+    try:
+        img, data, pixdim = _load(nib, path)
     except Exception as exc:  # nibabel raises several types for broken files
         raise VolumeIOError(f"{path}: not a readable NIfTI file ({one_line_message(exc)})") from exc
     if data.ndim == 2:
@@ -38,8 +89,7 @@ def read_nifti(path: Path, lazy: bool) -> Volume:
         axes = "ZYX"
     else:
         raise VolumeIOError(f"{path}: {data.ndim}-D NIfTI data is not supported (3-D or 4-D)")
-    zooms = [float(z) for z in img.header.get_zooms()[:3]]
-    spacing = tuple(reversed(zooms))
+    spacing = tuple(reversed(_spacing(img, pixdim, path)))
     unit = img.header.get_xyzt_units()[0]
     unit = {"mm": "mm", "micron": "µm", "meter": "m"}.get(unit or "", None)
     metadata = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 from .volume import (
     SPATIAL_AXES,
     Volume,
+    VolsrWarning,
     VolumeIOError,
     normalise_unit,
     one_line_message,
@@ -62,6 +64,53 @@ def _tiff_spacing(tif, series) -> tuple[dict[str, float], str | None]:
     return sizes, normalise_unit(unit)
 
 
+_IMAGEJ_COUNTS = ("images", "channels", "slices", "frames")
+
+
+def _check_imagej(tif, path: Path) -> None:
+    """Refuse ImageJ metadata that is malformed or contradicts itself.
+
+    tifffile would read such files as it guesses (a few of the planes, or not at all,
+    with a message about Python types); ImageJ itself stores images = channels x
+    slices x frames.
+    """
+    meta = tif.imagej_metadata if tif.is_imagej else None
+    if not meta:
+        return
+    counts = {}
+    for key in _IMAGEJ_COUNTS:
+        value = meta.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise VolumeIOError(
+                f"{path}: malformed ImageJ metadata ({key}={value!r} is not a positive "
+                "integer); fix it in Fiji (Image > Properties) or save the stack again"
+            )
+        counts[key] = value
+    product = counts["channels"] * counts["slices"] * counts["frames"]
+    # A plain stack may give images alone (then they are the slices).
+    given = any(key in meta for key in _IMAGEJ_COUNTS[1:])
+    if "images" in meta and given and product != counts["images"]:
+        raise VolumeIOError(
+            f"{path}: the ImageJ metadata contradicts itself: images={counts['images']} but "
+            f"channels x slices x frames = {counts['channels']} x {counts['slices']} x "
+            f"{counts['frames']} = {product} (edited?); fix it in Fiji (Image > Properties) "
+            "or save the stack again"
+        )
+
+
+def _warn_other_series(tif, path: Path) -> None:
+    """Say that only the first of several image series is read."""
+    series = tif.series
+    if len(series) > 1:
+        others = ", ".join(str(tuple(s.shape)) for s in series[1:4])
+        more = ", ..." if len(series) > 4 else ""
+        warnings.warn(
+            f"{path}: the file holds {len(series)} image series; reading the first, "
+            f"{tuple(series[0].shape)} {series[0].axes}, and leaving {others}{more} "
+            "(save each series to its own file to use the others)",
+            VolsrWarning, stacklevel=4)
+
+
 def _check_complete(tif, series, path: Path) -> None:
     """Refuse truncated files: tifffile would read them, filling the missing part."""
     size = path.stat().st_size
@@ -74,7 +123,7 @@ def _check_complete(tif, series, path: Path) -> None:
             default=0,
         )
     # ImageJ writes the plane count up front; fewer readable planes means a cut file.
-    expected = (tif.imagej_metadata or {}).get("images", 0) if tif.is_imagej else 0
+    expected = int((tif.imagej_metadata or {}).get("images", 0)) if tif.is_imagej else 0
     planes = 1
     for axis, n in zip(series.axes, series.shape):
         planes *= 1 if axis in "YXS" else n
@@ -111,7 +160,9 @@ def read_tiff(path: Path, lazy: bool) -> Volume:
 
     try:
         with tifffile.TiffFile(path) as tif:
+            _check_imagej(tif, path)
             series = tif.series[0]
+            _warn_other_series(tif, path)
             axes = series.axes
             _check_complete(tif, series, path)
             sizes, unit = _tiff_spacing(tif, series)
@@ -175,6 +226,13 @@ def write_tiff(path: Path, volume: Volume, ome: bool) -> None:
         # ImageJ hyperstacks are TZCYXS: put the channel axis after Z.
         order = "".join(a for a in "ZCYX" if a in volume.axes)
         data = data.transpose([volume.axes.index(a) for a in order])
+        resolution = tuple(1 / sizes.get(ax, 1.0) for ax in "XY")
+        if not all(2.0**-32 < r < 2.0**32 for r in resolution):  # 32-bit fractions
+            raise VolumeIOError(
+                f"TIFF stores the x, y voxel size as a fraction of 32-bit integers, which "
+                f"cannot hold {sizes.get('X', 1.0):g} x {sizes.get('Y', 1.0):g}; write .zarr "
+                "or .nii.gz, or check the input's voxel size"
+            )
         metadata = {"axes": order, "unit": "um" if unit == "µm" else unit}
         if "Z" in sizes:
             metadata["spacing"] = sizes["Z"]
@@ -182,7 +240,7 @@ def write_tiff(path: Path, volume: Volume, ome: bool) -> None:
             path,
             data,
             imagej=True,
-            resolution=(1 / sizes.get("X", 1.0), 1 / sizes.get("Y", 1.0)),
+            resolution=resolution,
             metadata=metadata,
         )
     else:

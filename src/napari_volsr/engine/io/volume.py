@@ -14,6 +14,13 @@ class VolumeIOError(Exception):
     """A file could not be read or written; the message says why and what to do."""
 
 
+class VolsrWarning(UserWarning):
+    """Work goes on, but the result may not be what was expected; the message says why.
+
+    ``volsr`` prints these as ``volsr: warning: ...``; napari shows them as notifications.
+    """
+
+
 @dataclass(frozen=True)
 class Volume:
     """An image volume and its physical geometry.

@@ -4,19 +4,118 @@ from __future__ import annotations
 
 import contextlib
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .volume import SPATIAL_AXES, Volume, VolumeIOError, normalise_unit, one_line_message
+from .volume import (
+    SPATIAL_AXES,
+    Volume,
+    VolsrWarning,
+    VolumeIOError,
+    normalise_unit,
+    one_line_message,
+)
 
 # OME-Zarr spells units out; Volume uses the short forms.
 _OME_UNITS = {"µm": "micrometer", "nm": "nanometer", "mm": "millimeter"}
 _UNITS_FROM_OME = {ome: short for short, ome in _OME_UNITS.items()}
 
 
+_OME_SHAPE = ("the multiscales entry needs 'axes' (one name per array axis) and 'datasets' "
+              "whose first has a 'path' and a 'scale' transformation with one value per axis")
+
+
+def _ome_layout(ome: dict, node, path: Path):
+    """(array, axis names, scale, translation, unit) from OME-Zarr multiscales metadata.
+
+    Raises
+    ------
+    VolumeIOError
+        Naming what is malformed (a missing key, a list of the wrong length...).
+    """
+    def malformed(what: str) -> VolumeIOError:
+        return VolumeIOError(f"{path}: malformed OME-Zarr metadata ({what}); {_OME_SHAPE}")
+
+    multiscales = ome["multiscales"]
+    if not isinstance(multiscales, list) or not multiscales or not isinstance(multiscales[0], dict):
+        raise malformed("'multiscales' is not a list of entries")
+    ms = multiscales[0]
+    datasets, axes = ms.get("datasets"), ms.get("axes")
+    if not isinstance(datasets, list) or not datasets or not isinstance(datasets[0], dict):
+        raise malformed("no 'datasets' list")
+    if not isinstance(axes, list) or not all(
+            isinstance(a, str) or isinstance(a, dict) and isinstance(a.get("name"), str)
+            for a in axes):
+        raise malformed("'axes' is not a list of names")
+    first = datasets[0]
+    try:
+        array = node[str(first.get("path"))]
+    except (KeyError, TypeError):
+        where = first.get("path")
+        raise malformed(f"dataset path {where!r} is not an array in the store") from None
+    if not hasattr(array, "shape"):
+        raise malformed(f"dataset path {first.get('path')!r} is a group, not an array")
+    names = [(a["name"] if isinstance(a, dict) else a).upper() for a in axes]
+    if len(names) != array.ndim:
+        raise VolumeIOError(f"{path}: axes {names} do not match the array's {array.ndim} dims")
+    scale, translation = [1.0] * len(names), [0.0] * len(names)
+    transforms = first.get("coordinateTransformations", [])
+    if not isinstance(transforms, list) or not all(isinstance(t, dict) for t in transforms):
+        raise malformed("'coordinateTransformations' is not a list")
+    for t in transforms:
+        for kind, values in (("scale", scale), ("translation", translation)):
+            if t.get("type") != kind:
+                continue
+            given = t.get(kind)
+            if not isinstance(given, list) or len(given) != len(names):
+                raise malformed(f"{kind} {given!r} needs {len(names)} numbers, one per axis")
+            try:
+                values[:] = [float(v) for v in given]
+            except (TypeError, ValueError):
+                raise malformed(f"{kind} {given!r} holds a value that is not a number") from None
+    units = [a.get("unit") for a in axes if isinstance(a, dict)]
+    unit = next((u for u in units if isinstance(u, str) and u), None)
+    return array, names, scale, translation, unit
+
+
+def _plain_layout(node, attrs: dict, path: Path):
+    """(array, axis names, scale, translation, unit) of a plain zarr array (our old layout)."""
+    names = list(attrs.get("axes", "CZYX"[-node.ndim:] if node.ndim <= 4 else ""))
+    spacing = attrs.get("voxel_spacing", [1.0] * 3)
+    try:
+        scale = [1.0] * (len(names) - 3) + [float(v) for v in spacing]
+    except (TypeError, ValueError):
+        raise VolumeIOError(f"{path}: voxel_spacing {spacing!r} is not three numbers") from None
+    if len(scale) != len(names):
+        raise VolumeIOError(f"{path}: voxel_spacing {spacing!r} is not three numbers")
+    unit = attrs.get("unit")
+    return node, [str(n).upper() for n in names], scale, [0.0] * len(names), (
+        unit if isinstance(unit, str) else None)
+
+
+def warn_missing_chunks(array, path: Path) -> None:
+    """Warn, naming how many, when chunks of a zarr array are absent (read as the fill value)."""
+    try:
+        total, present = int(array.nchunks), int(array.nchunks_initialized)
+    except Exception:  # a store that cannot list its keys: nothing to say
+        return
+    if present < total:
+        fill = array.fill_value
+        fill = fill.item() if hasattr(fill, "item") else fill  # 0, not np.uint16(0)
+        warnings.warn(
+            f"{path}: {total - present} of {total} chunks are missing and read as the fill "
+            f"value {fill!r}: an incomplete copy (copy the store again), or a writer that "
+            "leaves out chunks holding only that value",
+            VolsrWarning, stacklevel=3)
+
+
 def read_zarr(path: Path, lazy: bool) -> Volume:
-    """Read an OME-Zarr group's first level or a plain zarr array, as dask unless not ``lazy``."""
+    """Read an OME-Zarr group's first level or a plain zarr array, as dask unless not ``lazy``.
+
+    Missing chunks (zarr reads them as the fill value) are counted and warned about.
+    """
     import dask.array as da
     import zarr
 
@@ -26,30 +125,15 @@ def read_zarr(path: Path, lazy: bool) -> Volume:
         raise VolumeIOError(f"{path}: not a readable zarr store ({one_line_message(exc)})") from exc
     attrs = dict(node.attrs)
     ome = attrs.get("ome", attrs)  # OME-Zarr 0.5 nests its keys under "ome"
-    if "multiscales" in ome:
-        ms = ome["multiscales"][0]
-        first = ms["datasets"][0]
-        array = node[first["path"]]
-        names = [a["name"].upper() if isinstance(a, dict) else a.upper() for a in ms["axes"]]
-        scale = [1.0] * len(names)
-        translation = [0.0] * len(names)
-        for t in first.get("coordinateTransformations", []):
-            if t.get("type") == "scale":
-                scale = t["scale"]
-            elif t.get("type") == "translation":
-                translation = t["translation"]
-        units = [a.get("unit") for a in ms["axes"] if isinstance(a, dict)]
-        unit = next((u for u in units if u), None)
+    if isinstance(ome, dict) and "multiscales" in ome:
+        array, names, scale, translation, unit = _ome_layout(ome, node, path)
     elif hasattr(node, "shape"):
-        array = node
-        names = list(attrs.get("axes", "CZYX"[-node.ndim:] if node.ndim <= 4 else ""))
-        scale = [1.0] * (len(names) - 3) + list(attrs.get("voxel_spacing", [1.0] * 3))
-        translation = [0.0] * len(names)
-        unit = attrs.get("unit")
+        array, names, scale, translation, unit = _plain_layout(node, attrs, path)
     else:
         raise VolumeIOError(f"{path}: a zarr group without OME multiscales metadata")
     if len(names) != array.ndim:
         raise VolumeIOError(f"{path}: axes {names} do not match the array's {array.ndim} dims")
+    warn_missing_chunks(array, path)
     data = da.from_zarr(array)
     keep = [i for i, a in enumerate(names) if a in "CZYX" or array.shape[i] > 1]
     for i in keep:
@@ -61,6 +145,8 @@ def read_zarr(path: Path, lazy: bool) -> Volume:
     if drop:
         data = data.squeeze(axis=drop)
     names = [names[i] for i in keep]
+    if len(set(names)) != len(names):
+        raise VolumeIOError(f"{path}: repeated axes {names} cannot be interpreted")
     target = "".join(a for a in "CZYX" if a in names)
     data = data.transpose([names.index(a) for a in target])
     spatial = [i for i in keep if names[keep.index(i)] in SPATIAL_AXES]
@@ -96,7 +182,10 @@ def ome_zarr_array(path: Path, volume: Volume):
     chunks = tuple(min(n, 64) for n in volume.spatial_shape)
     if volume.channel_axis is not None:
         chunks = (1, *chunks)
-    array = group.create_array("0", shape=data.shape, dtype=data.dtype, chunks=chunks)
+    # Every chunk is written, even one holding only zeros, so that a missing chunk
+    # always means an incomplete store (read_zarr warns about those).
+    array = group.create_array("0", shape=data.shape, dtype=data.dtype, chunks=chunks,
+                               config={"write_empty_chunks": True})
     axis_type = {"C": "channel", "Z": "space", "Y": "space", "X": "space"}
     unit = _OME_UNITS.get(volume.unit or "")
     axes_meta = []
