@@ -102,8 +102,10 @@ def volume_input(value, role: str = "volume"):
             raise ValueError(f"{role} '{getattr(value, 'name', value)}' must be a grayscale "
                              "image layer")
         data = value.data[0] if getattr(value, "multiscale", False) else value.data
+        metadata = getattr(value, "metadata", None) or {}
         return VolumeInput(data, spacing=tuple(float(s) for s in value.scale), name=value.name,
-                           origin=tuple(float(t) for t in value.translate))
+                           origin=tuple(float(t) for t in value.translate),
+                           unit=metadata.get("unit"))
     return VolumeInput(value)
 
 

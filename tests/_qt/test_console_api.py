@@ -24,3 +24,19 @@ def test_restore_array_with_a_saved_upsampling_model(tmp_path, monkeypatch, smoo
     save_model(tmp_path / "up3", config, build_network(config))
     out = vs.restore(smooth_volume, model="up3")  # the model's own z-factor
     assert out.shape == (36, 20, 24)
+
+
+def test_a_layers_unit_reaches_the_model_card(make_napari_viewer, tmp_path, monkeypatch):
+    import numpy as np
+
+    import napari_volsr as vs
+    from napari_volsr._qt._restore_logic import model_card
+
+    monkeypatch.setenv("NAPARI_VOLSR_MODELS", str(tmp_path / "library"))
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    layer = viewer.add_image(rng.random((8, 32, 32)).astype(np.float32), scale=(0.8, 0.2, 0.2),
+                             metadata={"unit": "µm"})
+    model = vs.train(volume=layer, preset="tiny", steps=1, name="unit")
+    assert model.config.training["voxel_unit"] == "µm"
+    assert "µm" in model_card(model.config)

@@ -57,6 +57,7 @@ def test_cli_trains_the_shipped_samples_at_the_defaults(capsys, library, cube, s
     card = read_model_config(library / name).training
     assert card["steps"] == 2 and card["final_validation"]["psnr"] > 0
     assert "interpolation baseline: PSNR" in stdout
+    assert card["voxel_unit"] == "µm"  # the model card says what the spacing is in
 
 
 @pytest.mark.parametrize("z_factor,shape", [(2, (4, 32, 32)), (8, (3, 32, 32))])

@@ -43,3 +43,11 @@ def test_region_geometry_follows_the_slab_convention():
     np.testing.assert_allclose(scale, full_scale)
     # the crop's first output voxel is output voxel (3 * 4, 5, 7) of the whole volume
     np.testing.assert_allclose(translate, np.add(full_origin, np.multiply((12, 5, 7), scale)))
+
+
+def test_default_z_factor_of_extreme_spacings_stays_in_range():
+    from napari_volsr.engine.geometry import default_z_factor
+
+    assert default_z_factor((1e300, 1.0, 1e-300)) == 16  # an infinite ratio: the cap
+    assert default_z_factor((float("nan"), 1.0, 1.0)) == 1
+    assert default_z_factor((0.8, 0.2, 0.2)) == 4

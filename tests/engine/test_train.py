@@ -339,3 +339,18 @@ def drain_generator(gen):
             next(gen)
         except StopIteration as stop:
             return stop.value
+
+
+def test_checkpoint_weights_are_as_readable_as_the_rest(library, clean_volume):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        config = config_for("rcan", steps=3)
+        train(config, make_training_data(config, targets=[clean_volume]))
+    finally:
+        os.umask(old)
+    folder = checkpoint_dir_for(library / "m")
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+    assert modes["weights.safetensors"] == modes["checkpoint.json"] == 0o644

@@ -18,7 +18,7 @@ from magicgui.widgets import (
 from ..engine.data import DEFAULT_PERCENTILES
 from ..engine.devices import DEVICES, PRECISIONS
 from ..engine.geometry import default_z_factor
-from ..engine.predict import OUTPUT_DTYPES
+from ..engine.predict import DEFAULT_OUTPUT_DTYPE, OUTPUT_DTYPES
 from ._restore_logic import BASELINE_DESCRIPTIONS, model_card
 from ._widgets import collapsible, compact, fit_lines
 
@@ -165,8 +165,9 @@ class TilesSection(Container):
         self.precision = ComboBox(label="precision", choices=PRECISIONS, value="auto",
                                   tooltip="auto: bf16/fp16 on GPUs, fp32 on CPUs")
         self.output_dtype = ComboBox(
-            label="output type", choices=OUTPUT_DTYPES, value="float32",
-            tooltip="float32 keeps every value; 'input' and 8/16-bit are clipped to their range",
+            label="output type", choices=OUTPUT_DTYPES, value=DEFAULT_OUTPUT_DTYPE,
+            tooltip="auto: the input's type where the values fit (clipped, never wrapped); "
+                    "float32 keeps every value; 'input' and 8/16-bit are clipped to their range",
         )
         self.percentile_low, self.percentile_high = (FloatSpinBox(
             label=f"{end} percentile", min=0.0, max=100.0, step=0.1, value=value,

@@ -129,7 +129,7 @@ def _read_inputs(paths) -> list:
     for path in paths:
         volume = read_volume(path, lazy=True)
         inputs.append(VolumeInput(volume.data, spacing=volume.spacing, name=_base_name(path),
-                                  origin=volume.origin))
+                                  origin=volume.origin, unit=volume.unit))
     return inputs
 
 

@@ -7,6 +7,7 @@ import os
 import pickle
 import secrets
 import socket
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -45,6 +46,8 @@ def save_checkpoint(folder: Path, method: TrainingMethod, step: int, elapsed: fl
         meta = {"step": step, "elapsed": elapsed, "history": history,
                 "model": config.model.model_dump(mode="json")}
         (tmp / CHECKPOINT_META).write_text(json.dumps(meta))
+        # safetensors writes owner-only files; keep them as readable as the rest (umask).
+        os.chmod(tmp / CHECKPOINT_WEIGHTS, stat.S_IMODE((tmp / CHECKPOINT_META).stat().st_mode))
 
 
 def _same_model(saved: dict, config: TrainingConfig) -> bool:

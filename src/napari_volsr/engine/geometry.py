@@ -24,7 +24,8 @@ def default_z_factor(scale) -> int:
     scale = tuple(float(s) for s in scale)
     if len(scale) < 3 or scale[-1] <= 0:
         return 1
-    return int(min(16, max(1, round(scale[-3] / scale[-1]))))
+    # Clamped before rounding: an infinite ratio (a zero x spacing) means "as much as allowed".
+    return int(round(min(16.0, max(1.0, scale[-3] / scale[-1]))))
 
 
 def output_geometry(spacing, origin, z_factor: int) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -215,6 +215,7 @@ class _Run:
     last_validation: dict[str, float] | None = None
     baseline: dict[str, float] | None = None
     stopped: bool = False
+    voxel_unit: str | None = None
     # Set by _start_clock, once the warnings are out.
     prefetch: _Prefetcher = field(init=False)
     start: float = field(init=False)
@@ -366,6 +367,7 @@ def iter_train(
     should_stop: Callable[[], bool] | None = None,
     preview_input=None,
     voxel_spacing=None,
+    voxel_unit: str | None = None,
 ) -> Generator[TrainProgress, None, LoadedModel]:
     """Train a model, yielding a :class:`TrainProgress` per step; return the saved model.
 
@@ -385,8 +387,8 @@ def iter_train(
         Polled every step; when True, training stops, checkpoints and saves the model.
     preview_input
         A small ZYX array restored with the current weights at every validation.
-    voxel_spacing
-        Spacing of the training data, recorded in the model card.
+    voxel_spacing, voxel_unit
+        Spacing of the training data and its unit, recorded in the model card.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) every process runs this generator: the
     networks train as DistributedDataParallel replicas, each on its own batches, and
@@ -402,13 +404,14 @@ def iter_train(
                else contextlib.nullcontext())
     with holding:
         return (yield from _train_run(config, data, folder, resume, overwrite, should_stop,
-                                      preview_input, voxel_spacing))
+                                      preview_input, voxel_spacing, voxel_unit))
 
 
 def _train_run(config, data, folder, resume, overwrite, should_stop, preview_input,
-               voxel_spacing):
+               voxel_spacing, voxel_unit):
     """The body of :func:`iter_train`, while the model name is held."""
     run = _setup(config, data, folder, resume, overwrite)
+    run.voxel_unit = voxel_unit
     run.baseline = baseline_validation(data) if run.main else None
     for warning in data.warnings if run.main else ():
         yield TrainProgress(run.step, run.total, message=warning,
@@ -450,6 +453,7 @@ def _save_final(run: _Run, voxel_spacing) -> LoadedModel:
         "source": config.source,
         "data": run.data.summary,
         "voxel_spacing": list(voxel_spacing) if voxel_spacing is not None else None,
+        "voxel_unit": run.voxel_unit,
         "steps": run.step,
         "minutes": round(run.elapsed() / 60, 3),
         "stopped_early": run.stopped,

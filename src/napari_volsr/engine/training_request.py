@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from dataclasses import dataclass, field
@@ -10,19 +9,21 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from .training_config import (
+    DEFAULT_FAMILY,
+    TrainingRequestError,
+    network_values,
+    preset_split,
+    build_training_config,
+    file_network,
+)
+
 SOURCE_ROLES = {"paired": ("raw", "target"), "synthetic": ("target",), "isotropic": ("volume",)}
 SOURCES = tuple(SOURCE_ROLES)
-DEFAULT_FAMILY = "rcan"
-DEFAULT_PRESET = "small"
-BUDGET_FIELDS = ("steps", "epochs", "minutes")
 # Model settings a request may name; on resume they must agree with the checkpoint.
 MODEL_OPTIONS = ("family", "preset", "z_factor", "spatial_dims", "network")
 ROLE_WORDS = {"raw": "a raw (degraded) volume", "target": "a target volume",
               "volume": "an anisotropic volume"}
-
-
-class TrainingRequestError(ValueError):
-    """A training request that cannot run; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,15 @@ class VolumeInput:
         A name for messages and the default model name (layer name, file stem).
     origin
         Position of the first voxel (z, y, x), when known.
+    unit
+        The spacing's unit (``"micrometer"``, ``"nm"``, ...), when known.
     """
 
     data: Any
     spacing: tuple[float, ...] | None = None
     name: str | None = None
     origin: tuple[float, ...] | None = None
+    unit: str | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -96,8 +100,11 @@ class TrainingRequest:
         """:func:`~napari_volsr.engine.train.iter_train` on this request (same keywords)."""
         from .train import iter_train
 
+        unit = next((item.unit for items in self.inputs.values() for item in items
+                     if item.spacing is not None), None)
         return iter_train(self.config, self.data, output_dir=self.folder, resume=self.resume,
-                          overwrite=self.overwrite, voxel_spacing=self.spacing, **kwargs)
+                          overwrite=self.overwrite, voxel_spacing=self.spacing, voxel_unit=unit,
+                          **kwargs)
 
 
 def resolve_training(*, source: str | None = None, raw=None, target=None, volume=None,
@@ -191,9 +198,13 @@ def network_divisor(model) -> tuple[int, ...]:
 
 def _check_name_free(folder: Path, replacing: bool) -> None:
     """Refuse a name another live run is training, or a saved model's unless replacing."""
+    from . import ddp
     from .checkpoints import name_exists_message, name_taken_message, reservation_holder
 
-    holder = reservation_holder(folder)
+    replica = ddp.from_environment()
+    # Under torchrun rank 0 holds the name for the whole group: the others must not
+    # mistake its marker for another run's.
+    holder = reservation_holder(folder) if replica is None or replica.is_main else None
     if holder is not None:
         raise TrainingRequestError(name_taken_message(folder, holder))
     if folder.exists() and not replacing:
@@ -408,89 +419,14 @@ def _check_resumable(model, source: str, options: dict, file_values: dict) -> No
         differences.append(f"z-factor {model.z_factor} (not {options['z_factor']})")
     if options["spatial_dims"] is not None and options["spatial_dims"] != model.spatial_dims:
         differences.append(f"{model.spatial_dims}D (not {options['spatial_dims']}D)")
-    if options["preset"] is not None or options["network"] or _file_network(file_values):
+    if options["preset"] is not None or options["network"] or file_network(file_values):
         from .registry import network_config
 
-        wanted = _network_values(model.family, options["preset"], options["network"],
+        wanted = network_values(model.family, options["preset"], options["network"],
                                  file_values)
-        if network_config(model.family, **_preset_split(wanted)) != model.network:
+        if network_config(model.family, **preset_split(wanted)) != model.network:
             differences.append("other network sizes")
     if differences:
         raise TrainingRequestError(
             f"'{model.name}' was trained with {', '.join(differences)}: resume it with its own "
             "settings (leave family, preset and z-factor unset) or train a new model")
-
-
-def _file_network(file_values: dict) -> dict:
-    from .config_files import network_section
-
-    return {k: v for k, v in network_section(file_values).items() if k != "family"}
-
-
-def _preset_split(values: dict) -> dict:
-    """Keyword arguments of ``network_config`` for a full network mapping."""
-    return {"preset": "default", **{k: v for k, v in values.items() if k != "family"}}
-
-
-def _network_values(family: str, preset: str | None, network: dict | None,
-                    file_values: dict) -> dict:
-    """The network mapping: a preset, the file's sizes over it, then ``network`` over both.
-
-    ``preset`` given wins over the file's sizes (arguments override the file); without
-    it the file's fields apply on top of the default preset. A family other than the
-    file's drops the file's fields, which belong to the other family.
-    """
-    from .config_files import network_section
-    from .registry import network_config
-
-    file_network = network_section(file_values)
-    try:
-        values = network_config(family, preset or DEFAULT_PRESET).model_dump(mode="json")
-    except ValueError as exc:
-        raise TrainingRequestError(f"model.network.family: {exc}") from None
-    if preset is None and str(file_network.get("family") or family).lower() == values["family"]:
-        values.update({k: v for k, v in file_network.items() if k != "family"})
-    values.update(network or {})
-    return values
-
-
-def build_training_config(file_values: dict | None = None, *, source: str, name: str,
-                          model=None, family: str | None = None, preset: str | None = None,
-                          z_factor: int = 1, spatial_dims: int | None = None,
-                          network: dict | None = None, overrides: dict | None = None):
-    """The one builder of TrainingConfig: file values, then arguments, validated.
-
-    ``model`` (a ModelConfig, e.g. a checkpoint's) is used as it is; otherwise the model
-    is built from the family, preset, network overrides and z-factor, and its task
-    follows the source (isotropic) and the z-factor (upsample or restore).
-    """
-    from pydantic import ValidationError
-
-    from .config import TrainingConfig, describe_validation_error
-    from .config_files import model_section
-
-    values = copy.deepcopy(dict(file_values or {}))
-    if model is not None:
-        values["model"] = model.model_dump(mode="json")
-    else:
-        section = dict(model_section(values))
-        family = family or DEFAULT_FAMILY
-        dims = 2 if source == "isotropic" else int(spatial_dims or section.get("spatial_dims", 3))
-        task = ("isotropic" if source == "isotropic" else
-                "upsample" if isinstance(z_factor, int) and z_factor > 1 else "restore")
-        if dims == 2 and task == "upsample":
-            raise TrainingRequestError(
-                "a 2D network restores slice by slice (z-factor 1); to upsample z use a 3D "
-                "network, or the self-supervised isotropic source for one anisotropic volume")
-        section.update(name=name, z_factor=z_factor, task=task, spatial_dims=dims,
-                       network=_network_values(family, preset, network, values))
-        values["model"] = section
-    values["source"] = source
-    given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if any(k in given for k in BUDGET_FIELDS) and "steps" not in given and "steps" not in values:
-        values["steps"] = None
-    values.update(given)
-    try:
-        return TrainingConfig.model_validate(values)
-    except ValidationError as exc:
-        raise TrainingRequestError(describe_validation_error(exc)) from None
