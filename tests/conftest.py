@@ -73,3 +73,14 @@ def errors(monkeypatch):
     messages = []
     monkeypatch.setattr("napari.utils.notifications.show_error", messages.append)
     return messages
+
+
+@pytest.fixture
+def restore_panel(make_napari_viewer):
+    """A viewer with the Restore panel docked: ``(viewer, panel)``."""
+    from napari_volsr._qt.restore_widget import RestoreWidget
+
+    viewer = make_napari_viewer()
+    widget = RestoreWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Restore")
+    return viewer, widget

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import tifffile
-from bad_input_cases import MODEL_ROWS, damaged_model
+from bad_input_cases import MODEL_ROWS, _with, damaged_model
 from helpers import run_cli, smooth
 
 import napari_volsr as vs
@@ -23,14 +23,6 @@ from napari_volsr.engine.restorers import BASELINES, get_restorer
 
 # The beyond-float32 row: numpy warns about the overflow before restore refuses it.
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
-
-
-def _with(value, dtype=np.float32):
-    def make(rng):
-        data = smooth(rng).astype(dtype)
-        data[3, 4, 5] = value
-        return data
-    return make
 
 
 def _gone(tmp_path, library, save_tiny):

@@ -25,13 +25,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in cast:Run
 
 
 @pytest.fixture
-def panel(make_napari_viewer, errors):
-    from napari_volsr._qt.restore_widget import RestoreWidget
-
-    viewer = make_napari_viewer()
-    widget = RestoreWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Restore")
-    return viewer, widget
+def panel(restore_panel, errors):
+    return restore_panel
 
 
 def wait_idle(qtbot, widget):

@@ -7,11 +7,8 @@ from napari_volsr._qt.restore_widget import RestoreWidget
 
 
 @pytest.fixture
-def viewer_widget(make_napari_viewer):
-    viewer = make_napari_viewer()
-    widget = RestoreWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Restore")
-    return viewer, widget
+def viewer_widget(restore_panel):
+    return restore_panel
 
 
 def _wait(qtbot, widget):
