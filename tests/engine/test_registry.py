@@ -21,7 +21,7 @@ def tiny(fam: str) -> ModelConfig:
 
 def test_one_entry_per_family():
     assert list(FAMILIES) == list(Family)
-    assert family_names() == ("rcan", "srunet", "gan", "diffusion")
+    assert family_names() == ("rcan", "srunet", "gan", "diffusion", "unet")
     for fam, entry in FAMILIES.items():
         assert entry.family is fam
         assert entry.config.model_fields["family"].default == fam.value
@@ -29,16 +29,17 @@ def test_one_entry_per_family():
 
 
 def test_display_names():
-    assert [display_name(f) for f in family_names()] == ["RCAN", "SRUNet", "GAN", "diffusion"]
+    assert [display_name(f) for f in family_names()] == [
+        "RCAN", "SRUNet", "GAN", "diffusion", "U-Net (CARE)"]
     assert display_name("Gan") == "GAN"
     assert DISPLAY_NAMES == {f: family_entry(f).display_name for f in Family}
 
 
 def test_unknown_family_lists_valid_choices():
     with pytest.raises(ValueError, match="unknown model family 'unet\\+\\+'; choose one of: "
-                                         "rcan, srunet, gan, diffusion"):
+                                         "rcan, srunet, gan, diffusion, unet"):
         family("unet++")
-    with pytest.raises(ValueError, match="rcan, srunet, gan, diffusion"):
+    with pytest.raises(ValueError, match="rcan, srunet, gan, diffusion, unet"):
         display_name("unet++")
     with pytest.raises(ValidationError, match="rcan"):
         ModelConfig.model_validate({"network": {"family": "unet++"}})

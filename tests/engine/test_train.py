@@ -45,7 +45,7 @@ def weights(model):
     return {k: v.clone() for k, v in model.net.state_dict().items()}
 
 
-@pytest.mark.parametrize("family", ["rcan", "srunet", "gan", "diffusion"])
+@pytest.mark.parametrize("family", ["rcan", "srunet", "gan", "diffusion", "unet"])
 def test_every_family_trains_saves_and_reports(library, clean_volume, family):
     config = config_for(family)
     data = make_training_data(config, targets=[clean_volume])

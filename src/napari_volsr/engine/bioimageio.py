@@ -49,6 +49,8 @@ CITATIONS = {
     "gan": ("Isola et al. 2017: Image-to-image translation with conditional adversarial "
             "networks (ResNet generator, PatchGAN discriminator). CVPR",
             "10.48550/arXiv.1611.07004"),
+    "unet": ("Weigert et al. 2018: Content-aware image restoration: pushing the limits of "
+             "fluorescence microscopy. Nature Methods", "10.1038/s41592-018-0216-7"),
 }
 _INSTALL = "pip install 'napari-volsr[bioimageio]'"
 

@@ -293,7 +293,8 @@ def _block_bytes_per_voxel(config, net) -> float:
     features live on the input grid until the last upsampling, (16 / f + 4) C
     (small x1 216, default x1 512, default x4 192); RCAN 24 C (small 292, default 640),
     on the input grid with sub-pixel upsampling; the diffusion UNet with the sampler's
-    tensors 80 x its first width (small 1170, default 1930).
+    tensors 80 x its first width (small 1170, default 1930); the U-Net (CARE) runs on the
+    output grid, its top level dominating, 24 w0 (small x1 310, default x1 728, small x4 327).
     """
     cfg = config.network
     f = config.z_factor
@@ -301,6 +302,8 @@ def _block_bytes_per_voxel(config, net) -> float:
         return 4.0 * (2 * cfg.widths[1] + 4 * cfg.widths[0])
     if cfg.family == "gan":
         return cfg.channels * (16.0 / f + 4.0)
+    if cfg.family == "unet":
+        return 4.0 * 6 * cfg.widths[0]
     if cfg.family == "diffusion":
         return 4.0 * 20 * cfg.base_channels * cfg.channel_mults[0]
     # RCAN's sub-pixel upsampling keeps the features on the input grid.
