@@ -13,7 +13,7 @@ def list_models() -> list[str]:
     return list_restorers()
 
 
-def restore(image, model: str = "cubic", z_factor: int | None = None, *, viewer=None,
+def restore(image, model: str | list[str] = "cubic", z_factor: int | None = None, *, viewer=None,
             restorer_options: dict | None = None, **kwargs):
     """Restore a volume (or make it isotropic) with ``model``.
 
@@ -28,10 +28,11 @@ def restore(image, model: str = "cubic", z_factor: int | None = None, *, viewer=
         nested lists.
     model
         A name from :func:`list_models` (``"cubic"``, ``"linear"``, ``"nearest"``, a
-        trained model) or a model folder.
+        trained model) or a model folder; or a list of them, applied one after the
+        other in one job (``["n2v", "iso"]``: denoise, then upsample z).
     z_factor
         z upsampling; default: a trained model's own factor, else the layer's (or the
-        ``spacing`` keyword's) z/x anisotropy, else 1.
+        ``spacing`` keyword's) z/x anisotropy, else 1. For a list: the whole job's.
     viewer
         For a layer: the viewer to add the result to (default: the current one).
     restorer_options
@@ -116,36 +117,38 @@ def _volume_inputs(value, role: str):
     return [volume_input(item, role) for item in items]
 
 
-def train(raw=None, target=None, volume=None, *, family: str | None = None,
-          preset: str | None = None, z_factor: int | None = None, name: str | None = None,
-          steps: int | None = None, minutes: float | None = None,
+def train(raw=None, target=None, volume=None, *, source: str | None = None,
+          family: str | None = None, preset: str | None = None, z_factor: int | None = None,
+          name: str | None = None, steps: int | None = None, minutes: float | None = None,
           spatial_dims: int | None = None, network: dict | None = None, resume: bool = False,
           overwrite: bool = False, output_dir=None, config=None, viewer=None,
           **config_overrides):
     """Train a model and save it in the model library; blocks until done.
 
-    The data source follows the inputs: ``raw`` + ``target`` -> paired; ``target``
-    alone -> synthetic degradation of clean volumes; ``volume`` -> self-supervised
-    isotropic reconstruction of one anisotropic volume. The same request through the
-    Train panel or ``volsr train`` is resolved by the same engine function
-    (:func:`napari_volsr.engine.training_request.resolve_training`), so it is accepted or
-    refused with the same sentence.
+    The same request through the Train panel or ``volsr train`` is resolved by the same
+    engine function (:func:`napari_volsr.engine.training_request.resolve_training`), so
+    it is accepted or refused with the same sentence.
 
     Parameters
     ----------
     raw, target, volume
         napari Image layers or ZYX numpy/dask arrays (or lists of them). Never modified.
+    source
+        Default: from the inputs: ``raw`` + ``target`` -> ``paired``; ``target`` alone ->
+        ``synthetic`` degradation of clean volumes; ``volume`` -> self-supervised
+        ``isotropic`` reconstruction. Denoising on the volume's grid (z-factor 1):
+        ``"noise2void"`` from the noisy ``volume`` alone (blind spots), ``"noise2noise"``
+        from ``volume=[a, b, ...]``, two or more acquisitions of the same sample.
     family, preset
-        ``rcan``, ``srunet``, ``gan`` or ``diffusion`` (default rcan); ``tiny``, ``small``
+        ``rcan``, ``srunet``, ``gan``, ``diffusion`` or ``unet`` (default rcan); ``tiny``, ``small``
         (default) or ``default``.
     z_factor
-        z upsampling; default: target depth / raw depth (paired), 1 (synthetic) or the
-        layer's z/x spacing ratio (isotropic).
+        z upsampling; default: target depth / raw depth (paired), 1 (synthetic,
+        noise2void, noise2noise) or the layer's z/x spacing ratio (isotropic).
     name
         Library name; default: ``<layer>-<family>``, made unique.
     steps, minutes
-        Budget; training stops at whichever comes first. With neither, 1000 steps; with
-        ``minutes`` alone, that many minutes.
+        Budget (the first reached stops); neither: 1000 steps; ``minutes`` alone: minutes.
     spatial_dims
         3 (default) or 2 for slice-wise restoration; the isotropic source is always 2D.
     network
@@ -157,14 +160,14 @@ def train(raw=None, target=None, volume=None, *, family: str | None = None,
     config
         A TrainingConfig file (``.json``/``.yaml``) or mapping; arguments win over it.
     viewer
-        Restore panels docked in it list the new model at once (default: the current
-        viewer when layers were passed).
+        Its Restore panels list the new model at once (default: the current viewer when
+        layers were passed).
     **config_overrides
         Fields of :class:`~napari_volsr.engine.config.TrainingConfig` (``patch_shape``,
-        ``batch_size``, ``learning_rate``, ``degradation``, ``validate_every`` ...).
-        Unset fields take the engine's defaults, the same in every door: the patch
-        fitted to the volumes, the source's degradation
-        (:func:`napari_volsr.engine.degrade.default_degradation`).
+        ``batch_size``, ``learning_rate``, ``degradation``, ``validate_every``,
+        ``blind_spot`` (noise2void's masking, e.g. ``{"mask_axis": "x"}``) ...). Unset
+        fields take the engine's defaults, the same in every door: the patch fitted to the
+        volumes, the source's degradation (``engine.degrade.default_degradation``).
 
     Returns
     -------
@@ -177,7 +180,7 @@ def train(raw=None, target=None, volume=None, *, family: str | None = None,
 
     file_values = load_config_file(config) if isinstance(config, (str, os.PathLike)) else config
     request = resolve_training(
-        raw=_volume_inputs(raw, "raw"), target=_volume_inputs(target, "target"),
+        source=source, raw=_volume_inputs(raw, "raw"), target=_volume_inputs(target, "target"),
         volume=_volume_inputs(volume, "volume"), family=family, preset=preset,
         z_factor=z_factor, spatial_dims=spatial_dims, network=network, name=name,
         resume=resume, overwrite=overwrite, output_dir=output_dir, file_values=file_values,

@@ -46,7 +46,8 @@ class _TrainDisplay:
 
     The bar's label carries the loss and the last validation PSNR. Without a terminal
     click prints the label whenever it changes, so it changes at the first step and at
-    validations only.
+    validations only. What the PSNR compares (``validation_label``: the target, or noisy
+    data for the denoising sources) is said once, at the first validation.
     """
 
     def __init__(self, quiet: bool, minutes: float | None):
@@ -57,6 +58,7 @@ class _TrainDisplay:
         self.psnr: float | None = None
         self.baseline: float | None = None
         self.logged_first = False
+        self.told_label = False
 
     def show(self, record) -> None:
         if record.validation:
@@ -69,6 +71,9 @@ class _TrainDisplay:
             return
         if self.quiet:
             return
+        if record.validation and record.validation_label and not self.told_label:
+            self.told_label = True
+            self.message(f"validation PSNR {record.validation_label}")
         label = f"loss {record.loss:.4g}"
         if self.psnr is not None:
             label += f", val PSNR {self.psnr:.2f} dB"

@@ -17,13 +17,13 @@ from .progress import _GracefulStop, _TrainDisplay
 
 
 def _card_summary(folder: Path) -> tuple[str, str]:
-    """Two lines about a saved model: what it is, and its final validation."""
+    """Two lines about a saved model: what it is, and its final validation (what it compares)."""
     from ..engine.models import ModelError, read_model_config
 
     try:
         config = read_model_config(folder)
     except ModelError:
-        return "", ""
+        return "", "validation: not computed"
     training = config.training or {}
     what = (f"{config.family} {config.task} x{config.z_factor} ({config.spatial_dims}D), "
             f"{training.get('steps') or 0} steps in {training.get('minutes') or 0:.2f} min")
@@ -31,7 +31,10 @@ def _card_summary(folder: Path) -> tuple[str, str]:
     baseline = _scores(training.get("baseline_validation"))
     if scores and baseline:
         scores += f" (interpolation baseline: {baseline})"
-    return what, scores
+    label = training.get("validation_label")  # what the PSNR compares
+    if not scores:
+        return what, "validation: not computed"
+    return what, f"validation {label}: {scores}" if label else f"validation: {scores}"
 
 
 def _scores(validation: dict | None) -> str:
@@ -44,13 +47,15 @@ def _scores(validation: dict | None) -> str:
               help="TrainingConfig fields as .json or .yaml (YAML needs pyyaml); flags win.")
 @click.option("--source", type=click.Choice(SOURCES), default=None,
               help="Default: the config file's, else from the inputs: --volume isotropic, "
-              "--raw paired, --target alone synthetic.")
+              "--raw paired, --target alone synthetic. noise2void and noise2noise denoise "
+              "from --volume files alone (see Sources above).")
 @click.option("--raw", "raws", multiple=True, type=click.Path(path_type=Path),
               help="Degraded input volume (paired); repeat for several.")
 @click.option("--target", "targets", multiple=True, type=click.Path(path_type=Path),
               help="Ground-truth volume (paired, one per --raw) or clean volume (synthetic).")
 @click.option("--volume", "volumes", multiple=True, type=click.Path(path_type=Path),
-              help="Anisotropic volume for self-supervised isotropic training.")
+              help="Anisotropic volume (isotropic), noisy volume (noise2void) or one "
+              "acquisition of the sample (noise2noise: repeat for each, two or more).")
 @click.option("--family", type=click.Choice(family_names()), default=None,
               help="Model family (default: the config file's, else rcan).")
 @click.option("--preset", type=click.Choice(PRESET_NAMES), default=None,
@@ -58,7 +63,13 @@ def _scores(validation: dict | None) -> str:
               "the file's sizes on top).")
 @click.option("-z", "--z-factor", type=click.IntRange(1, 16), default=None,
               help="z upsampling (default: target depth / raw depth, the z/x spacing ratio "
-              "for isotropic, 1 for synthetic).")
+              "for isotropic, 1 for synthetic, noise2void and noise2noise).")
+@click.option("--spatial-dims", type=click.IntRange(2, 3), default=None,
+              help="3: volumetric patches; 2: slice by slice (z-factor 1). Default: the "
+              "config file's, else 3 (isotropic is always 2D).")
+@click.option("--mask-axis", type=click.Choice(["z", "y", "x"]), default=None,
+              help="noise2void: the axis along which the noise is correlated (e.g. scan "
+              "lines along x); a line of voxels along it is masked too (structN2V).")
 @click.option("-n", "--name", default=None,
               help="Model name in the library (default: <first input>-<family>).")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
@@ -83,16 +94,18 @@ def _scores(validation: dict | None) -> str:
 @click.option("--dry-run", is_flag=True,
               help="Check the inputs and print the resolved config as JSON; do not train.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def train(config_path, source, raws, targets, volumes, family, preset, z_factor, name, steps,
-          minutes, epochs, patch, batch_size, learning_rate, device, resume, overwrite,
-          output_dir, dry_run, quiet):
+def train(config_path, source, raws, targets, volumes, family, preset, z_factor, spatial_dims,
+          mask_axis, name, steps, minutes, epochs, patch, batch_size, learning_rate, device,
+          resume, overwrite, output_dir, dry_run, quiet):
     """Train a model on volume files and save it in the model library.
 
     \b
     Sources:
-      paired     --raw LOW.tif --target HIGH.tif  (target depth = raw depth x z-factor)
-      synthetic  --target CLEAN.tif               (inputs degraded on the fly)
-      isotropic  --volume ANISO.tif               (self-supervised from the volume alone)
+      paired      --raw LOW.tif --target HIGH.tif  (target depth = raw depth x z-factor)
+      synthetic   --target CLEAN.tif               (inputs degraded on the fly)
+      isotropic   --volume ANISO.tif               (self-supervised from the volume alone)
+      noise2void  --volume NOISY.tif               (denoising from the noisy volume alone)
+      noise2noise --volume A.tif --volume B.tif    (denoising from repeated acquisitions)
 
     Ctrl-C (or SIGTERM) stops after the current step and saves a checkpoint and the
     model; continue with --resume. A second Ctrl-C aborts at once.
@@ -102,10 +115,15 @@ def train(config_path, source, raws, targets, volumes, family, preset, z_factor,
 
     try:
         file_values = load_config_file(config_path) if config_path is not None else {}
+        blind_spot = None
+        if mask_axis is not None:  # the file's other masking settings stay
+            given = file_values.get("blind_spot")
+            blind_spot = {**(given if isinstance(given, dict) else {}), "mask_axis": mask_axis}
         request = resolve_training(
             source=source, raw=_read_inputs(raws), target=_read_inputs(targets),
             volume=_read_inputs(volumes), family=family, preset=preset, z_factor=z_factor,
-            name=name, resume=resume, overwrite=overwrite, output_dir=output_dir,
+            spatial_dims=spatial_dims, blind_spot=blind_spot, name=name, resume=resume,
+            overwrite=overwrite, output_dir=output_dir,
             file_values=file_values, steps=steps, minutes=minutes, epochs=epochs,
             patch_shape=_patch_shape(patch), batch_size=batch_size,
             learning_rate=learning_rate, device=device)
@@ -176,7 +194,7 @@ def _run_training(request, quiet: bool) -> None:
         display.close()
     if not main_rank:
         return
-    what, scores = _card_summary(folder)
+    what, validation = _card_summary(folder)
     if stopped_by is not None:
         raise _Interrupted(
             f"stopped: model saved to {folder} ({what}), checkpoint in {checkpoints}; "
@@ -184,5 +202,5 @@ def _run_training(request, quiet: bool) -> None:
         )
     click.echo(f"model '{folder.name}' saved to {folder}")
     click.echo(f"  {what}")
-    click.echo(f"  validation: {scores or 'not computed'}")
+    click.echo(f"  {validation}")
 

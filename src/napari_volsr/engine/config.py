@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .data.blind_spot import BlindSpotConfig, check_self_supervised
 from .degrade import DEFAULT_DEGRADATION, DegradationConfig
 
 # Version 2 moved the method-specific training fields into TrainingConfig.method.
@@ -82,6 +83,36 @@ class SRUNetConfig(StrictModel):
         return self
 
 
+class UNetConfig(StrictModel):
+    """CARE / Noise2Void U-Net (Weigert et al. 2018): pools every axis, same-shape restoration.
+
+    ``blur_pool=True, top_skip=False, residual=False`` is N2V2 (Hoeck et al. 2022).
+    """
+
+    family: Literal["unet"] = "unet"
+    widths: tuple[int, ...] = Field(
+        (32, 64, 128),
+        description="Channels of the 2..4 levels, fine to coarse (the last: the bottleneck).",
+    )
+    residual: bool = Field(
+        True, description="Learn a correction added to the (z-interpolated) input (CARE)."
+    )
+    blur_pool: bool = Field(False, description="Blur pooling instead of max pooling (N2V2).")
+    top_skip: bool = Field(True, description="Keep the finest skip connection (N2V2 drops it).")
+
+    @model_validator(mode="after")
+    def _levels(self):
+        if not 2 <= len(self.widths) <= 4:
+            raise ValueError(f"widths must have 2..4 entries (one per level), got {self.widths}")
+        if any(w < 1 or w > 1024 for w in self.widths):
+            raise ValueError(f"widths must be 1..1024, got {self.widths}")
+        if self.residual and not self.top_skip:
+            raise ValueError("top_skip false (N2V2) needs residual false: without the top skip "
+                             "the net never sees single voxels, so the residual would pass the "
+                             "input's noise through")
+        return self
+
+
 class GANConfig(StrictModel):
     """ResNet generator with learned z upsampling and a PatchGAN discriminator."""
 
@@ -127,7 +158,8 @@ class DiffusionConfig(StrictModel):
 
 
 NetworkConfig = Annotated[
-    RCANConfig | SRUNetConfig | GANConfig | DiffusionConfig, Field(discriminator="family")
+    RCANConfig | SRUNetConfig | GANConfig | DiffusionConfig | UNetConfig,
+    Field(discriminator="family"),
 ]
 
 
@@ -192,11 +224,11 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(lines)
 
 
-DataSource = Literal["paired", "synthetic", "isotropic"]
+DataSource = Literal["paired", "synthetic", "isotropic", "noise2void", "noise2noise"]
 
 
 class SupervisedTraining(StrictModel):
-    """Supervised training (RCAN, SRUNet): the network regresses the target."""
+    """Supervised training (RCAN, SRUNet, U-Net): the network regresses the target."""
 
     kind: Literal["supervised"] = "supervised"
     loss: Literal["mae", "mse", "cubic_weighted"] = Field(
@@ -327,7 +359,13 @@ class TrainingConfig(StrictModel):
     source: DataSource = Field(
         "paired",
         description="paired: raw + target volumes; synthetic: targets degraded on the fly; "
-        "isotropic: self-supervised from the anisotropic volume alone.",
+        "isotropic: self-supervised from the anisotropic volume alone; noise2void: "
+        "denoising from the noisy volume(s) alone (blind spots); noise2noise: denoising "
+        "from two or more acquisitions of the same sample.",
+    )
+    blind_spot: BlindSpotConfig = Field(
+        default_factory=BlindSpotConfig,
+        description="Blind-spot masking of the noise2void source (unused by the others).",
     )
     degradation: DegradationConfig = Field(
         default_factory=lambda: DegradationConfig(),
@@ -391,6 +429,7 @@ class TrainingConfig(StrictModel):
             raise ValueError(f"config version {self.version} is newer than this napari-volsr")
         if self.source == "isotropic" and self.model.task != "isotropic":
             raise ValueError("source 'isotropic' trains a model with task 'isotropic'")
+        check_self_supervised(self)
         if self.patch_shape is not None:
             if len(self.patch_shape) != self.model.spatial_dims:
                 raise ValueError(

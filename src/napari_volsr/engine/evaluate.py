@@ -1,4 +1,4 @@
-"""Compare a restored volume with a reference: quality scores and a least-squares intensity fit."""
+"""Scores against references: restored volumes, intensity fits and validation patches."""
 
 from __future__ import annotations
 
@@ -95,3 +95,58 @@ def rescale_to(values, reference) -> tuple[np.ndarray, float, float]:
     gain, offset = affine_fit(values, reference)
     fitted = np.asarray(values, dtype=np.float32) * np.float32(gain) + np.float32(offset)
     return fitted, gain, offset
+
+
+def validation_scores(predictions, pairs) -> dict[str, float]:
+    """Mean PSNR (and SSIM where patches allow) of predictions against the pairs' targets.
+
+    Targets may hold NaN where nothing is known (blind-spot validation pairs): PSNR then
+    compares the finite voxels only, and SSIM, which needs whole windows, is computed
+    only on targets that are finite everywhere.
+
+    Parameters
+    ----------
+    predictions
+        One ``(C, *patch)`` array per pair, normalised.
+    pairs
+        The (input, target) validation pairs.
+
+    Returns
+    -------
+    dict
+        ``psnr`` (dB) and, when some target allowed it, ``ssim``.
+    """
+    scores_psnr, scores_ssim = [], []
+    for p, (_, target) in zip(predictions, pairs, strict=True):
+        prediction, reference = np.asarray(p[0]), np.asarray(target[0])
+        known = np.isfinite(reference)
+        # Normalised units: the percentiles map to 0 and 1, so the range is 1.
+        if not known.all():
+            scores_psnr.append(psnr(prediction[known], reference[known], data_range=1.0))
+            continue
+        scores_psnr.append(psnr(prediction, reference, data_range=1.0))
+        if min(reference.shape) >= 3:
+            scores_ssim.append(ssim(prediction, reference, data_range=1.0))
+    out = {"psnr": float(np.mean(scores_psnr))}
+    if scores_ssim:
+        out["ssim"] = float(np.mean(scores_ssim))
+    return out
+
+
+def baseline_validation(data) -> dict[str, float] | None:
+    """The interpolation baseline's scores on a TrainingData's validation patches.
+
+    ``cubic`` (the prefiltered B-spline on the slab grid) along the upsampled axis (z,
+    or the first axis of isotropic planes) at the data's z-factor; at z-factor 1 the
+    input itself. A model is worth its training when it scores above this. None when
+    the data has no validation patches.
+    """
+    import torch
+
+    from .interp import upsample_z
+
+    if not data.validation:
+        return None
+    inputs = torch.from_numpy(np.stack([pair[0] for pair in data.validation]))
+    return validation_scores(upsample_z(inputs, data.z_factor, "cubic").numpy(),
+                             data.validation)

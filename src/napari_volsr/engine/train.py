@@ -24,7 +24,8 @@ from .checkpoints import (  # noqa: F401  (CHECKPOINT_* re-exported for their us
     load_checkpoint, name_exists_message, reserve_model_name, save_checkpoint,
 )
 from .methods.base import TrainingMethod
-from .metrics import psnr, ssim
+# baseline_validation is imported from here by scripts and tests.
+from .evaluate import baseline_validation, validation_scores  # noqa: F401
 from .models import LoadedModel, ModelError, library_dir, load_model, save_model
 from .predict import drain, resolve_device, resolve_precision, restore
 from .registry import build_method
@@ -57,6 +58,9 @@ class TrainProgress:
         ``{"psnr": dB, "ssim": ...}`` of the interpolation baseline (``cubic`` at the
         model's z-factor; the input itself at z-factor 1) on the same validation
         patches, on records that carry ``validation``; None otherwise.
+    validation_label
+        What the validation PSNR compares, completing "validation PSNR ..." (e.g.
+        "against the target"; blind-spot data compares noisy values).
     """
 
     step: int
@@ -70,6 +74,7 @@ class TrainProgress:
     message: str = ""
     loss_name: str = "loss"
     baseline_validation: dict[str, float] | None = None
+    validation_label: str = ""
 
     @property
     def loss(self) -> float | None:
@@ -141,20 +146,6 @@ class _Prefetcher:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _scores(predictions, pairs) -> dict[str, float]:
-    """Mean PSNR (and SSIM where patches allow) of predictions against the pairs' targets."""
-    scores_psnr, scores_ssim = [], []
-    for p, (_, target) in zip(predictions, pairs, strict=True):
-        # Normalised units: the percentiles map to 0 and 1, so the range is 1.
-        scores_psnr.append(psnr(p[0], target[0], data_range=1.0))
-        if min(target.shape[1:]) >= 3:
-            scores_ssim.append(ssim(p[0], target[0], data_range=1.0))
-    out = {"psnr": float(np.mean(scores_psnr))}
-    if scores_ssim:
-        out["ssim"] = float(np.mean(scores_ssim))
-    return out
-
-
 def _validate(method: TrainingMethod, config: TrainingConfig, data: TrainingData,
               device) -> dict[str, float]:
     if not data.validation:  # a volume too small to hold validation patches apart
@@ -164,22 +155,7 @@ def _validate(method: TrainingMethod, config: TrainingConfig, data: TrainingData
         pairs = data.validation[i : i + config.batch_size]
         x = torch.from_numpy(np.stack([p[0] for p in pairs])).to(device)
         predictions.extend(method.validation_predict(x, config.seed + i).float().cpu().numpy())
-    return _scores(predictions, data.validation)
-
-
-def baseline_validation(data: TrainingData) -> dict[str, float] | None:
-    """The interpolation baseline's scores on the validation patches (None without any).
-
-    ``cubic`` (the prefiltered B-spline on the slab grid) along the upsampled axis (z,
-    or the first axis of isotropic planes) at the data's z-factor; at z-factor 1 the
-    input itself. A model is worth its training when it scores above this.
-    """
-    from .interp import upsample_z
-
-    if not data.validation:
-        return None
-    inputs = torch.from_numpy(np.stack([pair[0] for pair in data.validation]))
-    return _scores(upsample_z(inputs, data.z_factor, "cubic").numpy(), data.validation)
+    return validation_scores(predictions, data.validation)
 
 
 def _preview(method: TrainingMethod, config: TrainingConfig, preview_input,
@@ -345,7 +321,7 @@ def _validate_and_checkpoint(run: _Run, losses: dict[str, float], preview_input
         message = f"checkpoint saved at step {step}"
     return TrainProgress(step, run.total, losses, run.lr(), validation, preview, run.elapsed(),
                          run.data_wait(), message, run.method.main_loss,
-                         run.baseline if validation else None)
+                         run.baseline if validation else None, run.data.validation_label)
 
 
 def _save_everything(run: _Run, voxel_spacing) -> LoadedModel | None:
@@ -415,7 +391,8 @@ def _train_run(config, data, folder, resume, overwrite, should_stop, preview_inp
     run.baseline = baseline_validation(data) if run.main else None
     for warning in data.warnings if run.main else ():
         yield TrainProgress(run.step, run.total, message=warning,
-                            loss_name=run.method.main_loss)
+                            loss_name=run.method.main_loss,
+                            validation_label=data.validation_label)
     _start_clock(run)
     try:
         while not _should_end(run, should_stop):
@@ -441,17 +418,20 @@ def _train_run(config, data, folder, resume, overwrite, should_stop, preview_inp
     yield TrainProgress(run.step, run.total, lr=run.lr(), validation=run.last_validation,
                         elapsed=run.elapsed(), message=f"{ending}: model saved to {model.folder}",
                         loss_name=run.method.main_loss,
-                        baseline_validation=run.baseline if run.last_validation else None)
+                        baseline_validation=run.baseline if run.last_validation else None,
+                        validation_label=data.validation_label)
     return model
 
 
 def _save_final(run: _Run, voxel_spacing) -> LoadedModel:
     config, validation = run.config, run.last_validation
-    val_text = f", val PSNR {validation['psnr']:.2f} dB" if validation else ""
+    label = run.data.validation_label
+    val_text = f", val PSNR {validation['psnr']:.2f} dB {label}" if validation else ""
     training = {
         "summary": f"{config.source} data, {run.step} steps{val_text}",
         "source": config.source,
         "data": run.data.summary,
+        "validation_label": label,
         "voxel_spacing": list(voxel_spacing) if voxel_spacing is not None else None,
         "voxel_unit": run.voxel_unit,
         "steps": run.step,

@@ -9,8 +9,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from .data.blind_spot import SELF_SUPERVISED_SOURCES
 from .training_config import (
-    DEFAULT_FAMILY,
+    default_family,
     TrainingRequestError,
     network_values,
     preset_split,
@@ -18,12 +19,21 @@ from .training_config import (
     file_network,
 )
 
-SOURCE_ROLES = {"paired": ("raw", "target"), "synthetic": ("target",), "isotropic": ("volume",)}
+SOURCE_ROLES = {"paired": ("raw", "target"), "synthetic": ("target",), "isotropic": ("volume",),
+                "noise2void": ("volume",), "noise2noise": ("volume",)}
 SOURCES = tuple(SOURCE_ROLES)
 # Model settings a request may name; on resume they must agree with the checkpoint.
 MODEL_OPTIONS = ("family", "preset", "z_factor", "spatial_dims", "network")
 ROLE_WORDS = {"raw": "a raw (degraded) volume", "target": "a target volume",
               "volume": "an anisotropic volume"}
+# What a role holds for a source, where it differs from ROLE_WORDS.
+SOURCE_ROLE_WORDS = {("noise2void", "volume"): "a noisy volume",
+                     ("noise2noise", "volume"): "two or more acquisitions of the same sample"}
+
+
+def role_words(source: str, role: str) -> str:
+    """What ``role`` holds for ``source``, for messages: ``"a noisy volume"``."""
+    return SOURCE_ROLE_WORDS.get((source, role), ROLE_WORDS[role])
 
 
 @dataclass(frozen=True)
@@ -118,9 +128,9 @@ def resolve_training(*, source: str | None = None, raw=None, target=None, volume
     Parameters
     ----------
     source
-        ``paired``, ``synthetic`` or ``isotropic``; default: the config file's, else
-        from the inputs (``volume`` -> isotropic, ``raw`` -> paired, ``target`` alone ->
-        synthetic).
+        ``paired``, ``synthetic``, ``isotropic``, ``noise2void`` or ``noise2noise``;
+        default: the config file's, else from the inputs (``volume`` -> isotropic,
+        ``raw`` -> paired, ``target`` alone -> synthetic).
     raw, target, volume
         :class:`VolumeInput` items (or lists of them).
     family, preset, z_factor, spatial_dims, network
@@ -160,11 +170,14 @@ def resolve_training(*, source: str | None = None, raw=None, target=None, volume
     inputs = {role: inputs[role] for role in SOURCE_ROLES[source]}
     parent = Path(output_dir) if output_dir is not None else library_dir()
     family = family or network_section(file_values).get("family")
+    z_factor = z_factor if z_factor is not None else file_model.get("z_factor")
+    if not resume:  # the default family follows the task, which the z-factor sets
+        z_factor = _resolve_z_factor(source, inputs, z_factor)
     name = _resolve_name(name or file_model.get("name"), inputs[SOURCE_ROLES[source][0]][0],
-                         family or DEFAULT_FAMILY, parent, resume)
+                         family or default_family(source, z_factor), parent, resume)
     folder = parent / name
     options = dict(family=family, preset=preset, spatial_dims=spatial_dims, network=network,
-                   z_factor=z_factor if z_factor is not None else file_model.get("z_factor"))
+                   z_factor=z_factor)
     start_step, history, model = 0, [], None
     _check_name_free(folder, resume or overwrite)
     if resume:
@@ -268,11 +281,15 @@ def _resolve_source(source: str | None, inputs: dict[str, list]) -> str:
     needed = SOURCE_ROLES[source]
     for role, items in inputs.items():
         if items and role not in needed:
+            reads = " and ".join(role_words(source, r) for r in needed)
             raise TrainingRequestError(f"the {source} source does not use {ROLE_WORDS[role]}: "
-                                       f"it reads {' and '.join(needed)} volumes")
+                                       f"it reads {reads}")
     for role in needed:
         if not inputs[role]:
-            raise TrainingRequestError(f"the {source} source needs {ROLE_WORDS[role]}")
+            raise TrainingRequestError(f"the {source} source needs {role_words(source, role)}")
+    if source == "noise2noise" and len(inputs["volume"]) < 2:
+        raise TrainingRequestError(f"the noise2noise source needs {role_words(source, 'volume')}"
+                                   ", got one volume: pass each acquisition as a volume")
     if source == "paired" and len(inputs["raw"]) != len(inputs["target"]):
         raise TrainingRequestError(f"pass one target per raw volume (got {len(inputs['raw'])} "
                                    f"raw and {len(inputs['target'])} target volumes)")
@@ -347,6 +364,11 @@ def _resolve_z_factor(source: str, inputs: dict, z_factor) -> int:
         if isinstance(z_factor, bool) or not isinstance(z_factor, int):
             raise TrainingRequestError(f"model.z_factor: expected an integer from 1 to 16, got "
                                        f"{z_factor!r}")
+        if source in SELF_SUPERVISED_SOURCES and z_factor != 1:
+            raise TrainingRequestError(
+                f"the {source} source denoises on the volume's own grid, so its z-factor is 1 "
+                f"(got {z_factor}): leave the z-factor unset, or upsample z with the isotropic "
+                "source")
         if source == "isotropic" and z_factor < 2:
             raise TrainingRequestError("z-factor 1 leaves nothing to make isotropic: set it to "
                                        "the volume's z spacing / x spacing")
@@ -375,6 +397,14 @@ def _resolve_z_factor(source: str, inputs: dict, z_factor) -> int:
 
 
 def _check_inputs(config, inputs: dict) -> None:
+    if config.source == "noise2noise":
+        first = inputs["volume"][0]
+        for item in inputs["volume"][1:]:
+            if item.shape != first.shape:
+                raise TrainingRequestError(
+                    f"the noise2noise acquisitions must have the same shape: "
+                    f"'{item.name or 'volume'}' is {item.shape} but '{first.name or 'volume'}' "
+                    f"is {first.shape}; register and crop them to the same field of view")
     if config.source == "paired":
         for raw, target in zip(inputs["raw"], inputs["target"], strict=True):
             check_pair(raw.shape, target.shape, config.model.z_factor, raw.name or "raw",
@@ -423,7 +453,7 @@ def _check_resumable(model, source: str, options: dict, file_values: dict) -> No
         from .registry import network_config
 
         wanted = network_values(model.family, options["preset"], options["network"],
-                                 file_values)
+                                 file_values, source)
         if network_config(model.family, **preset_split(wanted)) != model.network:
             differences.append("other network sizes")
     if differences:

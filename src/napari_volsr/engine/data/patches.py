@@ -40,7 +40,8 @@ def default_patch_shape(source: str, spatial_dims: int, z_factor: int) -> tuple[
 
     Upsampling patches keep their target size: 3D ones span 32 output slices, isotropic
     ones a 64 x 64 target plane (e.g. 16 x 64 inputs at x4, the recipe measured best on
-    the EM volume in 10 CPU minutes); slice-wise 2D patches are 64 x 64.
+    the EM volume in 10 CPU minutes); slice-wise 2D patches are 64 x 64. The denoising
+    sources (noise2void, noise2noise) restore at z-factor 1: 32 x 64 x 64 or 64 x 64.
     """
     if source == "isotropic":
         return (max(MIN_PATCH, DEFAULT_LATERAL // z_factor), DEFAULT_LATERAL)
@@ -97,12 +98,14 @@ def fit_patch_shape(source: str, spatial_dims: int, z_factor: int,
     Parameters
     ----------
     source
-        ``paired``, ``synthetic`` or ``isotropic``.
+        ``paired``, ``synthetic``, ``isotropic``, ``noise2void`` or ``noise2noise`` (the
+        last two denoise at z-factor 1: their patches are those of a same-shape restore).
     spatial_dims, z_factor
         Of the model.
     shapes
         ZYX shapes of the volumes patches are cut from: the raw volumes (paired), the
-        clean targets (synthetic) or the anisotropic volumes (isotropic).
+        clean targets (synthetic), the anisotropic volumes (isotropic), the noisy
+        volumes (noise2void) or the acquisitions (noise2noise).
     divisor
         The network's input size multiple per patch axis (default 1).
     min_target

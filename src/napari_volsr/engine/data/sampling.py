@@ -19,6 +19,8 @@ _N_PROBE = 16
 # and [s, k, 0] are the same stream; the fixed sets use a non-zero third word instead.
 _VALIDATION_KEY = (0, 1)
 _PROBE_KEY = (0, 2)
+# Completes "validation PSNR ...": the sources with clean targets compare with them.
+DEFAULT_VALIDATION_LABEL = "against the target"
 
 
 @dataclass
@@ -43,6 +45,9 @@ class TrainingData:
         JSON-able description of the data, saved with the model.
     seed
         Seed of the training stream.
+    validation_label
+        What the validation PSNR compares, for people (blind-spot sources compare noisy
+        values, not clean ones).
     """
 
     spatial_dims: int
@@ -52,6 +57,7 @@ class TrainingData:
     warnings: list[str]
     summary: dict
     seed: int = 0
+    validation_label: str = DEFAULT_VALIDATION_LABEL
     _sample: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]] | None = field(
         default=None, repr=False, compare=False
     )
@@ -308,9 +314,11 @@ class SyntheticSampler(_VolumeSampler):
     """Target crops anywhere; the input is a fresh synthetic degradation of each."""
 
     def __init__(self, targets: list[NormalizedVolume], splits: list[int],
-                 degradation: DegradationConfig, **kwargs):
+                 degradation: DegradationConfig, input_scales=None, **kwargs):
         super().__init__(targets, splits, **kwargs)
         self.degradation = degradation
+        # Per volume, the (low, high) a restore's normalisation will see (input_scale).
+        self.input_scales = input_scales
 
     def propose(self, rng, split):
         """A target crop in ``split`` at any z."""
@@ -318,8 +326,14 @@ class SyntheticSampler(_VolumeSampler):
         return (i, start), self.targets[i].crop(start, self.target_shape())
 
     def finish(self, key, target, rng):
-        """The target's synthetic degradation along z."""
-        return degrade(target, self.z_factor, self.degradation, rng, axis=0), target
+        """The target's synthetic degradation along z, both on the restore's scale."""
+        inp = degrade(target, self.z_factor, self.degradation, rng, axis=0)
+        if self.input_scales is None:
+            return inp, target
+        from .input_scale import rescale
+
+        scale = self.input_scales[key[0]]
+        return rescale(inp, scale), rescale(target, scale)
 
 
 class IsotropicSampler(_Sampler):

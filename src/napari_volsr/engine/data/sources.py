@@ -1,4 +1,4 @@
-"""Training-pair sources (paired, synthetic, isotropic) and their argument checks."""
+"""Training-pair sources (paired, synthetic, isotropic), their checks and the dispatch."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 
 from ..degrade import DegradationConfig
 from ..nets._common import MAX_Z_FACTOR, check_int
+from .input_scale import degraded_scale
 from .normalization import DEFAULT_PERCENTILES, percentile_normalization, read_finite
 from .sampling import (
     IsotropicSampler,
@@ -246,7 +247,9 @@ def synthetic_data(targets, z_factor: int, patch_shape: Sequence[int],
     """Training pairs from clean volumes alone, each input a fresh synthetic degradation.
 
     A target patch ``(pz * f, py, px)`` is cropped and its input ``(pz, py, px)`` made by
-    :func:`~napari_volsr.engine.degrade.degrade` with parameters drawn per patch.
+    :func:`~napari_volsr.engine.degrade.degrade` with parameters drawn per patch; both
+    are then mapped to the intensity scale a restore of a degraded volume normalises to
+    (:func:`~napari_volsr.engine.data.input_scale.degraded_scale`).
     Keyword arguments are those of :func:`paired_data`.
 
     Parameters
@@ -278,12 +281,15 @@ def synthetic_data(targets, z_factor: int, patch_shape: Sequence[int],
         _check_fits(volume.data.shape, target_patch, f"target {i}", desc)
         splits.append(split_rows(volume.data.shape[1], patch[1], n_val, val_fraction,
                                  f"target {i}", desc))
-    sampler = SyntheticSampler(volumes, splits, degradation, z_factor=f, patch_shape=patch,
-                               foreground=foreground, max_tries=max_tries,
+    scales = [degraded_scale(v, f, degradation, percentiles, seed) for v in volumes]
+    sampler = SyntheticSampler(volumes, splits, degradation, input_scales=scales, z_factor=f,
+                               patch_shape=patch, foreground=foreground, max_tries=max_tries,
                                slice_wise=spatial_dims == 2)
     summary = _base_summary("synthetic", volumes, f, patch, target_patch, splits, n_val=n_val,
                             val_fraction=val_fraction, percentiles=percentiles, seed=seed)
     summary["degradation"] = degradation.model_dump(mode="json")
+    # Pairs sit on the scale a restore of a degraded volume sees (data/input_scale.py).
+    summary["input_scale"] = [[round(lo, 6), round(hi, 6)] for lo, hi in scales]
     return build_training_data(sampler, n_val=n_val, seed=seed, warnings=[], summary=summary)
 
 
@@ -338,9 +344,9 @@ def make_training_data(config: TrainingConfig, *, raws=None, targets=None,
                        volumes=None) -> TrainingData:
     """Build the training pairs the config's ``source`` and model ask for.
 
-    A 2D model with the paired or synthetic source trains slice-wise on single z
-    slices (its z-factor must be 1); a 3D model on volumetric patches; the isotropic
-    source on lateral planes.
+    A 2D model with the paired, synthetic, noise2void or noise2noise source trains
+    slice-wise on single z slices (its z-factor must be 1); a 3D model on volumetric
+    patches; the isotropic source on lateral planes.
 
     Parameters
     ----------
@@ -350,7 +356,8 @@ def make_training_data(config: TrainingConfig, *, raws=None, targets=None,
     raws, targets
         Volumes for the paired source (``targets`` alone for the synthetic source).
     volumes
-        Anisotropic volumes for the isotropic source.
+        Anisotropic volumes for the isotropic source; noisy volumes for noise2void; two
+        or more acquisitions of one sample for noise2noise.
 
     Returns
     -------
@@ -372,6 +379,14 @@ def make_training_data(config: TrainingConfig, *, raws=None, targets=None,
             raise ValueError("the isotropic source needs the anisotropic volume(s)")
         return isotropic_data(volumes, model.z_factor, patch, config.degradation, **common)
     common["spatial_dims"] = model.spatial_dims
+    if config.source in ("noise2void", "noise2noise"):
+        from .self_supervised import noise2noise_data, noise2void_data
+
+        if volumes is None:
+            raise ValueError(f"the {config.source} source needs the noisy volume(s)")
+        if config.source == "noise2void":
+            return noise2void_data(volumes, patch, blind_spot=config.blind_spot, **common)
+        return noise2noise_data(volumes, patch, **common)
     if config.source == "paired":
         if raws is None or targets is None:
             raise ValueError("the paired source needs raw and target volumes")

@@ -39,7 +39,8 @@ def cubic_weights(inputs: torch.Tensor, target: torch.Tensor, z_factor: int) -> 
             f"input {tuple(inputs.shape)} upsampled by {z_factor} does not match target "
             f"{tuple(target.shape)}"
         )
-    error = (reference - target) ** 2
+    # NaN targets (blind spots) are left out of the loss: weight them 0.5, not NaN.
+    error = torch.nan_to_num((reference - target) ** 2, nan=0.0)
     peak = error.flatten(1).amax(dim=1).view(-1, *[1] * (error.ndim - 1))
     # Guard the all-zero case: E / max(E) -> 0 there, i.e. weight 0.5.
     return error / (2 * peak.clamp_min(torch.finfo(error.dtype).tiny)) + 0.5
@@ -55,12 +56,15 @@ class SupervisedMethod(TrainingMethod):
     loss
         ``"mae"``, ``"mse"`` or ``"cubic_weighted"`` (MSE weighted by how badly cubic
         interpolation of the input does, see :func:`cubic_weights`).
+    default_lr
+        Adam's learning rate when the config sets none (the family's).
     """
 
     replicated = ("net",)
 
-    def __init__(self, net: nn.Module, loss: str = "mae"):
+    def __init__(self, net: nn.Module, loss: str = "mae", default_lr: float = 1e-4):
         super().__init__()
+        self.default_lr = default_lr
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         self.net = net
@@ -68,20 +72,31 @@ class SupervisedMethod(TrainingMethod):
         self.z_factor = int(getattr(net, "z_factor", 1))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Return the scalar loss of the net on ``batch`` ({"input", "target"})."""
+        """Return the scalar loss of the net on ``batch`` ({"input", "target"}).
+
+        Where the target holds NaN (blind-spot targets: only masked voxels are known)
+        the loss is the mean over its finite voxels only.
+        """
         inputs, target = batch["input"], batch["target"]
         pred = self.replica("net")(inputs)
-        if self.loss == "mae":
-            return torch.mean(torch.abs(pred - target))
-        if self.loss == "mse":
-            return torch.mean((pred - target) ** 2)
-        with torch.no_grad():
-            weights = cubic_weights(inputs, target, self.z_factor)
-        return torch.mean(weights * (pred - target) ** 2)
+        known = torch.isfinite(target)
+        partial = not bool(known.all())
+        weights = None
+        if self.loss == "cubic_weighted":
+            with torch.no_grad():
+                weights = cubic_weights(inputs, target, self.z_factor)
+        if partial:
+            # Zero, not NaN, where unknown: a NaN would reach the gradient through abs/pow.
+            target = torch.where(known, target, 0.0)
+        error = torch.abs(pred - target) if self.loss == "mae" else (pred - target) ** 2
+        if weights is not None:
+            error = weights * error
+        return error[known].mean() if partial else error.mean()
 
     def configure_optimizers(self, lr: float | None = None) -> list[torch.optim.Optimizer]:
-        """Create (and store on ``self.optimizers``) one Adam, lr 1e-4 by default."""
-        self.optimizers = [torch.optim.Adam(self.net.parameters(), lr=1e-4 if lr is None else lr)]
+        """Create (and store on ``self.optimizers``) one Adam, ``default_lr`` unless given."""
+        lr = self.default_lr if lr is None else lr
+        self.optimizers = [torch.optim.Adam(self.net.parameters(), lr=lr)]
         return self.optimizers
 
     def training_step(self, batch: dict[str, torch.Tensor], step: int | None = None
