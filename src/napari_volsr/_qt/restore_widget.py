@@ -21,15 +21,17 @@ from .._layers import (
     result_name,
 )
 from ..engine.data import DEFAULT_PERCENTILES
+from ..engine.chain import chain_geometry, plan_chain
 from ..engine.devices import device_budget
 from ..engine.models import ModelError, list_library, read_model_config, resolve_model_path
 from ..engine.pipeline import iter_restore_job
 from ..engine.preview import expand_region, iter_preview, visible_region
-from ..engine.restorers import BASELINES, restorer_geometry
-from ..engine.tiling import parse_block_shape, plan_restore
-from ._restore_logic import PlanSummary, region_text
+from ..engine.restorers import BASELINES
+from ..engine.tiling import parse_block_shape
+from ._restore_logic import region_text
 from ._widgets import ShowWatcher, align_label_column, scroll_form
 from ._workers import NO_THREADS, reporting_errors, tap
+from .restore_chain import ChainSection, plan_summary
 from .restore_sections import (
     DiffusionSection,
     LayerModelSection,
@@ -63,6 +65,8 @@ class RestoreWidget(Container):
 
         self.card = ModelCardSection()
         self.inputs = LayerModelSection(self._image_layers, self._model_choices, self.card)
+        self.chain = ChainSection(self._model_choices)  # "then apply", above the z-factor
+        self.inputs.native.layout().insertWidget(4, self.chain.native)
         self.sampler = DiffusionSection()
         self.tiles = TilesSection()
         self.actions = RunSection()
@@ -71,14 +75,15 @@ class RestoreWidget(Container):
         self.form.margins = (0, 0, 0, 0)
         self.extend([self.form, self.actions])
         self.scroll = scroll_form(self.native.layout(), self.form.native)
-        sections = (self.inputs, self.card, self.sampler, self.tiles, self.actions)
+        sections = (self.inputs, self.card, self.chain, self.sampler, self.tiles, self.actions)
         for section in sections:  # the form's widgets, by the names tests and users know
             for name in section.WIDGETS:
                 setattr(self, name, getattr(section, name))
-        self._labelled = (*sections[:4], self.advanced, self.actions.footer)
+        self._labelled = (*sections[:5], self.advanced, self.actions.footer)
 
         self.image.changed.connect(self._on_image_changed)
-        self.model.changed.connect(self._on_model_changed)
+        for widget in (self.model, self.then_model):
+            widget.changed.connect(self._on_model_changed)
         self.z_factor.changed.connect(self._on_z_edited)
         for widget in (self.block_shape, self.device, self.diffusion_samples):
             widget.changed.connect(self._update_plan)
@@ -123,6 +128,7 @@ class RestoreWidget(Container):
     def refresh_models(self):
         """Re-read the model library (e.g. after training)."""
         self.model.reset_choices()
+        self.then_model.reset_choices()
         self._on_model_changed(self.model.value)
 
     def add_model_folder(self, folder) -> bool:
@@ -146,6 +152,7 @@ class RestoreWidget(Container):
         label = f"{config.name} ({resolved.name} folder)"
         self._folders[label] = str(resolved)
         self.model.reset_choices()
+        self.then_model.reset_choices()
         self.model.value = str(resolved)
         self.status.value = f"model folder added: {resolved}"
         return True
@@ -190,6 +197,9 @@ class RestoreWidget(Container):
         elif self.image.value is not None and not self._z_touched:
             self._set_quietly(self.z_factor, default_z_factor(self.image.value.scale),
                               self._on_z_edited)
+        layer = self.image.value
+        self.chain.follow(self.model.value, self.z_factor, None if layer is None or
+                          self._z_touched else default_z_factor(layer.scale))
         self._update_plan()
 
     def _on_z_edited(self, _value):
@@ -208,16 +218,16 @@ class RestoreWidget(Container):
             return
         try:
             shape = layer_input(layer)["data"].shape
-            geometry = restorer_geometry(self.model.value, self.z_factor.value,
-                                         self.sampler.options().get("diffusion_samples"))
+            _, geometries = self.chain.plan(self.model.value, self.z_factor.value, layer.scale,
+                                            self.sampler.options().get("diffusion_samples"))
             block_shape = parse_block_shape(self.block_shape.value)
             device, budget = device_budget(self.device.value)
-            plan = plan_restore(shape, geometry, block_shape, budget)
+            plans = plan_chain(shape, geometries, block_shape, budget)
         except (ValueError, ModelError) as exc:
             self.tiles.show_plan(str(exc), warn=True)
             return
-        self.plan = PlanSummary.of(plan, geometry.bytes_per_voxel, budget,
-                                   auto=isinstance(block_shape, str))
+        self.plan = plan_summary(self.chain.names(self.model.value), plans, geometries, budget,
+                                 auto=isinstance(block_shape, str))
         self.tiles.show_plan(f"{self.plan.describe()} ({device})", warn=self.plan.over_budget)
 
     # ------------------------------------------------------------ reading the form
@@ -254,11 +264,13 @@ class RestoreWidget(Container):
             raise _FormError(f"The low percentile ({low:g}) must be below the high one "
                              f"({high:g}): change them under Advanced.")
         options = self.sampler.options()
-        # Unknown or unusable models are refused here; a trained model fixes the z-factor.
-        geometry = restorer_geometry(self.model.value, int(self.z_factor.value),
-                                     options.get("diffusion_samples"))
+        # Unknown or unusable models (and chains) are refused here; trained models fix
+        # the z-factor (a chain's is the whole job's).
+        models, geometries = self.chain.plan(self.model.value, int(self.z_factor.value),
+                                             source["spacing"], options.get("diffusion_samples"))
+        geometry = chain_geometry(geometries)
         return {
-            "layer": layer, "source": source, "model": self.model.value,
+            "layer": layer, "source": source, "model": models,
             "z_factor": geometry.z_factor, "geometry": geometry, "restorer_options": options,
             "restore_kwargs": {
                 "block_shape": block_shape, "percentiles": (low, high),

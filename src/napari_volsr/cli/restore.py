@@ -89,7 +89,7 @@ def _reference_for(input_path: Path, reference: Path | None) -> Path | None:
                      f"named {input_path.name} or {base}.*)")
 
 
-def _restore_file(input_path: Path, output_path: Path, model: str, factor: int | None,
+def _restore_file(input_path: Path, output_path: Path, model, factor: int | None,
                   options: dict, reference: Path | None, overwrite: bool, quiet: bool,
                   label: str, cluster=None) -> str:
     """Restore one file through the engine pipeline; return the line saying what was written."""
@@ -108,12 +108,14 @@ def _restore_file(input_path: Path, output_path: Path, model: str, factor: int |
 @click.option("-o", "--output", "output_path", required=True, type=click.Path(path_type=Path),
               help="Where to write the result; the format follows the suffix. A folder (made "
               "if missing) for batch mode: same base names, format from --format.")
-@click.option("-m", "--method", "--model", "model", default="cubic", show_default=True,
+@click.option("-m", "--method", "--model", "model", multiple=True, default=("cubic",),
+              show_default=True,
               help="A model from the library (name or folder) or an interpolation baseline: "
-              "cubic, linear, nearest...")
+              "cubic, linear, nearest... Repeat it to apply models one after the other in "
+              "one job (-m n2v -m iso: denoise, then upsample z).")
 @click.option("-z", "--z-factor", default="auto", show_default=True,
               help="z upsampling factor 1..16, or 'auto': the model's, or round(z spacing / "
-              "x spacing) for baselines.")
+              "x spacing) for baselines. For several -m: the whole job's.")
 @click.option("--block-shape", default="auto", show_default=True,
               help="'auto' (from the memory budget) or Z,Y,X block core in input voxels.")
 @click.option("--overlap", default=None,
@@ -154,6 +156,7 @@ def restore(input_path, output_path, model, z_factor, block_shape, overlap, perc
       volsr restore -i stack.tif -o iso.tif             z-factor from the spacing
       volsr restore -i stack.tif -o iso.tif -m my-rcan  a model from the library
       volsr restore -i raw/ -o out/ --format zarr       every volume in raw/
+      volsr restore -i in.tif -o iso.tif -m n2v -m iso  denoise, then upsample z
 
     The output keeps the input's data type, values rounded and clipped to its range
     (--output-dtype float32 keeps every value).
@@ -172,6 +175,7 @@ def restore(input_path, output_path, model, z_factor, block_shape, overlap, perc
 def _restore(input_path, output_path, model, z_factor, block_shape, overlap, percentiles,
              output_dtype, out_format, reference, device, precision, overwrite, workers,
              scheduler, quiet):
+    model = model[0] if len(model) == 1 else list(model)  # several: a chain, in order
     low, high = _percentiles(percentiles)
     blocks = "auto" if block_shape == "auto" else _int_tuple(block_shape, 3, "--block-shape")
     overlaps = None if overlap is None else _int_tuple(overlap, 3, "--overlap", minimum=0)
@@ -196,7 +200,8 @@ def _restore(input_path, output_path, model, z_factor, block_shape, overlap, per
                        "volumes; pass a folder of references named like the inputs")
     distributed = workers is not None or scheduler is not None
     if distributed:
-        workers = _check_distributed(workers, scheduler, [out for _, out in jobs], reference)
+        workers = _check_distributed(workers, scheduler, [out for _, out in jobs], reference,
+                                     model)
     _check_model(model, factor, device, fitted=reference is not None)
     options = dict(block_shape=blocks, overlap=overlaps, percentiles=(low, high),
                    output_dtype=output_dtype, device=device, precision=precision)
@@ -232,11 +237,18 @@ def _check_paths(input_path: Path, output_path: Path) -> None:
         raise _Failure(str(exc)) from None
 
 
-def _check_distributed(workers, scheduler, outputs: list[Path], reference) -> int | None:
+def _check_distributed(workers, scheduler, outputs: list[Path], reference,
+                       model) -> int | None:
     """Refuse what workers cannot do; return the number of local workers to start."""
+    from ..engine.pipeline import check_distributable
+
     if workers is not None and scheduler is not None:
         raise _Failure("give --workers (a local cluster) or --scheduler (an existing one), "
                        "not both")
+    try:
+        check_distributable(model)
+    except ValueError as exc:
+        raise _Failure(str(exc)) from None
     if reference is not None:
         raise _Failure("--rescale needs the whole result in memory; restore without "
                        "--workers/--scheduler")
@@ -294,19 +306,18 @@ def _dask_cluster(workers, scheduler, model, factor, device, precision):
             cluster.close()
 
 
-def _check_model(model: str, factor: int | None, device: str, fitted: bool = False) -> None:
-    """Fail before any work on unusable models, devices or a no-op z-factor.
+def _check_model(model, factor: int | None, device: str, fitted: bool = False) -> None:
+    """Fail before any work on unusable models (or chains), devices or a no-op z-factor.
 
-    The model is loaded into the engine's cache, where every file's restore finds it.
+    Models are loaded into the engine's cache, where every file's restore finds them.
     A baseline's automatic z-factor follows each file's spacing: checked per file.
     """
+    from ..engine.chain import check_models
     from ..engine.devices import resolve_device
-    from ..engine.restorers import BASELINES, get_restorer
 
     try:
         resolve_device(device)
-        if model not in BASELINES or factor is not None:
-            get_restorer(model, factor, cache=True, allow_identity=fitted)
+        check_models(model, factor, allow_identity=fitted)
     except ValueError as exc:
         raise _Failure(str(exc)) from None
 

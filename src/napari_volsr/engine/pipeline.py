@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tempfile
 from collections.abc import Generator
@@ -11,19 +12,19 @@ from pathlib import Path
 
 import numpy as np
 
+from .chain import NOT_DISTRIBUTED, get_chain, iter_load_chain, iter_restore_chain, model_list
 from .io import format_suffix, read_volume, remove_tree, write_volume
 from .predict import (
     DEFAULT_OUTPUT_DTYPE,
     RestoreProgress,
     RestoreResult,
     as_volume_array,
-    iter_restore,
     to_output_dtype,
 )
-from .restorers import get_restorer, iter_load, release, resolve_z_factor
+from .restorers import release, resolve_z_factor
 
 
-def iter_restore_job(data, model: str, z_factor: int | None = None, *, restorer_options=None,
+def iter_restore_job(data, model, z_factor: int | None = None, *, restorer_options=None,
                      spacing=None, origin=None, **restore_kwargs
                      ) -> Generator[RestoreProgress, None, RestoreResult]:
     """Restore ``data`` with a model named by the user; yields a ``load`` stage first.
@@ -37,16 +38,26 @@ def iter_restore_job(data, model: str, z_factor: int | None = None, *, restorer_
         ZYX or CZYX numpy or dask array.
     model, z_factor, restorer_options
         As for :func:`~.restorers.get_restorer`; with ``z_factor`` None, baselines
-        follow ``spacing`` and models use their own factor.
+        follow ``spacing`` and models use their own factor. A list of models is a
+        chain, applied one after the other (:mod:`~.chain`; ``z_factor`` is the whole
+        job's).
     spacing, origin, **restore_kwargs
         As for :func:`~.predict.iter_restore`.
     """
-    restorer = yield from iter_load(model, z_factor, spacing=spacing, **(restorer_options or {}))
+    restorers = yield from iter_load_chain(model, z_factor, spacing=spacing,
+                                           **(restorer_options or {}))
     try:
-        return (yield from iter_restore(data, restorer, spacing=spacing, origin=origin,
-                                        **restore_kwargs))
+        return (yield from iter_restore_chain(data, restorers, spacing=spacing, origin=origin,
+                                              **restore_kwargs))
     finally:
-        release(restorer)
+        for restorer in restorers:
+            release(restorer)
+
+
+def check_distributable(model) -> None:
+    """Refuse a chain of models for dask workers, which restore with one model."""
+    if len(model_list(model)) > 1:
+        raise ValueError(NOT_DISTRIBUTED)
 
 
 @dataclass(frozen=True)
@@ -98,7 +109,7 @@ def check_output_path(input_path, output_path) -> None:
                          "replacing the output would delete the input; choose another output")
 
 
-def iter_restore_file(input_path, output_path, model: str = "cubic",
+def iter_restore_file(input_path, output_path, model="cubic",
                       z_factor: int | None = None, *, reference=None, overwrite: bool = False,
                       restorer_options=None, client=None, spec=None, **restore_kwargs
                       ) -> Generator[RestoreProgress, None, WrittenVolume]:
@@ -116,7 +127,9 @@ def iter_restore_file(input_path, output_path, model: str = "cubic",
         input (a zarr store), or one holding it, is refused (:func:`check_output_path`).
     model, z_factor, restorer_options
         As for :func:`~.restorers.get_restorer` (cached: a batch loads a model once).
-        With ``z_factor`` None, baselines follow the file's spacing.
+        With ``z_factor`` None, baselines follow the file's spacing. A list of models
+        is a chain (:func:`~.chain.iter_restore_chain`): one read, one write; with a
+        zarr output each stage streams into a scratch store beside it.
     reference
         Ground truth on the output grid: the result is fitted to it by least squares
         (``a * x + b``) before writing, as 3D-RCAN does.
@@ -136,6 +149,7 @@ def iter_restore_file(input_path, output_path, model: str = "cubic",
     if client is not None:
         from .dask_restore import iter_restore_to_zarr
 
+        check_distributable(model)
         spec = dataclasses.replace(spec, z_factor=resolve_z_factor(spec.model, spec.z_factor,
                                                                    volume.spacing))
         run = {k: v for k, v in restore_kwargs.items() if k not in ("device", "precision")}
@@ -144,19 +158,23 @@ def iter_restore_file(input_path, output_path, model: str = "cubic",
         return WrittenVolume(output_path, result, tuple(result.data.shape), result.data.dtype,
                              volume.unit)
     # Interpolation at z-factor 1 changes nothing, unless the result is fitted to a reference.
-    restorer = get_restorer(model, z_factor, spacing=volume.spacing, cache=True,
-                            allow_identity=reference is not None, **(restorer_options or {}))
-    ground_truth = _reference_volume(reference, volume, restorer.z_factor, input_path)
+    restorers = get_chain(model, z_factor, spacing=volume.spacing, cache=True,
+                          allow_identity=reference is not None, **(restorer_options or {}))
+    ground_truth = _reference_volume(reference, volume,
+                                     math.prod(r.z_factor for r in restorers), input_path)
     output_dtype = restore_kwargs.pop("output_dtype", DEFAULT_OUTPUT_DTYPE)
-    scratch = None
+    scratch = []
     if is_zarr(output_path) and ground_truth is None:
-        # Named like io.atomic_path's temporaries, so an interrupt's cleanup finds it.
-        scratch = Path(tempfile.mkdtemp(prefix=f".{output_path.name}.", suffix=".part-merge.zarr",
-                                        dir=output_path.parent))
-        restore_kwargs["out_store"] = str(scratch)
+        # Named like io.atomic_path's temporaries, so an interrupt's cleanup finds them.
+        scratch = [Path(tempfile.mkdtemp(prefix=f".{output_path.name}.",
+                                         suffix=".part-merge.zarr", dir=output_path.parent))
+                   for _ in restorers]
+        restore_kwargs["out_store"] = str(scratch[-1])
+        if len(scratch) > 1:
+            restore_kwargs["stage_stores"] = [str(p) for p in scratch[:-1]]
     try:
-        result = yield from iter_restore(
-            volume.data, restorer, spacing=volume.spacing, origin=volume.origin,
+        result = yield from iter_restore_chain(
+            volume.data, restorers, spacing=volume.spacing, origin=volume.origin,
             output_dtype="float32" if ground_truth is not None else output_dtype, **restore_kwargs)
         data, note = result.data, ""
         if ground_truth is not None:
@@ -165,8 +183,8 @@ def iter_restore_file(input_path, output_path, model: str = "cubic",
         write_volume(output_path, volume.with_data(data, spacing=result.spacing,
                                                    origin=result.origin), overwrite=overwrite)
     finally:
-        if scratch is not None:
-            remove_tree(scratch)
+        for path in scratch:
+            remove_tree(path)
     return WrittenVolume(output_path, result, tuple(data.shape), data.dtype, volume.unit, note)
 
 

@@ -267,15 +267,13 @@ def iter_restore(
     overlap=None,
     percentiles=DEFAULT_PERCENTILES,
     output_dtype: str = DEFAULT_OUTPUT_DTYPE,
-    device: str = "auto",
-    precision: str = "auto",
+    device: str = "auto", precision: str = "auto",
     out_store=None,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: Callable[[], bool] | None = None, input_dtype=None,
 ) -> Generator[RestoreProgress, None, RestoreResult]:
     """Restore a volume block by block, yielding progress; returns a RestoreResult.
 
-    Three steps: normalise, run the blocks (:func:`iter_blocks`: plan, predict, merge,
-    retry smaller blocks on out-of-memory), assemble the outputs (:func:`assemble`).
+    Three steps: normalise, run the blocks (:func:`iter_blocks`), assemble the outputs.
 
     Parameters
     ----------
@@ -304,6 +302,8 @@ def iter_restore(
         a result larger than the RAM available is refused (:func:`check_result_fits`).
     should_stop
         Polled between blocks; when it returns True, :class:`RestoreCancelled` is raised.
+    input_dtype
+        What ``auto`` and ``input`` output types follow (default: ``data``'s type).
     """
     from .allocator import bound_heap_growth
 
@@ -312,9 +312,10 @@ def iter_restore(
     spacing = _check_options(output_dtype, spacing)
     z_factor = validate_z_factor(restorer.z_factor)
     torch_device = resolve_device(device)
+    input_dtype = volume.dtype if input_dtype is None else np.dtype(input_dtype)
     autocast_dtype = resolve_precision(precision, torch_device)
     if out_store is None:  # before reading anything: a lazy input may be huge
-        check_result_fits(volume.shape, z_factor, restorer.outputs, output_dtype, volume.dtype)
+        check_result_fits(volume.shape, z_factor, restorer.outputs, output_dtype, input_dtype)
     yield RestoreProgress("normalise", 0, volume.shape[0], "computing percentiles")
     norms = [percentile_normalization(volume[c], percentiles) for c in range(volume.shape[0])]
     # Fail before any block for in-memory input (a float64 sum has no temporary array).
@@ -325,7 +326,7 @@ def iter_restore(
         volume, restorer, norms, torch_device, autocast_dtype, block_shape=block_shape,
         overlap=overlap, out_store=out_store, should_stop=should_stop,
     )
-    outputs = assemble(merged, plan, restorer.outputs, norms, output_dtype, volume.dtype,
+    outputs = assemble(merged, plan, restorer.outputs, norms, output_dtype, input_dtype,
                        channels=np.ndim(data) == 4)
     yield RestoreProgress("finalise", 1, 1, "done")
     spacing_out, origin_out = output_geometry(spacing, origin, z_factor)

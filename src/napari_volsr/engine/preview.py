@@ -8,8 +8,9 @@ from collections.abc import Generator, Sequence
 
 from .data import DEFAULT_PERCENTILES, Normalization, percentile_normalization
 from .geometry import region_geometry
-from .predict import RestoreProgress, RestoreResult, iter_restore
-from .restorers import iter_load, release
+from .chain import iter_load_chain, iter_restore_chain
+from .predict import RestoreProgress, RestoreResult
+from .restorers import release
 
 
 def visible_region(shape: Sequence[int], lower: Sequence[float], upper: Sequence[float],
@@ -101,42 +102,47 @@ class RenormalizedRestorer:
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
-def iter_preview(data, model: str, z_factor: int, *, keep: Sequence[slice],
+def iter_preview(data, model, z_factor: int | None, *, keep: Sequence[slice],
                  read: Sequence[slice], restorer_options=None, spacing=None,
                  origin=None, percentiles=DEFAULT_PERCENTILES, **restore_kwargs
                  ) -> Generator[RestoreProgress, None, RestoreResult]:
     """Restore the ``read`` region of the ZYX volume ``data`` and return its ``keep`` part.
 
     Intensities are normalised with the whole volume's percentiles, so the preview
-    matches a full restore; the result's origin and metadata describe ``keep``.
+    matches a full restore; the result's origin and metadata describe ``keep``. In a
+    chain of models (a list) that holds for the first; the later ones normalise what
+    the region became, as the whole volume's is not known before it is restored.
 
     Parameters
     ----------
     data
         The whole volume (numpy or dask; only ``read`` and a strided sample are read).
     model, z_factor, restorer_options
-        As for :func:`~.restorers.get_restorer` (the model is cached between runs).
+        As for :func:`~.pipeline.iter_restore_job` (models are cached between runs).
     keep, read
         The region to show and the region to restore (``keep`` plus context, e.g.
-        :func:`expand_region`), in input voxels.
+        :func:`expand_region` by :func:`~.chain.chain_geometry`'s halo), in input voxels.
     spacing, origin, percentiles, **restore_kwargs
         As for :func:`~.predict.iter_restore`.
     """
     spacing = tuple(float(s) for s in (spacing or (1.0, 1.0, 1.0)))
     origin = tuple(float(o) for o in (origin or (0.0, 0.0, 0.0)))
-    inner = yield from iter_load(model, z_factor, **(restorer_options or {}))
+    restorers = yield from iter_load_chain(model, z_factor, spacing=spacing,
+                                           **(restorer_options or {}))
     try:
         yield RestoreProgress("normalise", 0, 1, "percentiles of the whole volume")
         volume_norm = percentile_normalization(data, percentiles)
         read = tuple(read)
         crop = data[read]
         crop_norm = percentile_normalization(crop, percentiles)
-        restorer = RenormalizedRestorer(inner, crop_norm, volume_norm)
+        first = RenormalizedRestorer(restorers[0], crop_norm, volume_norm)
         _, read_origin = region_geometry(spacing, origin, [r.start for r in read], 1)
-        result = yield from iter_restore(crop, restorer, spacing=spacing, origin=read_origin,
-                                         percentiles=percentiles, **restore_kwargs)
+        result = yield from iter_restore_chain(crop, [first, *restorers[1:]], spacing=spacing,
+                                               origin=read_origin, percentiles=percentiles,
+                                               **restore_kwargs)
     finally:
-        release(inner)
+        for restorer in restorers:
+            release(restorer)
     f = result.z_factor
     trim = trim_slices(read, keep, f)
     outputs = {name: out[trim] for name, out in result.outputs.items()}
