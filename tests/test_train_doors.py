@@ -37,6 +37,7 @@ class Case:
     noise: bool = True
     nan: bool = False  # the first volume holds NaN and infinite voxels
     held: bool = False  # another live run holds the model name
+    source: str | None = None  # None: from the inputs, as the console infers it
     extra: dict = field(default_factory=dict)
 
 
@@ -64,6 +65,10 @@ CASES = [
          "'target' holds 2 NaN or infinite voxels", nan=True),
     Case("name held by a running training", {"target": (8, 32, 32)},
          "is already training a model named 'held'", name="held", held=True),
+    Case("noise2noise with one acquisition", {"volume": (8, 32, 32)},
+         "needs two or more acquisitions", source="noise2noise"),
+    Case("noise2void with a GAN", {"volume": (8, 32, 32)}, "cannot learn from",
+         source="noise2void", family="gan"),
 ]
 
 
@@ -105,6 +110,8 @@ def console_refusal(case: Case) -> str:
     arrays = volumes(case)
     settings = dict(name=case.name, family=case.family, preset="tiny", z_factor=case.z_factor,
                     resume=case.resume, steps=case.steps, batch_size=1, **case.extra)
+    if case.source:
+        settings["source"] = case.source
     if case.patch:
         settings["patch_shape"] = case.patch
     if "raw" not in arrays:  # no degradation at all where a case asks for none
@@ -128,6 +135,8 @@ def cli_refusal(case: Case, tmp_path, capsys) -> str:
         argv += ["-c", str(config)]
     if case.z_factor is not None:
         argv += ["--z-factor", str(case.z_factor)]
+    if case.source:
+        argv += ["--source", case.source]
     if case.family:
         argv += ["--family", case.family]
     if case.patch:
@@ -151,11 +160,12 @@ def panel_refusal(case: Case, make_napari_viewer, qtbot, monkeypatch) -> str:
     for role, volume in volumes(case).items():
         viewer.add_image(volume, name=role)
     widget = TrainWidget(viewer)
-    source = ("isotropic" if "volume" in case.inputs else
-              "paired" if "raw" in case.inputs else "synthetic")
+    source = case.source or ("isotropic" if "volume" in case.inputs else
+                             "paired" if "raw" in case.inputs else "synthetic")
     widget.source.value = source
     for role in case.inputs:
-        getattr(widget, role).value = viewer.layers[role]
+        picker = widget.data_section.pickers[role]  # noise2noise: the acquisitions list
+        picker.value = [viewer.layers[role]] if source == "noise2noise" else viewer.layers[role]
     widget.preset.value = "tiny"
     if case.family:
         widget.family.value = case.family

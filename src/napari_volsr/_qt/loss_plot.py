@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from qtpy.QtCore import QPointF, QRectF, QSize, Qt, QTimer
-from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
+from qtpy.QtGui import QColor, QFont, QFontMetrics, QPainter, QPainterPath, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 LOSS_COLOR = QColor(255, 159, 67)
@@ -13,6 +13,17 @@ PSNR_COLOR = QColor(79, 195, 247)
 BASELINE_COLOR = QColor(160, 164, 171)
 # Redraw at most this often: training may yield hundreds of steps per second.
 REDRAW_MS = 250
+MIN_HEIGHT = 130
+# The caption (what validation compares) wraps over at most this many lines.
+CAPTION_LINES = 2
+CAPTION_FLAGS = Qt.AlignLeft | Qt.AlignTop | Qt.TextWordWrap
+TIP = (
+    "Orange: training loss per step (faint) and its moving average, log scale, left axis. "
+    "Blue: PSNR on the held-out validation patches (dB, right axis; higher is better). "
+    "Dashed grey: the same score of the input (z-factor 1) or of cubic interpolation "
+    "(z upsampling) on the same patches; the model helps where blue is above it. Stop when "
+    "blue stops rising."
+)
 
 
 def _smooth(values: list[float], weight: float = 0.9) -> list[float]:
@@ -51,18 +62,15 @@ class LossPlot(QWidget):
         self.psnr_values: list[float] = []
         self.total: int | None = None
         self.baseline: float | None = None  # the interpolation baseline's validation PSNR
+        self.baseline_name = "baseline"  # "input" at z-factor 1, "cubic" when upsampling
+        self.validation_label: str | None = None  # what the validation PSNR compares
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(REDRAW_MS)
         self._timer.timeout.connect(self.update)
-        self.setMinimumHeight(130)
+        self.setMinimumHeight(MIN_HEIGHT)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
-        self.setToolTip(
-            "Orange: training loss per step (faint) and its moving average, log scale, "
-            "left axis. Blue: PSNR on the held-out validation patches (dB, right axis; "
-            "higher is better). Dashed grey: the interpolation baseline's PSNR on the same "
-            "patches; the model helps where blue is above it. Stop when blue stops rising."
-        )
+        self.setToolTip(TIP)
 
     def sizeHint(self):  # noqa: N802 (Qt name)
         """A small plot: the form above it gets the room."""
@@ -83,6 +91,39 @@ class LossPlot(QWidget):
         """Set the step budget, so the x axis spans the whole run."""
         self.total = total
         self._schedule()
+
+    def describe(self, baseline_name: str, validation_label: str | None = None):
+        """Name the reference line (``input``, ``cubic``) and say what validation compares.
+
+        ``validation_label`` is the engine's phrase (``TrainProgress.validation_label``,
+        e.g. "against the other noisy acquisition"); it is shown under the plot.
+        """
+        changed = validation_label != self.validation_label
+        self.baseline_name = baseline_name
+        self.validation_label = validation_label or None
+        self.setToolTip(TIP + (f" Validation PSNR: {self.caption()}." if validation_label
+                               else ""))
+        if changed:
+            self.setMinimumHeight(MIN_HEIGHT + self._caption_height(self.width()))
+            self.updateGeometry()
+        self._schedule()
+
+    def caption(self) -> str:
+        """``val PSNR <what it compares>``, or nothing when the engine did not say."""
+        return f"val PSNR {self.validation_label}" if self.validation_label else ""
+
+    def add_record(self, record):
+        """Take the points a training record (``TrainProgress``) carries."""
+        if record.loss is not None:
+            self.add_loss(record.step, record.loss)
+        if record.validation and "psnr" in record.validation:
+            self.add_psnr(record.step, record.validation["psnr"])
+        baseline = getattr(record, "baseline_validation", None)
+        if baseline and baseline.get("psnr") is not None:
+            self.set_baseline(baseline["psnr"])
+        label = getattr(record, "validation_label", None)
+        if label and label != self.validation_label:
+            self.describe(self.baseline_name, label)
 
     def set_baseline(self, psnr: float | None):
         """The interpolation baseline's validation PSNR: a reference line on the PSNR axis."""
@@ -133,13 +174,12 @@ class LossPlot(QWidget):
         text = self.palette().color(self.foregroundRole())
         faint = QColor(text)
         faint.setAlpha(60)
-        font = QFont(painter.font())
-        font.setPointSizeF(max(7.0, font.pointSizeF() * 0.85))
-        painter.setFont(font)
+        painter.setFont(self._small_font(painter.font()))
         area = self._plot_area(painter.fontMetrics())
         painter.setPen(QPen(faint, 1))
         painter.drawRect(area)
         self._draw_legend(painter, area, text)
+        self._draw_caption(painter, area)
         if not self.loss_steps and not self.psnr_steps:
             painter.setPen(text)
             painter.drawText(area, Qt.AlignCenter | Qt.TextWordWrap,
@@ -163,7 +203,7 @@ class LossPlot(QWidget):
         line = metrics.height()
         left = 8 + metrics.horizontalAdvance("0.000e-00")
         right = 8 + metrics.horizontalAdvance("000.0")
-        top, bottom = line + 8, line + 6
+        top, bottom = line + 8, line + 6 + self._caption_height(self.width(), metrics)
         return QRectF(left, top, max(10, self.width() - left - right),
                       max(10, self.height() - top - bottom))
 
@@ -185,8 +225,41 @@ class LossPlot(QWidget):
             x += 18 + metrics.horizontalAdvance(label) + 12
 
     def baseline_label(self) -> str:
-        """The legend's words for the reference line."""
-        return f"baseline {self.baseline:.2f} dB" if self.baseline is not None else ""
+        """The legend's words for the reference line: ``input 19.80 dB``."""
+        return (f"{self.baseline_name} {self.baseline:.2f} dB" if self.baseline is not None
+                else "")
+
+    def _caption_height(self, width: int, metrics=None) -> int:
+        """Room under the step axis for the caption, wrapped (0 without one)."""
+        if not self.validation_label:
+            return 0
+        if metrics is None:
+            metrics = QFontMetrics(self._small_font(self.font()))
+        box = metrics.boundingRect(0, 0, max(10, width - 8), 1000, CAPTION_FLAGS, self.caption())
+        return min(box.height(), CAPTION_LINES * metrics.height()) + 2
+
+    def _draw_caption(self, painter: QPainter, area: QRectF):
+        """What the validation PSNR compares, under the step axis (in the PSNR colour)."""
+        if not self.validation_label:
+            return
+        metrics = painter.fontMetrics()
+        top = area.bottom() + metrics.height() + 6
+        box = QRectF(4, top, self.width() - 8, self.height() - top)
+        painter.setPen(PSNR_COLOR)
+        painter.drawText(box, CAPTION_FLAGS, self.caption())
+
+    def resizeEvent(self, event):  # noqa: N802 (Qt name)
+        """A narrower plot wraps the caption over more lines: ask for their room."""
+        super().resizeEvent(event)
+        if self.validation_label and event.size().width() != event.oldSize().width():
+            self.setMinimumHeight(MIN_HEIGHT + self._caption_height(event.size().width()))
+
+    @staticmethod
+    def _small_font(font: QFont) -> QFont:
+        """The plot's text: a little smaller than the panel's."""
+        small = QFont(font)
+        small.setPointSizeF(max(7.0, small.pointSizeF() * 0.85))
+        return small
 
     @staticmethod
     def _draw_steps(painter: QPainter, area: QRectF, text: QColor, x_max: int):
@@ -241,7 +314,10 @@ class LossPlot(QWidget):
             y = to_y(self.baseline)
             painter.setPen(QPen(BASELINE_COLOR, 1.5, Qt.DashLine))
             painter.drawLine(QPointF(area.left(), y), QPointF(area.right(), y))
-            painter.drawText(QPointF(area.left() + 4, y - 3), "baseline")
+            # Above the line, or under it when the line runs along the top (the legend).
+            below = y - line < area.top()
+            painter.drawText(QPointF(area.left() + 4, y + line if below else y - 3),
+                             self.baseline_name)
 
         pairs = zip(self.psnr_steps, self.psnr_values, strict=True)
         points = [(to_x(s), to_y(v)) for s, v in pairs]

@@ -92,6 +92,22 @@ def choose_data(layers, selection=()) -> DataChoice | None:
     return DataChoice("synthetic", target=layer)
 
 
+def acquisition_group(layers, selection=()) -> list:
+    """Layers to propose as Noise2Noise acquisitions: 3D volumes that share one shape.
+
+    The selected layers first, then all; the group of the most recently opened layer
+    that has a partner. Empty when no two volumes share a shape.
+    """
+    volumes = _volumes(layers)
+    selected = [layer for layer in _volumes(selection) if layer in volumes]
+    for pool in (selected, volumes):
+        for layer in reversed(pool):
+            group = [other for other in pool if layer_shape(other) == layer_shape(layer)]
+            if len(group) >= 2:
+                return group
+    return []
+
+
 @functools.lru_cache(maxsize=64)
 def network_limits(family: str, preset: str, spatial_dims: int, z_factor: int,
                    isotropic: bool) -> tuple[tuple[int, ...], int]:

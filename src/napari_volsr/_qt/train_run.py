@@ -69,9 +69,32 @@ def training_run(request: TrainingRequest, *, stop: threading.Event, preview_inp
         should_stop=stop.is_set, preview_input=preview_input)))
 
 
+def checkpoint_dims(name: str, default: int) -> int:
+    """The dimensionality of model ``name``'s checkpoint (it sets the patch's length).
+
+    ``default`` for a bad name or a missing checkpoint: ``resolve_training`` explains those.
+    """
+    from ..engine.config import check_model_name
+    from ..engine.models import library_dir
+    from ..engine.training_request import read_checkpoint
+
+    try:
+        return read_checkpoint(library_dir() / check_model_name(name))[0].spatial_dims
+    except ValueError:
+        return default
+
+
+def baseline_name(z_factor: int) -> str:
+    """What the validation baseline is: the input itself, or cubic z interpolation."""
+    return "input" if z_factor == 1 else "cubic"
+
+
 def status_text(record, psnr: float | None, minutes: float | None,
-                baseline: float | None = None) -> str:
-    """The status line for a training record: step, loss, validation, time."""
+                baseline: float | None = None, baseline_label: str = "baseline") -> str:
+    """The status line for a training record: step, loss, validation, time.
+
+    ``baseline_label`` names the reference score (``input``, ``cubic``).
+    """
     from .train_sections import time_text
 
     total = record.total
@@ -80,7 +103,7 @@ def status_text(record, psnr: float | None, minutes: float | None,
         parts.append(f"loss {record.loss:.4g}")
     if psnr is not None:
         parts.append(f"val PSNR {psnr:.2f} dB"
-                     + (f" (baseline {baseline:.2f})" if baseline is not None else ""))
+                     + (f" ({baseline_label} {baseline:.2f})" if baseline is not None else ""))
     parts.append(time_text(record.elapsed, minutes) if minutes
                  else f"{record.elapsed / 60:.1f} min")
     if record.data_wait > 0.5:
@@ -90,7 +113,10 @@ def status_text(record, psnr: float | None, minutes: float | None,
 
 
 def saved_text(config) -> str:
-    """``finished, 200 steps, val PSNR 21.90 dB (baseline 19.80 dB)``: a saved model's run."""
+    """``finished, 200 steps, val PSNR 21.90 dB (input 19.80 dB)``: a saved model's run.
+
+    What the score compares stays under the plot (the engine's validation label).
+    """
     card = config.training
     how = "stopped early" if card.get("stopped_early") else "finished"
     psnr = (card.get("final_validation") or {}).get("psnr")
@@ -99,7 +125,7 @@ def saved_text(config) -> str:
     if psnr is not None:
         detail += f", val PSNR {psnr:.2f} dB"
         if baseline is not None:
-            detail += f" (baseline {baseline:.2f} dB)"
+            detail += f" ({baseline_name(config.z_factor)} {baseline:.2f} dB)"
     return detail
 
 

@@ -1,4 +1,4 @@
-"""The Train panel's form, one small container per section: model, data, budget, run."""
+"""The Train panel's form sections: model, budget, degradation, advanced, name, run."""
 
 from __future__ import annotations
 
@@ -16,18 +16,13 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from ._widgets import compact, fit_lines
+from ._widgets import fit_lines
 
 FAMILY_TIPS = (
     "RCAN: robust default for denoising/deblurring and z-upsampling. SRUNet: U-Net, fast. "
     "GAN: sharper textures, may invent detail. diffusion: samples plausible detail plus an "
-    "uncertainty map; slowest."
+    "uncertainty map; slowest. U-Net (CARE): the denoising network of CARE and Noise2Void."
 )
-SOURCE_LABELS = {
-    "paired": "paired layers (raw + target)",
-    "synthetic": "target only (synthetic degradation)",
-    "isotropic": "self-supervised isotropic (one anisotropic layer)",
-}
 IDLE_STATUS = "check the data and the budget, then press Start"
 
 
@@ -104,107 +99,6 @@ class ModelSection(Section):
         for preset in PRESET_NAMES:
             if network_config(model.family, preset) == model.network:
                 self.preset.value = preset
-
-
-class DataSection(Section):
-    """Data source, its layers, z-factor and network dimensionality."""
-
-    FIELDS = ("source", "raw", "target", "volume", "z_factor", "dims")
-
-    def __init__(self, layer_choices: Callable):
-        from ..engine.training_request import SOURCES
-
-        self.source = ComboBox(
-            label="data", choices=[(SOURCE_LABELS[s], s) for s in SOURCES], value="paired",
-            tooltip="paired: the same sample imaged twice (degraded raw + good target). "
-            "target only: clean volumes; degraded inputs are simulated. isotropic: only the "
-            "anisotropic volume; its lateral planes teach the network what z should look like.",
-        )
-        self.raw = ComboBox(label="raw", choices=layer_choices, nullable=True,
-                            tooltip="the degraded acquisition: noisy, blurred or with thick "
-                            "z-slices")
-        self.target = ComboBox(label="target", choices=layer_choices, nullable=True,
-                               tooltip="the good version the network should learn to produce")
-        self.volume = ComboBox(label="volume", choices=layer_choices, nullable=True,
-                               tooltip="the anisotropic volume to make isotropic")
-        self.z_factor = SpinBox(
-            label="z-factor", min=1, max=16, value=1,
-            tooltip="z upsampling: 1 restores at the same size; f gives f times more z-slices. "
-            "Paired: target depth / raw depth. Isotropic: z spacing / x spacing.",
-        )
-        self.dims = ComboBox(
-            label="network", choices=[("3D (volumetric)", 3), ("2D (slice by slice)", 2)], value=3,
-            tooltip="3D uses context across slices; 2D restores each slice alone (z-factor 1). "
-            "The isotropic source always trains a 2D network on orthogonal planes.",
-        )
-        super().__init__([self.source, self.raw, self.target, self.volume, self.z_factor,
-                          self.dims])
-        for picker in (self.raw, self.target, self.volume):
-            compact(picker)
-        self._choices = layer_choices
-
-    def refresh(self, selection, choose: bool) -> None:
-        """Re-list the layers; with ``choose``, pick the source and layers they suggest.
-
-        Otherwise (the user chose) fill only empty pickers, the selected layers first,
-        and never with the layer the other picker of a pair holds.
-        """
-        from .train_defaults import choose_data
-
-        for picker in (self.raw, self.target, self.volume):
-            picker.reset_choices()
-        choices = self._choices()
-        if not choices:
-            return
-        choice = choose_data(choices, selection) if choose else None
-        if choice is not None:
-            self.source.value = choice.source
-            for role in ("raw", "target", "volume"):
-                value = getattr(choice, role)
-                if value is not None:
-                    getattr(self, role).value = value
-        selected = [layer for layer in selection if layer in choices]
-        if self.volume.value is None:
-            self.volume.value = (selected or choices)[-1]
-        if self.target.value is None:
-            pool = [layer for layer in selected or choices if layer is not self.raw.value]
-            pool = pool or [layer for layer in choices if layer is not self.raw.value]
-            self.target.value = pool[-1] if pool else None
-        if self.raw.value is None:
-            others = [layer for layer in choices if layer is not self.target.value]
-            self.raw.value = others[0] if others else None
-
-    @property
-    def pickers(self) -> dict[str, ComboBox]:
-        """The layer picker of each role, in the order the engine names them."""
-        from ..engine.training_request import SOURCE_ROLES
-
-        every = {"raw": self.raw, "target": self.target, "volume": self.volume}
-        return {role: every[role] for role in SOURCE_ROLES[self.source.value]}
-
-    @property
-    def source_layer(self):
-        """The layer that sets defaults: raw, target or volume, by source."""
-        return next(iter(self.pickers.values())).value
-
-    def default_z(self) -> int:
-        """The z-factor the layers imply: the pair's depth ratio, the volume's anisotropy."""
-        from ..engine.geometry import default_z_factor
-        from ..engine.training_request import pair_z_factor
-
-        source, raw, target = self.source.value, self.raw.value, self.target.value
-        if source == "isotropic" and self.volume.value is not None:
-            return default_z_factor(self.volume.value.scale)
-        if source == "paired" and raw is not None and target is not None:
-            return pair_z_factor(raw.data.shape, target.data.shape) or 1
-        return 1
-
-    def show_source(self) -> None:
-        """Show the pickers the chosen source reads."""
-        source = self.source.value
-        self.raw.visible = source == "paired"
-        self.target.visible = source in ("paired", "synthetic")
-        self.volume.visible = source == "isotropic"
 
 
 class BudgetSection(Section):

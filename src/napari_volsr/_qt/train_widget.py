@@ -8,14 +8,19 @@ from typing import TYPE_CHECKING
 
 from magicgui.widgets import Container
 
+from ..engine.training_config import default_family, default_spatial_dims
+
 from ._widgets import ShowWatcher, collapsible, scroll_form
 from ._workers import NO_THREADS, tap
+from .train_data import DENOISE_SOURCES, SIMULATING_SOURCES, BlindSpotSection, DataSection
 from .train_defaults import fitted_patch, layer_shape
 from .train_preview import PREVIEW_KEY, PreviewLayer, preview_crop
 from .train_run import (
     Control,
     DataRefused,
     TrainingRun,
+    baseline_name,
+    checkpoint_dims,
     saved_text,
     start_worker,
     status_text,
@@ -24,7 +29,6 @@ from .train_run import (
 from .train_sections import (
     AdvancedSection,
     BudgetSection,
-    DataSection,
     DegradationSection,
     ModelSection,
     NameSection,
@@ -40,12 +44,13 @@ STATUS_MS = 200
 
 
 class TrainWidget(Container):
-    """Train a restoration or z-upsampling model on image layers.
+    """Train a restoration, denoising or z-upsampling model on image layers.
 
     The form is one container per section (``model_section``, ``data_section``,
-    ``budget_section``, ``degradation``, ``advanced``, ``name_section``), in a scroll
-    area; the run section (buttons, progress, status) and the plot stay in view under
-    it. The fields are also attributes of the panel (``family``, ``raw``, ``steps``...).
+    ``budget_section``, ``degradation``, ``blind_spot``, ``advanced``, ``name_section``),
+    in a scroll area; the run section (buttons, progress, status) and the plot stay in
+    view under it. The fields are also attributes of the panel (``family``, ``raw``,
+    ``steps``...).
     """
 
     def __init__(self, viewer: napari.viewer.Viewer):
@@ -88,29 +93,35 @@ class TrainWidget(Container):
         self.data_section = DataSection(self._layer_choices)
         self.budget_section = BudgetSection()
         self.degradation = DegradationSection()
+        self.blind_spot = BlindSpotSection()
         self.advanced = AdvancedSection()
         self.name_section = NameSection()
         self.run_section = RunSection()
         main = [self.model_section, self.data_section, self.budget_section, self.name_section]
-        for section in (*main, self.degradation, self.advanced, self.run_section):
+        for section in (*main, self.degradation, self.blind_spot, self.advanced,
+                        self.run_section):
             for name in section.FIELDS:  # the panel's fields keep their names
                 setattr(self, name, getattr(section, name))
         self.form = Container(labels=False, widgets=main)
         self.form.margins = (0, 0, 0, 0)
         self.extend([self.form, self.run_section])
-        self._align = align_labels([*main, self.run_section], self.status.native)
+        # One label column for the form, and one inside each collapsible box (indented).
+        columns = [[*main, self.run_section], [self.degradation], [self.blind_spot]]
+        aligners = [align_labels(column, self.status.native) for column in columns]
+        self._align = lambda: [align() for align in aligners]
         layout = self.form.native.layout()
         self.degradation_box = collapsible("Degradation (simulated inputs)",
                                            self.degradation.native)
+        self.blind_spot_box = collapsible("Blind spot (Noise2Void)", self.blind_spot.native)
         self.advanced_box = collapsible("Advanced training settings", self.advanced.native)
-        layout.insertWidget(layout.indexOf(self.name_section.native), self.degradation_box)
-        layout.insertWidget(layout.indexOf(self.name_section.native), self.advanced_box)
+        for box in (self.degradation_box, self.blind_spot_box, self.advanced_box):
+            layout.insertWidget(layout.indexOf(self.name_section.native), box)
         self.scroll = scroll_form(self.native.layout(), self.form.native)
         self.plot = LossPlot()
         self.native.layout().addWidget(self.plot)
 
     def _connect(self):
-        data = (self.source, self.raw, self.target, self.volume)
+        data = (self.source, self.raw, self.target, self.volume, self.acquisitions)
         for field in (self.family, self.preset, *data, self.dims, self.val_fraction):
             field.changed.connect(self._on_form_changed)
         for picker in data:
@@ -119,6 +130,8 @@ class TrainWidget(Container):
             budget.changed.connect(self._on_budget_changed)
         self.live_preview.changed.connect(self._on_live_preview)
         self.z_factor.changed.connect(self._on_z_edited)
+        self.family.changed.connect(self._on_family_edited)
+        self.dims.changed.connect(self._on_dims_edited)
         for box in (self.patch_z, self.patch_y, self.patch_x):
             box.changed.connect(self._on_patch_edited)
         self.model_name.changed.connect(self._on_name_edited)
@@ -155,14 +168,18 @@ class TrainWidget(Container):
             return
         source = self.source.value
         self.data_section.show_source()
-        self.degradation_box.setVisible(source != "paired")
+        self.degradation_box.setVisible(source in SIMULATING_SOURCES)
+        self.blind_spot_box.setVisible(source == "noise2void")
+        if source in DENOISE_SOURCES:  # denoising keeps the size: the z-factor is 1
+            self._touched.discard("z")
         with self._quiet():
             if "z" not in self._touched:
                 self.z_factor.value = self.data_section.default_z()
-            if source == "isotropic":
-                self.dims.value = 2
-            elif self.z_factor.value > 1:
-                self.dims.value = 3
+            if "family" not in self._touched:  # the engine's default for the task
+                self.family.value = default_family(source, self.z_factor.value)
+            if source == "isotropic" or self.z_factor.value > 1 or "dims" not in self._touched:
+                self.dims.value = default_spatial_dims(source, self.z_factor.value)
+        self.z_factor.enabled = source not in DENOISE_SOURCES
         self.dims.enabled = source != "isotropic" and self.z_factor.value == 1
         self.budget_section.show_dims(self.dims.value)
         if "patch" not in self._touched:
@@ -202,6 +219,14 @@ class TrainWidget(Container):
             self.model_name.value = free_model_name(library_dir(), getattr(layer, "name", None),
                                                     self.family.value)
 
+    def _on_family_edited(self, _value):
+        if not self._updating:
+            self._touched.add("family")
+
+    def _on_dims_edited(self, _value):
+        if not self._updating:
+            self._touched.add("dims")
+
     def _on_z_edited(self, _value):
         if not self._updating:
             self._touched.add("z")
@@ -228,14 +253,14 @@ class TrainWidget(Container):
         """
         from ..engine.training_request import resolve_training
 
-        pickers = self.data_section.pickers
         request = resolve_training(
-            source=self.source.value, **self._inputs(pickers), family=self.family.value,
+            source=self.source.value, **self.data_section.inputs(), family=self.family.value,
             preset=None if resume else self.preset.value,
             z_factor=None if resume else self.z_factor.value,
             spatial_dims=None if resume else self.dims.value,
             name=self.model_name.value, resume=resume, overwrite=self.overwrite.value,
-            **self._overrides(self._resume_dims() if resume else self.dims.value),
+            **self._overrides(checkpoint_dims(self.model_name.value, self.dims.value) if resume
+                              else self.dims.value),
         )
         # After the engine's checks: a resume without a checkpoint says so first.
         if self.source.value == "paired" and self.raw.value is not None \
@@ -248,17 +273,10 @@ class TrainWidget(Container):
             with self._quiet():
                 self.budget_section.show_patch(request.config.patch_shape)
         run = TrainingRun(request)
-        role, picker = next(iter(pickers.items()))
+        role = next(iter(self.data_section.pickers))
         run.preview_input, run.preview_kwargs = preview_crop(
-            request.config, request.inputs[role][0], picker.value.colormap)
+            request.config, request.inputs[role][0], self.data_section.source_layer.colormap)
         return run
-
-    def _inputs(self, pickers: dict) -> dict:
-        """The chosen layers as engine inputs (None for an empty picker: the engine asks)."""
-        from ..api import volume_input
-
-        return {role: None if picker.value is None else volume_input(picker.value, role)
-                for role, picker in pickers.items()}
 
     def _overrides(self, dims: int) -> dict:
         """The form's training settings as TrainingConfig fields (0 budgets: no limit)."""
@@ -276,24 +294,11 @@ class TrainWidget(Container):
             foreground=self.foreground.value,
             validate_every=self.validate_every.value,
         )
-        if self.source.value != "paired":
+        if self.source.value in SIMULATING_SOURCES:
             overrides["degradation"] = self.degradation.config()
+        if self.source.value == "noise2void":
+            overrides["blind_spot"] = self.blind_spot.values()
         return overrides
-
-    def _resume_dims(self) -> int:
-        """The checkpoint's dimensionality, which sets the patch's length.
-
-        A bad name or a missing checkpoint is left to ``resolve_training`` to explain.
-        """
-        from ..engine.config import check_model_name
-        from ..engine.models import library_dir
-        from ..engine.training_request import read_checkpoint
-
-        try:
-            folder = library_dir() / check_model_name(self.model_name.value)
-            return read_checkpoint(folder)[0].spatial_dims
-        except ValueError:
-            return self.dims.value
 
     def _show_model_settings(self, model):
         """On Resume the checkpoint decides the network: show its settings in the form."""
@@ -344,6 +349,7 @@ class TrainWidget(Container):
         request = run.request
         config = request.config
         self.plot.set_history(request.history)
+        self.plot.describe(baseline_name(config.model.z_factor))
         # A time budget ends the run at a step nobody knows yet: the axis follows the steps.
         self.plot.set_total(None if config.minutes else config.steps)
         self._note = request.note
@@ -388,14 +394,7 @@ class TrainWidget(Container):
     def _on_yielded(self, record):
         if self._closed:
             return
-        main = record.loss
-        if main is not None:
-            self.plot.add_loss(record.step, main)
-        if record.validation and "psnr" in record.validation:
-            self.plot.add_psnr(record.step, record.validation["psnr"])
-        baseline = getattr(record, "baseline_validation", None)
-        if baseline and baseline.get("psnr") is not None:
-            self.plot.set_baseline(baseline["psnr"])
+        self.plot.add_record(record)
         if record.preview is not None:
             self._show_preview(record.preview)
         final = record.message.startswith(("stopped", "finished"))
@@ -417,7 +416,8 @@ class TrainWidget(Container):
         self.run_section.show_progress(record.step, record.total, record.elapsed, minutes)
         psnr = self.plot.psnr_values[-1] if self.plot.psnr_values else None
         self.status.value = "\n".join(filter(None, [
-            status_text(record, psnr, minutes, self.plot.baseline), self._note]))
+            status_text(record, psnr, minutes, self.plot.baseline, self.plot.baseline_name),
+            self._note]))
 
     def _show_preview(self, array):
         if self.live_preview.value:
