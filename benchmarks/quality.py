@@ -10,11 +10,15 @@ Cases (the ground truth is the real volume; its degraded copy is what the model 
 - ``denoise``: Poisson (peak photons) + Gaussian noise. Each family trains a 3D
   network on paired noisy/clean patches from the first 75% of Y rows and is scored on
   the held-out last 25% next to the noisy input.
+- ``denoise-matrix``: every denoising method (ours through the console API, a Gaussian,
+  BM4D, CAREamics N2V) at the same budgets; delegated to ``denoise_matrix.py``, which
+  takes its own options (``--case denoise-matrix --help``).
 
 Usage::
 
     python benchmarks/quality.py --case iso --volume em --minutes 10 --families rcan
     python benchmarks/quality.py --case denoise --volume em --minutes 3
+    python benchmarks/quality.py --case denoise-matrix --volumes em --peaks 30 --minutes 10
 
 Budgets are wall-clock minutes of training per family on this machine (CPU).
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -149,8 +154,15 @@ def run_denoise(volume: np.ndarray, args, out_dir: Path) -> None:
 
 
 def main():
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):  # the matrix has its own options: hand them all over
+        if arg == "--case=denoise-matrix" or argv[i:i + 2] == ["--case", "denoise-matrix"]:
+            from denoise_matrix import main as denoise_matrix
+
+            width = 1 if "=" in arg else 2
+            return denoise_matrix(argv[:i] + argv[i + width:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=["iso", "denoise"], default="iso")
+    parser.add_argument("--case", choices=["iso", "denoise", "denoise-matrix"], default="iso")
     parser.add_argument("--volume", choices=sorted(VOLUMES), default="em")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--families", default="rcan,srunet,gan,diffusion")

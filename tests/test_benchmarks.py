@@ -5,6 +5,7 @@ assertions); what is checked is that each script finishes and prints its table.
 """
 
 import importlib.util
+import math
 import os
 import subprocess
 import sys
@@ -52,3 +53,25 @@ def test_layout_benchmark_compares_both_layouts():
                      "--shape", "8,32,32", "--repeats", "1")
     row = [line for line in out.splitlines() if line.startswith("gan ")]
     assert len(row) == 1 and "nan" not in row[0]
+
+
+def test_denoise_matrix_prints_its_table(tmp_path):
+    # BM4D is a benchmark-only extra (and CAREamics lives in its own venv): without it,
+    # the script prints a skipped row; here bm4d runs only when installed.
+    methods = ["gaussian", "synthetic", "noise2void"]
+    if importlib.util.find_spec("bm4d") is not None:
+        methods.append("bm4d")
+    out = run_script("denoise_matrix.py", "--quick", "--volumes", "em", "--peaks", "30",
+                     "--methods", ",".join(methods), "--preset", "tiny",
+                     "--out", str(tmp_path))
+    assert out.startswith("command: ") and "PSNR" in out
+    rows = {line.split()[2]: line.split() for line in out.splitlines()
+            if line.startswith("em ")}
+    assert set(rows) == {"noisy", *methods}
+    for cells in rows.values():  # finite scores (a seconds-long training may score low)
+        psnr, ssim = float(cells[4]), float(cells[5])
+        assert math.isfinite(psnr) and -1 <= ssim <= 1
+    for method in ("synthetic", "noise2void"):  # train wall/CPU, restore wall/CPU, steps
+        assert all(float(value) >= 0 for value in rows[method][6:10])
+        assert int(rows[method][10]) >= 1
+    assert (tmp_path / "results.csv").is_file()
