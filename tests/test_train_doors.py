@@ -172,6 +172,7 @@ def panel_refusal(case: Case, make_napari_viewer, qtbot, monkeypatch) -> str:
     if case.z_factor is not None:
         widget.z_factor.value = case.z_factor
     if case.patch:
+        widget.dims.value = len(case.patch)
         widget.patch_z.value, widget.patch_y.value, widget.patch_x.value = case.patch
     if not case.noise:
         widget.blur_high.value = widget.noise_high.value = 0.0

@@ -78,7 +78,8 @@ def test_labels_are_not_clipped_and_boxes_share_their_arrows(make_napari_viewer,
     viewer, train, restore = docked(
         make_napari_viewer, (volume((16, 48, 48)), {"name": "stack"}), show=True)
     qtbot.wait(10)
-    train.source.value = "synthetic"  # a 3D network: the patch label is 'patch (z, y, x)'
+    train.source.value = "synthetic"
+    train.dims.value = 3  # a 3D network: the patch label is 'patch (z, y, x)'
     assert train.budget_section.patch.label == "patch (z, y, x)"
     for panel in (train, restore):
         for row in panel.native.findChildren(type(train.status.native)):

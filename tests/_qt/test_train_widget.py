@@ -45,6 +45,9 @@ def panel(make_napari_viewer, pair):
 
 
 def configure(widget, name="denoise", steps=6, validate_every=2):
+    # A 3D RCAN, chosen: these tests follow the panel's mechanics, not its defaults.
+    widget.family.value = "rcan"
+    widget.dims.value = 3
     widget.preset.value = "tiny"
     widget.steps.value = steps
     widget.validate_every.value = validate_every
@@ -303,7 +306,7 @@ def test_resume_with_another_family_is_refused_with_the_engines_sentence(qtbot, 
 
 def test_resume_takes_the_checkpoints_dimensionality(qtbot, panel, pair):
     _, widget = panel
-    vs.train(target=pair[1], preset="tiny", spatial_dims=2, name="flat", steps=1,
+    vs.train(target=pair[1], family="rcan", preset="tiny", spatial_dims=2, name="flat", steps=1,
              patch_shape=(16, 16), batch_size=2, n_val=2, validate_every=1,
              degradation={"gaussian_sigma": (0.05, 0.1)})
     widget.source.value = "synthetic"
@@ -337,7 +340,7 @@ def test_console_train_with_arrays_feeds_restore(pair):
     model = vs.train(raw=noisy, target=clean, preset="tiny", name="console", steps=3,
                      patch_shape=(4, 16, 16), batch_size=2, n_val=2, validate_every=3)
     assert model.config.name == "console" and model.config.training["steps"] == 3
-    assert vs.load_model("console").config.family == "rcan"
+    assert vs.load_model("console").config.family == "unet"  # same-shape: the U-Net
     out = vs.restore(noisy, model="console")
     assert out.shape == noisy.shape and np.isfinite(out).all()
     np.testing.assert_array_equal(pair[0], noisy)
@@ -355,3 +358,18 @@ def test_console_train_slice_wise_and_isotropic(pair):
     assert vs.restore(clean[::2], model=iso.config.name, z_factor=2).shape == (16, 48, 48)
     with pytest.raises(ValueError, match="z-factor"):
         vs.train(raw=clean[::2], target=clean, z_factor=3, steps=1)
+
+
+def test_family_and_dimensionality_follow_the_task_until_chosen(make_napari_viewer, pair):
+    viewer = make_napari_viewer()
+    viewer.add_image(pair[1], name="clean")
+    widget = TrainWidget(viewer)
+    widget.source.value = "synthetic"
+    assert (widget.family.value, widget.dims.value) == ("unet", 2)  # denoising defaults
+    widget.z_factor.value = 2
+    assert (widget.family.value, widget.dims.value) == ("rcan", 3)  # upsampling needs 3D
+    widget.z_factor.value = 1
+    widget.family.value = "srunet"
+    widget.dims.value = 3
+    widget.source.value = "noise2void"
+    assert (widget.family.value, widget.dims.value) == ("srunet", 3)  # the user's choice

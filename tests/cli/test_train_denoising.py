@@ -43,7 +43,7 @@ def test_cli_trains_noise2noise_and_names_what_the_psnr_compares(capsys, library
     assert code == 0, stderr
     assert stderr.count(f"volsr: validation PSNR {NOISE2NOISE_LABEL}\n") == 1
     assert f"validation {NOISE2NOISE_LABEL}: PSNR" in stdout
-    card = read_model_config(library / "a-rcan").training
+    card = read_model_config(library / "a-unet").training
     assert card["source"] == "noise2noise" and card["validation_label"] == NOISE2NOISE_LABEL
     assert card["data"]["n_volumes"] == 2
 

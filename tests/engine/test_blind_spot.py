@@ -212,9 +212,13 @@ def test_structured_masking_follows_the_volume_axis_through_turns():
                         blind_spot=BlindSpotConfig(mask_axis="z"))
 
 
+N2V2 = {"family": "unet", "widths": (8, 16), "blur_pool": True, "top_skip": False,
+        "residual": False}
+
+
 def test_make_training_data_builds_the_denoising_sources(noisy):
     config = TrainingConfig(source="noise2void", patch_shape=(8, 16, 16), n_val=2,
-                            blind_spot={"masked_fraction": 0.05})
+                            model={"network": N2V2}, blind_spot={"masked_fraction": 0.05})
     data = make_training_data(config, volumes=[noisy])
     assert np.isfinite(data.batch(0, 2)[1]).mean() == pytest.approx(0.05, rel=0.3)
     config = TrainingConfig(source="noise2noise", patch_shape=(8, 16, 16), n_val=2)
@@ -231,7 +235,7 @@ def test_the_config_refuses_what_the_denoising_sources_cannot_train():
         TrainingConfig(source="noise2noise", model={"network": {"family": "gan"}},
                        method={"kind": "gan"})
     with pytest.raises(ValueError, match="mask_axis 'z' needs a 3D model"):
-        TrainingConfig(source="noise2void", model={"spatial_dims": 2},
+        TrainingConfig(source="noise2void", model={"spatial_dims": 2, "network": N2V2},
                        blind_spot={"mask_axis": "z"})
     with pytest.raises(ValueError, match="mask_span must be odd"):
         BlindSpotConfig(mask_span=4)

@@ -72,7 +72,7 @@ def test_defaults_restore_at_the_sources_dimensionality_and_fit_small_volumes(no
     model = resolved.config.model
     assert (model.task, model.z_factor) == ("restore", 1)
     assert model.spatial_dims == default_spatial_dims(source, 1)
-    assert resolved.config.patch_shape == (8, 16, 40)  # fitted beside the validation band
+    assert resolved.config.patch_shape == (16, 40)  # 2D, fitted beside the validation band
     data = resolved.data
     assert data.patch_shape == resolved.config.patch_shape
     assert len(data.validation) == resolved.config.n_val
@@ -83,9 +83,9 @@ def test_defaults_restore_at_the_sources_dimensionality_and_fit_small_volumes(no
 
 def test_large_volumes_get_the_same_shape_restore_patches():
     big = VolumeInput(np.zeros((40, 160, 160), np.float32), name="big")
-    assert request(source="noise2void", volume=big).config.patch_shape == (32, 64, 64)
+    assert request(source="noise2void", volume=big).config.patch_shape == (64, 64)
     assert request(source="noise2void", volume=big,
-                   spatial_dims=2).config.patch_shape == (64, 64)
+                   spatial_dims=3).config.patch_shape == (32, 64, 64)
 
 
 def test_noise2void_u_nets_take_the_n2v2_settings_unless_told_otherwise(noisy):

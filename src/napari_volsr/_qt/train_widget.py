@@ -122,6 +122,9 @@ class TrainWidget(Container):
 
     def _connect(self):
         data = (self.source, self.raw, self.target, self.volume, self.acquisitions)
+        # Marked as edited before the form reacts, which keeps edited values.
+        self.family.changed.connect(self._on_family_edited)
+        self.dims.changed.connect(self._on_dims_edited)
         for field in (self.family, self.preset, *data, self.dims, self.val_fraction):
             field.changed.connect(self._on_form_changed)
         for picker in data:
@@ -130,8 +133,6 @@ class TrainWidget(Container):
             budget.changed.connect(self._on_budget_changed)
         self.live_preview.changed.connect(self._on_live_preview)
         self.z_factor.changed.connect(self._on_z_edited)
-        self.family.changed.connect(self._on_family_edited)
-        self.dims.changed.connect(self._on_dims_edited)
         for box in (self.patch_z, self.patch_y, self.patch_x):
             box.changed.connect(self._on_patch_edited)
         self.model_name.changed.connect(self._on_name_edited)
@@ -254,7 +255,9 @@ class TrainWidget(Container):
         from ..engine.training_request import resolve_training
 
         request = resolve_training(
-            source=self.source.value, **self.data_section.inputs(), family=self.family.value,
+            source=self.source.value, **self.data_section.inputs(),
+            # On Resume a family the user chose is checked; the automatic one is not.
+            family=self.family.value if not resume or "family" in self._touched else None,
             preset=None if resume else self.preset.value,
             z_factor=None if resume else self.z_factor.value,
             spatial_dims=None if resume else self.dims.value,

@@ -109,8 +109,12 @@ def build_training_config(file_values: dict | None = None, *, source: str, name:
     else:
         section = dict(model_section(values))
         family = family or default_family(source, z_factor)
+        # A patch given with 2 or 3 values says the dimensionality meant, when nothing else does.
+        patch = (overrides or {}).get("patch_shape") or values.get("patch_shape")
+        implied = len(patch) if isinstance(patch, (list, tuple)) and len(patch) in (2, 3) else None
         dims = 2 if source == "isotropic" else int(
-            spatial_dims or section.get("spatial_dims") or default_spatial_dims(source, z_factor))
+            spatial_dims or section.get("spatial_dims") or implied
+            or default_spatial_dims(source, z_factor))
         task = ("isotropic" if source == "isotropic" else
                 "upsample" if isinstance(z_factor, int) and z_factor > 1 else "restore")
         if dims == 2 and task == "upsample":
