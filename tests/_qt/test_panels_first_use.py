@@ -58,7 +58,10 @@ def test_docked_panels_fit_a_laptop_screen_with_their_buttons_in_view(make_napar
     window = viewer.window._qt_window
     window.resize(1366, 768)
     qtbot.waitUntil(lambda: window.height() <= 768, timeout=5_000)
-    qtbot.wait(100)  # the docks lay themselves out
+    # The docks lay themselves out: a few event-loop rounds, more on a loaded machine.
+    qtbot.waitUntil(lambda: _in_window(train.start_button.native, window) is True
+                    and restore.scroll.height() > restore.scroll.minimumSizeHint().height(),
+                    timeout=5_000)
     assert window.minimumSizeHint().height() <= 768
     always = {train: [train.start_button, train.stop_button, train.resume_button,
                       train.progress_bar, train.status, train.plot],
