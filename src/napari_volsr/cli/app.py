@@ -96,6 +96,9 @@ def main(argv=None):
             cli.main(args=argv, prog_name="volsr", standalone_mode=False)
     except _Interrupted as exc:
         click.echo(f"volsr: interrupted: {exc.format_message()}", err=True)
+        # zarr's reads still pending on its event loop are dropped at exit, and Python
+        # reports each as a coroutine never awaited: noise after the one line that matters.
+        warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         hint = ""
