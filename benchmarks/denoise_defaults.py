@@ -8,8 +8,9 @@ source trains on the clean first half, Noise2Void on the noisy second half, and 
 restore the noisy second half, scored against its clean copy (border 4, range 1).
 
 Each variant is ``source:family:dims:preset[:key=value...]`` with keys ``batch``,
-``lr``, ``patch`` (``16x32x32``), ``decay``, ``loss``, ``steps``; everything else is the
-engine's default (for Noise2Void, the source's network settings, e.g. N2V2 for U-Nets).
+``lr``, ``patch`` (``16x32x32``), ``decay``, ``loss``, ``steps``, ``context`` (2.5D planes
+each side; ``--context-planes N`` sets it for every variant that does not); everything else
+is the engine's default (for Noise2Void, the source's network settings, e.g. N2V2 for U-Nets).
 
 Usage::
 
@@ -41,11 +42,14 @@ FILES = {"em": "em_fibsem_fly_medulla_10nm_128x160x160.tif",
 BORDER = 4
 
 
-def config_for(variant: str, minutes: float, peak: float) -> TrainingConfig:
+def config_for(variant: str, minutes: float, peak: float,
+               context_planes: int | None = None) -> TrainingConfig:
     source, family, dims, preset, *rest = variant.split(":")
     extra = dict(kv.split("=") for kv in rest)
     net = network_config(family, preset, **SOURCE_NETWORK_DEFAULTS.get((source, family), {}))
-    model = ModelConfig(name="probe", task="restore", spatial_dims=int(dims), network=net)
+    context = int(extra.get("context", context_planes or 0))
+    model = ModelConfig(name="probe", task="restore", spatial_dims=int(dims), network=net,
+                        context_planes=context)
     steps = int(extra["steps"]) if "steps" in extra else None
     kw = dict(model=model, source=source, steps=steps, minutes=None if steps else minutes,
               validate_every=10**6, checkpoint_every=10**6, n_val=4, seed=0)
@@ -66,8 +70,14 @@ def config_for(variant: str, minutes: float, peak: float) -> TrainingConfig:
 
 
 def main():
-    name, minutes, variants = sys.argv[1], float(sys.argv[2]), sys.argv[3].split(",")
-    peak = float(sys.argv[4]) if len(sys.argv) > 4 else 30.0
+    argv = list(sys.argv[1:])
+    context_planes = None
+    if "--context-planes" in argv:
+        at = argv.index("--context-planes")
+        context_planes = int(argv[at + 1])
+        del argv[at : at + 2]
+    name, minutes, variants = argv[0], float(argv[1]), argv[2].split(",")
+    peak = float(argv[3]) if len(argv) > 3 else 30.0
     volume = tifffile.imread(DATA / FILES[name]).astype(np.float32)
     low, high = np.percentile(volume, [0.1, 99.9])
     volume = np.clip((volume - low) / (high - low), 0, 1)
@@ -84,7 +94,7 @@ def main():
           f"{score(noisy_test)[1]:.4f}", flush=True)
     for variant in variants:
         torch.manual_seed(0)
-        config = config_for(variant, minutes, peak)
+        config = config_for(variant, minutes, peak, context_planes)
         if config.source == "synthetic":
             data = make_training_data(config, targets=[clean_train])
         else:

@@ -308,7 +308,8 @@ def train_ours(method: str, case: dict, minutes: float, args, name: str):
     import napari_volsr.api as vs
 
     options = {k: v for k, v in (("family", args.family), ("preset", args.preset),
-                                 ("spatial_dims", args.spatial_dims)) if v is not None}
+                                 ("spatial_dims", args.spatial_dims),
+                                 ("context_planes", args.context_planes)) if v is not None}
     if method == "synthetic":
         inputs = dict(target=case["clean_train"], degradation=synthetic_degradation(
             case["clean_train"], case["peak"], args.gaussian))
@@ -429,6 +430,8 @@ def parse_args(argv=None):
     parser.add_argument("--family", default=None, help="our network family (default: engine's)")
     parser.add_argument("--preset", default=None, help="our preset (default: engine's)")
     parser.add_argument("--spatial-dims", type=int, choices=(2, 3), default=None)
+    parser.add_argument("--context-planes", type=int, default=None,
+                        help="2.5D: z planes each side as input channels (default: engine's)")
     parser.add_argument("--bm4d-profile", default="np", help="bm4d profile: np or refilter")
     parser.add_argument("--careamics-python", default=None,
                         help="interpreter with careamics (default: $VOLSR_CAREAMICS_PYTHON)")

@@ -25,7 +25,11 @@ def _card_summary(folder: Path) -> tuple[str, str]:
     except ModelError:
         return "", "validation: not computed"
     training = config.training or {}
-    what = (f"{config.family} {config.task} x{config.z_factor} ({config.spatial_dims}D), "
+    dims = f"{config.spatial_dims}D"
+    if config.context_planes:
+        c = config.context_planes
+        dims = f"2.5D, {c} plane{'s' if c > 1 else ''} each side"
+    what = (f"{config.family} {config.task} x{config.z_factor} ({dims}), "
             f"{training.get('steps') or 0} steps in {training.get('minutes') or 0:.2f} min")
     scores = _scores(training.get("final_validation"))
     baseline = _scores(training.get("baseline_validation"))
@@ -67,6 +71,9 @@ def _scores(validation: dict | None) -> str:
 @click.option("--spatial-dims", type=click.IntRange(2, 3), default=None,
               help="3: volumetric patches; 2: slice by slice (z-factor 1). Default: the "
               "config file's, else 3 (isotropic is always 2D).")
+@click.option("--context-planes", type=click.IntRange(0, 4), default=None,
+              help="2.5D: a 2D same-shape model (unet, srunet) also sees this many z planes "
+              "on each side of the one it restores, as input channels (default 0).")
 @click.option("--mask-axis", type=click.Choice(["z", "y", "x"]), default=None,
               help="noise2void: the axis along which the noise is correlated (e.g. scan "
               "lines along x); a line of voxels along it is masked too (structN2V).")
@@ -95,7 +102,7 @@ def _scores(validation: dict | None) -> str:
               help="Check the inputs and print the resolved config as JSON; do not train.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def train(config_path, source, raws, targets, volumes, family, preset, z_factor, spatial_dims,
-          mask_axis, name, steps, minutes, epochs, patch, batch_size, learning_rate, device,
+          context_planes, mask_axis, name, steps, minutes, epochs, patch, batch_size, learning_rate, device,
           resume, overwrite, output_dir, dry_run, quiet):
     """Train a model on volume files and save it in the model library.
 
@@ -122,7 +129,7 @@ def train(config_path, source, raws, targets, volumes, family, preset, z_factor,
         request = resolve_training(
             source=source, raw=_read_inputs(raws), target=_read_inputs(targets),
             volume=_read_inputs(volumes), family=family, preset=preset, z_factor=z_factor,
-            spatial_dims=spatial_dims, blind_spot=blind_spot, name=name, resume=resume,
+            spatial_dims=spatial_dims, context_planes=context_planes, blind_spot=blind_spot, name=name, resume=resume,
             overwrite=overwrite, output_dir=output_dir,
             file_values=file_values, steps=steps, minutes=minutes, epochs=epochs,
             patch_shape=_patch_shape(patch), batch_size=batch_size,

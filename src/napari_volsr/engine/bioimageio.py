@@ -6,7 +6,6 @@ architecture named as a callable of this package (``napari_volsr.engine.nets.<mo
 and the constructor's arguments), plus TorchScript where the network traces; test tensors
 come from the network itself on a normalised crop. Importing rebuilds the model folder from
 the state dict (``torch.load(weights_only=True)``: nothing is unpickled).
-
 ``bioimageio.spec`` (the ``bioimageio`` extra) is imported on use.
 """
 
@@ -76,6 +75,9 @@ def unsupported_reason(config: ModelConfig) -> str | None:
                 "applied to the tensor it is given) cannot express; a package of the plane "
                 "network alone would be run on XY images by Model Zoo tools and give other "
                 "results without warning; export it with --format zip")
+    if config.context_planes:
+        return (f"model '{config.name}' is 2.5D: it restores each plane from a stack of its "
+                "neighbours, which a Model Zoo model cannot express; use --format zip")
     return None
 
 

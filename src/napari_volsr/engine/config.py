@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .data.blind_spot import BlindSpotConfig, check_self_supervised
 from .degrade import DEFAULT_DEGRADATION, DegradationConfig
+from .training_config import MAX_CONTEXT_PLANES, check_context
 
 # Version 2 moved the method-specific training fields into TrainingConfig.method.
 CONFIG_VERSION = 2
@@ -180,6 +181,11 @@ class ModelConfig(StrictModel):
     in_channels: int = Field(1, ge=1, le=16, description="Input channels of the network.")
     out_channels: int = Field(1, ge=1, le=16, description="Output channels of the network.")
     z_factor: int = Field(1, ge=1, le=16, description="z upsampling factor (1 = same shape).")
+    context_planes: int = Field(
+        0, ge=0, le=MAX_CONTEXT_PLANES,
+        description="2.5D: neighbouring z planes on each side a 2D same-shape network sees "
+        "as extra input channels (0: the plane alone).",
+    )
     network: NetworkConfig = Field(default_factory=RCANConfig, description="Family and sizes.")
     percentiles: tuple[float, float] = Field(
         (1.0, 99.8), description="Normalisation percentiles (low, high) mapped to 0, 1."
@@ -198,6 +204,7 @@ class ModelConfig(StrictModel):
             raise ValueError("task 'restore' needs z_factor 1; use 'upsample' for z_factor > 1")
         if self.task == "isotropic" and self.spatial_dims != 2:
             raise ValueError("task 'isotropic' trains a 2D network (spatial_dims 2)")
+        check_context(self)
         low, high = self.percentiles
         if not 0 <= low < high <= 100:
             raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}")
@@ -449,6 +456,7 @@ class TrainingConfig(StrictModel):
                 f"a {self.model.family} model trains with the '{expected}' method, not "
                 f"'{self.method.kind}': set method.kind to '{expected}' or leave it out"
             )
+        check_context(self.model, getattr(self.method, "loss", None))
         network = self.model.network
         if isinstance(network, GANConfig):
             target = list(self.resolved_patch_shape())

@@ -148,5 +148,7 @@ def baseline_validation(data) -> dict[str, float] | None:
     if not data.validation:
         return None
     inputs = torch.from_numpy(np.stack([pair[0] for pair in data.validation]))
+    centre = inputs.shape[1] // 2  # 2.5D inputs: the plane restored sits between its neighbours
+    inputs = inputs[:, centre : centre + 1]
     return validation_scores(upsample_z(inputs, data.z_factor, "cubic").numpy(),
                              data.validation)

@@ -167,12 +167,19 @@ def network_config(name: str, preset: str = "default", **overrides):
 
 
 def build_network(config: ModelConfig):
-    """The (untrained) network for ``config``: generator for GANs, UNet for diffusion."""
+    """The (untrained) network for ``config``: generator for GANs, UNet for diffusion.
+
+    A 2.5D model (``context_planes`` c > 0) gets ``in_channels * (2c + 1)`` input
+    channels: the plane it restores and its c neighbours on each side.
+    """
     entry = family_entry(config.network.family)
     params = config.network.model_dump(exclude=set(entry.not_net_args))
+    if config.context_planes and entry.family == Family.UNET:
+        # The U-Net's residual adds the plane it restores: the centre of the 2c+1 planes.
+        params["residual_channel"] = config.context_planes
     return getattr(entry.module(), entry.net_class)(
         spatial_dims=config.spatial_dims,
-        in_channels=config.in_channels,
+        in_channels=config.in_channels * (2 * config.context_planes + 1),
         out_channels=config.out_channels,
         z_factor=config.z_factor,
         **params,

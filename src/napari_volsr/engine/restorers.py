@@ -115,6 +115,7 @@ class NetworkRestorer:
         self.name = DISPLAY_NAMES[self.family]
         self.z_factor = config.z_factor
         self.spatial_dims = config.spatial_dims
+        self.context = config.context_planes
         self.plane_pixels = plane_pixels
         self.flips = bool(flips)
         self.seed = seed
@@ -148,7 +149,8 @@ class NetworkRestorer:
         if self.spatial_dims == 3:
             self.halo, self.divisor = halo, divisor
         elif self.z_factor == 1:
-            self.halo, self.divisor = (0, *halo), (1, *divisor)
+            # 2.5D: c planes of z context, so a block's planes see their real neighbours.
+            self.halo, self.divisor = (self.context, *halo), (1, *divisor)
         else:
             # Planes are (z, lateral): lateral halo and divisor apply to y and x alike.
             self.halo = (halo[0], halo[1], halo[1])
@@ -238,6 +240,9 @@ class NetworkRestorer:
         f = self.z_factor
         if self.spatial_dims == 3:
             return self._apply(x)
+        if f == 1 and self.context:
+            out = self._apply_planes(_context_planes(x, self.context))
+            return out.reshape(b, d, out.shape[1], h, w).permute(0, 2, 1, 3, 4)
         if f == 1:
             planes = x.permute(0, 2, 1, 3, 4).reshape(b * d, 1, h, w)
             out = self._apply_planes(planes)
@@ -254,6 +259,20 @@ class NetworkRestorer:
             # Pool the two standard deviations as variances.
             fused[:, 1] = torch.sqrt((out_xz[:, 1] ** 2 + out_yz[:, 1] ** 2) / 2)
         return fused
+
+
+def _context_planes(x, c: int):
+    """Each plane of (B, 1, D, H, W) with its ``c`` neighbours each side: (B*D, 2c+1, H, W).
+
+    Beyond the block's ends planes are mirrored half-sample symmetrically, as the tiler
+    pads volume borders (``read_block``), so a whole-volume pass and tiles agree.
+    """
+    b, _, d, h, w = x.shape
+    index = torch.arange(-c, d + c, device=x.device) % (2 * d)
+    index = torch.where(index >= d, 2 * d - 1 - index, index)
+    padded = x[:, 0, index]
+    planes = torch.stack([padded[:, k : k + d] for k in range(2 * c + 1)], dim=2)
+    return planes.reshape(b * d, 2 * c + 1, h, w)
 
 
 class _Compiled(torch.nn.Module):

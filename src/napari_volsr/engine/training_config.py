@@ -23,6 +23,56 @@ BUDGET_FIELDS = ("steps", "epochs", "minutes")
 SAME_SHAPE_SPATIAL_DIMS = 2
 
 
+# 2.5D context for 2D same-shape models: neighbouring planes on each side as input
+# channels. 0 until measurements pick a value; default_context_planes reads it.
+DEFAULT_CONTEXT_PLANES = 0
+
+
+def default_context_planes(source: str, spatial_dims: int, z_factor) -> int:
+    """Context planes a model gets when neither the door nor a config file sets them.
+
+    Only 2D same-shape models (every source but isotropic, z-factor 1) can take them.
+    """
+    if source == "isotropic" or spatial_dims != 2 or z_factor not in (None, 1):
+        return 0
+    return DEFAULT_CONTEXT_PLANES
+
+
+MAX_CONTEXT_PLANES = 4
+# Families whose first layer is a plain convolution of the input and whose output does
+# not add the whole input back, so 2c+1 planes in and one plane out is well defined
+# (the U-Net adds its centre channel). RCAN's and the GAN's global residual, and the
+# diffusion UNet's conditioning, assume the input and output channels correspond.
+CONTEXT_FAMILIES = ("unet", "srunet")
+
+
+def check_context(model, loss: str | None = None) -> None:
+    """Raise ValueError when a ModelConfig's ``context_planes`` cannot work with it.
+
+    Parameters
+    ----------
+    model
+        The ModelConfig (its dimensionality, z-factor, task and family).
+    loss
+        The supervised loss it trains with, if known: ``cubic_weighted`` compares the
+        input with the target voxel by voxel, which a stack of planes does not allow.
+    """
+    c = model.context_planes
+    if not c:
+        return
+    if model.spatial_dims != 2 or model.z_factor != 1 or model.task == "isotropic":
+        raise ValueError(f"context_planes {c} needs a 2D same-shape model (spatial_dims 2, "
+                         "z_factor 1, task restore), where neighbouring planes become input "
+                         "channels")
+    if model.network.family not in CONTEXT_FAMILIES:
+        raise ValueError(f"context_planes {c} needs a network that takes its planes as "
+                         f"channels: family {' or '.join(CONTEXT_FAMILIES)}, not "
+                         f"{model.network.family}")
+    if loss == "cubic_weighted":
+        raise ValueError("loss 'cubic_weighted' compares the input with the target voxel by "
+                         "voxel, which context planes do not allow: use mae or mse")
+
+
 def default_spatial_dims(source: str, z_factor) -> int:
     """The model's dimensionality when neither the door nor a config file sets it."""
     if source == "isotropic":
@@ -90,13 +140,15 @@ def network_values(family: str, preset: str | None, network: dict | None,
 def build_training_config(file_values: dict | None = None, *, source: str, name: str,
                           model=None, family: str | None = None, preset: str | None = None,
                           z_factor: int = 1, spatial_dims: int | None = None,
-                          network: dict | None = None, overrides: dict | None = None):
+                          context_planes: int | None = None, network: dict | None = None,
+                          overrides: dict | None = None):
     """The one builder of TrainingConfig: file values, then arguments, validated.
 
     ``model`` (a ModelConfig, e.g. a checkpoint's) is used as it is; otherwise the model
     is built from the family, preset, network overrides and z-factor, and its task
     follows the source (isotropic) and the z-factor (upsample or restore); its
-    dimensionality defaults to the source's (``default_spatial_dims``).
+    dimensionality defaults to the source's (``default_spatial_dims``), its context
+    planes to ``default_context_planes``.
     """
     from pydantic import ValidationError
 
@@ -121,7 +173,12 @@ def build_training_config(file_values: dict | None = None, *, source: str, name:
             raise TrainingRequestError(
                 "a 2D network restores slice by slice (z-factor 1); to upsample z use a 3D "
                 "network, or the self-supervised isotropic source for one anisotropic volume")
+        if context_planes is None:
+            context_planes = section.get("context_planes")
+        if context_planes is None:
+            context_planes = default_context_planes(source, dims, z_factor)
         section.update(name=name, z_factor=z_factor, task=task, spatial_dims=dims,
+                       context_planes=context_planes,
                        network=network_values(family, preset, network, values, source))
         values["model"] = section
     values["source"] = source

@@ -23,7 +23,7 @@ SOURCE_ROLES = {"paired": ("raw", "target"), "synthetic": ("target",), "isotropi
                 "noise2void": ("volume",), "noise2noise": ("volume",)}
 SOURCES = tuple(SOURCE_ROLES)
 # Model settings a request may name; on resume they must agree with the checkpoint.
-MODEL_OPTIONS = ("family", "preset", "z_factor", "spatial_dims", "network")
+MODEL_OPTIONS = ("family", "preset", "z_factor", "spatial_dims", "context_planes", "network")
 ROLE_WORDS = {"raw": "a raw (degraded) volume", "target": "a target volume",
               "volume": "an anisotropic volume"}
 # What a role holds for a source, where it differs from ROLE_WORDS.
@@ -120,6 +120,7 @@ class TrainingRequest:
 def resolve_training(*, source: str | None = None, raw=None, target=None, volume=None,
                      family: str | None = None, preset: str | None = None,
                      z_factor: int | None = None, spatial_dims: int | None = None,
+                     context_planes: int | None = None,
                      network: dict | None = None, name: str | None = None,
                      resume: bool = False, overwrite: bool = False, output_dir=None,
                      file_values: dict | None = None, **overrides) -> TrainingRequest:
@@ -133,7 +134,7 @@ def resolve_training(*, source: str | None = None, raw=None, target=None, volume
         ``raw`` -> paired, ``target`` alone -> synthetic).
     raw, target, volume
         :class:`VolumeInput` items (or lists of them).
-    family, preset, z_factor, spatial_dims, network
+    family, preset, z_factor, spatial_dims, context_planes, network
         Model settings; None means the default (from the data for the z-factor: target
         depth / raw depth, the z/x spacing ratio, or 1). On resume, the checkpoint's
         settings are used and any given here must agree with them.
@@ -177,7 +178,7 @@ def resolve_training(*, source: str | None = None, raw=None, target=None, volume
                          family or default_family(source, z_factor), parent, resume)
     folder = parent / name
     options = dict(family=family, preset=preset, spatial_dims=spatial_dims, network=network,
-                   z_factor=z_factor)
+                   z_factor=z_factor, context_planes=context_planes)
     start_step, history, model = 0, [], None
     _check_name_free(folder, resume or overwrite)
     if resume:
@@ -240,13 +241,14 @@ def _fit_patch(config, inputs: dict, file_values: dict, overrides: dict):
         if config.patch_shape is not None:
             fit = check_patch_shape(config.source, model.spatial_dims, model.z_factor, shapes,
                                     config.patch_shape, n_val=config.n_val,
-                                    val_fraction=config.val_fraction, names=names)
+                                    val_fraction=config.val_fraction, names=names,
+                                    context_planes=model.context_planes)
         else:
             fit = fit_patch_shape(
                 config.source, model.spatial_dims, model.z_factor, shapes,
                 divisor=network_divisor(model), names=names, n_val=config.n_val,
                 min_target=getattr(network, "min_target_patch", 1),
-                val_fraction=config.val_fraction)
+                val_fraction=config.val_fraction, context_planes=model.context_planes)
     except PatchFitError as exc:
         raise TrainingRequestError(str(exc)) from None
     if fit.n_val is None and fit.patch_shape == config.patch_shape:
@@ -449,6 +451,9 @@ def _check_resumable(model, source: str, options: dict, file_values: dict) -> No
         differences.append(f"z-factor {model.z_factor} (not {options['z_factor']})")
     if options["spatial_dims"] is not None and options["spatial_dims"] != model.spatial_dims:
         differences.append(f"{model.spatial_dims}D (not {options['spatial_dims']}D)")
+    context = options.get("context_planes")
+    if context is not None and context != model.context_planes:
+        differences.append(f"context_planes {model.context_planes} (not {context})")
     if options["preset"] is not None or options["network"] or file_network(file_values):
         from .registry import network_config
 

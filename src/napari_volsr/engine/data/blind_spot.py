@@ -262,7 +262,9 @@ class BlindSpotSampler(_VolumeSampler):
 
     Masking happens before augmentation, on the crop as the volume holds it, so a
     structured mask follows the volume's axis whatever flip or turn comes after.
-    Slice-wise crops are masked as 2D planes (neighbours in the same slice only).
+    Slice-wise crops are masked as 2D planes (neighbours in the same slice only); with
+    context slices only the centre slice is masked, so the network sees the neighbouring
+    slices as they are (their noise is independent of the centre's).
     """
 
     def __init__(self, volumes: list[NormalizedVolume], splits: list[int], *,
@@ -285,11 +287,16 @@ class BlindSpotSampler(_VolumeSampler):
 
     def finish(self, key, target, rng):
         """The masked crop and its NaN-elsewhere target."""
-        plane = target[0] if self.slice_wise else target
+        c = self.context
+        plane = target[c] if self.slice_wise else target
         inputs, blind = blind_spot_mask(plane, rng, masked_fraction=self.masked_fraction,
                                         replacement=self.replacement, mask_axis=self.mask_axis,
                                         mask_span=self.mask_span)
-        return (inputs[None], blind[None]) if self.slice_wise else (inputs, blind)
+        if not self.slice_wise:
+            return inputs, blind
+        stack, blinds = target.astype(np.float32), np.full_like(target, np.nan, np.float32)
+        stack[c], blinds[c] = inputs, blind
+        return stack, blinds
 
 
 class Noise2NoiseSampler(_VolumeSampler):
@@ -312,4 +319,4 @@ class Noise2NoiseSampler(_VolumeSampler):
     def finish(self, key, target, rng):
         """The input acquisition's crop at the same place."""
         i, start = key
-        return self.acquisitions[i].crop(start, self.target_shape()), target
+        return self.acquisitions[i].crop(start, self.input_shape()), target

@@ -92,7 +92,7 @@ def _minimum(spatial_dims: int, z_factor: int, divisor: Sequence[int], min_targe
 def fit_patch_shape(source: str, spatial_dims: int, z_factor: int,
                     shapes: Sequence[Sequence[int]], *, divisor: Sequence[int] | None = None,
                     min_target: int = 1, n_val: int = 8, val_fraction: float = 0.1,
-                    names: Sequence[str] | None = None) -> PatchFit:
+                    names: Sequence[str] | None = None, context_planes: int = 0) -> PatchFit:
     """The default patch, shrunk until every volume holds it beside its validation band.
 
     Parameters
@@ -115,12 +115,15 @@ def fit_patch_shape(source: str, spatial_dims: int, z_factor: int,
         patch, the fit trains without validation (``n_val`` 0) and says so.
     names
         Names of the volumes, for messages.
+    context_planes
+        Of a 2.5D model: every volume needs ``2c + 1`` z planes.
 
     Raises
     ------
     PatchFitError
         When not even the smallest patch fits; names the smallest usable volume.
     """
+    _check_context(shapes, context_planes, names)
     dims = 2 if source == "isotropic" else spatial_dims
     divisor = tuple(divisor or (1,) * dims)
     want = default_patch_shape(source, dims, z_factor)
@@ -140,7 +143,7 @@ def fit_patch_shape(source: str, spatial_dims: int, z_factor: int,
 def check_patch_shape(source: str, spatial_dims: int, z_factor: int,
                       shapes: Sequence[Sequence[int]], patch_shape: Sequence[int], *,
                       n_val: int = 8, val_fraction: float = 0.1,
-                      names: Sequence[str] | None = None) -> PatchFit:
+                      names: Sequence[str] | None = None, context_planes: int = 0) -> PatchFit:
     """A given patch checked against the volumes, dropping validation when it must.
 
     Parameters are those of :func:`fit_patch_shape`; ``patch_shape`` is on the input
@@ -157,6 +160,7 @@ def check_patch_shape(source: str, spatial_dims: int, z_factor: int,
     PatchFitError
         When a volume cannot hold the patch at all; names the volume and what it needs.
     """
+    _check_context(shapes, context_planes, names)
     dims = 2 if source == "isotropic" else spatial_dims
     patch = tuple(int(p) for p in patch_shape)
     if len(patch) != dims:
@@ -177,6 +181,16 @@ def check_patch_shape(source: str, spatial_dims: int, z_factor: int,
         need = (patch[0] * (1 if source == "paired" else z_factor), *patch[1:])
     raise PatchFitError(f"patch shape {patch} needs a volume of at least {need} voxels "
                         f"(z, y, x) but '{name}' is {tuple(shapes[worst])}; use a smaller patch")
+
+
+def _check_context(shapes, context_planes: int, names) -> None:
+    from .sources import check_context_depth
+
+    names = [f"'{n}'" for n in names] if names else [f"volume {i}" for i in range(len(shapes))]
+    try:
+        check_context_depth(shapes, context_planes, names)
+    except ValueError as exc:
+        raise PatchFitError(str(exc)) from None
 
 
 def _described(patch, want, validation: bool, n_val: int) -> PatchFit:

@@ -37,8 +37,9 @@ class TrainingData:
     patch_shape
         Patch shape on the input grid, ``len == spatial_dims``.
     validation
-        Fixed (input, target) pairs, float32 normalised, shapes ``(1, *patch_shape)`` and
+        Fixed (input, target) pairs, float32 normalised, shapes ``(C, *patch_shape)`` and
         ``(1, *target_patch_shape)``; cropped from a region no training patch touches.
+        ``C`` is 1, or ``2c + 1`` planes for a 2.5D model (``context_planes`` c).
     warnings
         Sentences for the user (misaligned pairs, little foreground).
     summary
@@ -87,8 +88,8 @@ class TrainingData:
         Returns
         -------
         tuple of numpy.ndarray
-            Inputs ``(B, 1, *patch_shape)`` and targets ``(B, 1, *target_patch_shape)``,
-            float32.
+            Inputs ``(B, C, *patch_shape)`` (C as in ``validation``) and targets
+            ``(B, 1, *target_patch_shape)``, float32.
         """
         if self._sample is None:
             raise RuntimeError("this TrainingData has no sampler; build it with paired_data, "
@@ -100,9 +101,15 @@ class TrainingData:
         key = [self.seed, int(step)] + ([int(rank)] if rank else [])
         rng = np.random.default_rng(key)
         pairs = [self._sample(rng) for _ in range(int(batch_size))]
-        inputs = np.stack([inp for inp, _ in pairs])[:, None]
-        targets = np.stack([tgt for _, tgt in pairs])[:, None]
+        sd = self.spatial_dims
+        inputs = np.stack([_with_channels(inp, sd) for inp, _ in pairs])
+        targets = np.stack([_with_channels(tgt, sd) for _, tgt in pairs])
         return inputs.astype(np.float32, copy=False), targets.astype(np.float32, copy=False)
+
+
+def _with_channels(array: np.ndarray, spatial_dims: int) -> np.ndarray:
+    """``array`` with a leading channel axis, unless it has one (2.5D inputs)."""
+    return array if array.ndim == spatial_dims + 1 else array[None]
 
 
 @dataclass(frozen=True)
@@ -168,6 +175,8 @@ class _Sampler:
     spatial_dims = 3
     # Slice-wise samplers crop one-slice 3D patches and hand them out as 2D planes.
     slice_wise = False
+    # 2.5D: planes each side of a slice-wise patch, handed out as input channels.
+    context = 0
 
     def __init__(self, z_factor: int, patch_shape: tuple[int, ...], foreground: float,
                  max_tries: int):
@@ -195,9 +204,11 @@ class _Sampler:
         """One pair whose target has enough foreground, or the best of ``max_tries``."""
         best = None
         ok = False
+        c = self.context
         for _ in range(self.max_tries):
             key, target = self.propose(rng, split)
-            fraction = _foreground_fraction(target)
+            # 2.5D targets hold context planes too; only the centre one is restored.
+            fraction = _foreground_fraction(target[c : len(target) - c] if c else target)
             ok = fraction >= self.foreground
             if tally is not None:
                 tally.crops += 1
@@ -258,36 +269,47 @@ class _VolumeSampler(_Sampler):
     With ``slice_wise`` the patches are one slice thick (``patch_shape[0] == 1``,
     ``z_factor == 1``) and pairs are handed out as 2D planes, the z axis dropped; the
     crops, augmentations and random stream are those of the 3D one-slice patches.
+    With ``context`` c > 0 (slice-wise only) crops are ``2c + 1`` slices deep: inputs
+    are handed out with the slices as channels, targets as their centre slice.
     """
 
     def __init__(self, targets: list[NormalizedVolume], splits: list[int], *,
-                 slice_wise: bool = False, **kwargs):
+                 slice_wise: bool = False, context: int = 0, **kwargs):
         super().__init__(**kwargs)
+        if context and not slice_wise:
+            raise ValueError("context planes need slice-wise (2D) patches")
         self.slice_wise = slice_wise
+        self.context = int(context)
         self.spatial_dims = 2 if slice_wise else 3
         self.targets = targets
         self.rows, self.weights = _bands(targets, splits)
 
     def as_output(self, inp, tgt):
-        """The pair, with the singleton z axis dropped for slice-wise patches."""
+        """The pair as the network sees it: slice-wise z dropped, or 2.5D slices as channels."""
+        if self.context:
+            return inp, tgt[self.context]
         return (inp[0], tgt[0]) if self.slice_wise else (inp, tgt)
 
     def _target_start(self, rng, split, depth_step: int):
         """Random (volume, start) of a target crop; z starts on multiples of ``depth_step``."""
         i = _choose(rng, self.weights[split])
         lo, hi = self.rows[split][i]
-        pz, py, px = self.patch_shape
-        f = self.z_factor
+        _, py, px = self.patch_shape
         depth, _, width = self.targets[i].data.shape
-        z0 = int(rng.integers(0, (depth - pz * f) // depth_step + 1)) * depth_step
+        z0 = int(rng.integers(0, (depth - self.target_shape()[0]) // depth_step + 1)) * depth_step
         y0 = int(rng.integers(lo, hi - py + 1))
         x0 = int(rng.integers(0, width - px + 1))
         return i, (z0, y0, x0)
 
     def target_shape(self) -> tuple[int, ...]:
-        """Target crop shape: ``(pz * z_factor, py, px)``."""
+        """Target crop shape: ``(pz * z_factor, py, px)``, plus the context slices."""
         pz, py, px = self.patch_shape
-        return (pz * self.z_factor, py, px)
+        return (pz * self.z_factor + 2 * self.context, py, px)
+
+    def input_shape(self) -> tuple[int, ...]:
+        """Input crop shape: ``(pz, py, px)``, plus the context slices."""
+        pz, py, px = self.patch_shape
+        return (pz + 2 * self.context, py, px)
 
 
 class PairedSampler(_VolumeSampler):
@@ -306,7 +328,7 @@ class PairedSampler(_VolumeSampler):
     def finish(self, key, target, rng):
         """The raw crop under the accepted target crop."""
         i, (z0, y0, x0) = key
-        raw = self.raws[i].crop((z0 // self.z_factor, y0, x0), self.patch_shape)
+        raw = self.raws[i].crop((z0 // self.z_factor, y0, x0), self.input_shape())
         return raw, target
 
 
@@ -452,7 +474,9 @@ def build_training_data(sampler: _Sampler, *, n_val: int, seed: int, warnings: l
     validation = []
     for _ in range(n_val):
         inp, tgt = sampler.as_output(*sampler.draw(val_rng, "val", tally))
-        validation.append((inp[None].astype(np.float32), tgt[None].astype(np.float32)))
+        sd = sampler.spatial_dims
+        validation.append((_with_channels(inp, sd).astype(np.float32),
+                           _with_channels(tgt, sd).astype(np.float32)))
     probe_rng = np.random.default_rng([seed, *_PROBE_KEY])
     for _ in range(_N_PROBE):
         sampler.draw(probe_rng, "train", tally)
@@ -460,6 +484,8 @@ def build_training_data(sampler: _Sampler, *, n_val: int, seed: int, warnings: l
     summary["foreground"] = _foreground_summary(tally, sampler.foreground)
     if sampler.slice_wise:
         summary["slice_wise"] = True
+    if sampler.context:
+        summary["context_planes"] = sampler.context
     return TrainingData(
         spatial_dims=sampler.spatial_dims,
         z_factor=sampler.z_factor,

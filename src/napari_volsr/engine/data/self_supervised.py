@@ -13,10 +13,19 @@ from .blind_spot import (
 )
 from .normalization import DEFAULT_PERCENTILES
 from .sampling import TrainingData, build_training_data, split_rows
-from .sources import _as_list, _base_summary, _check_fits, _check_volume_patch, _load
+from .sources import (
+    _as_list,
+    _base_summary,
+    _check_fits,
+    _check_volume_patch,
+    _load,
+    check_context_depth,
+)
 
 
-def _splits(volumes, patch, n_val, val_fraction, what: str) -> list[int]:
+def _splits(volumes, patch, n_val, val_fraction, what: str, context: int) -> list[int]:
+    check_context_depth([v.data.shape for v in volumes], context,
+                        [f"{what} {i}" for i in range(len(volumes))])
     splits = []
     for i, volume in enumerate(volumes):
         _check_fits(volume.data.shape, patch, f"{what} {i}", str(patch))
@@ -26,7 +35,7 @@ def _splits(volumes, patch, n_val, val_fraction, what: str) -> list[int]:
 
 
 def noise2void_data(volumes, patch_shape: Sequence[int], *, spatial_dims: int = 3,
-                    blind_spot: BlindSpotConfig | None = None, percentiles=DEFAULT_PERCENTILES,
+                    context_planes: int = 0, blind_spot: BlindSpotConfig | None = None, percentiles=DEFAULT_PERCENTILES,
                     n_val: int = 8, val_fraction: float = 0.1, foreground: float = 0.0,
                     seed: int = 0, max_tries: int = 100) -> TrainingData:
     """Blind-spot pairs from noisy volumes alone (Noise2Void with N2V2's masking).
@@ -46,6 +55,9 @@ def noise2void_data(volumes, patch_shape: Sequence[int], *, spatial_dims: int = 
         ``(pz, py, px)``, or ``(py, px)`` for slice-wise pairs (``spatial_dims`` 2).
     spatial_dims
         3: volumetric patches; 2: single z slices, masked in the plane.
+    context_planes
+        2.5D: ``c`` slices each side of the masked centre slice as input channels,
+        unmasked; the target is the centre slice's.
     blind_spot
         Masked fraction, replacement and structured mask (default: BlindSpotConfig()).
 
@@ -59,12 +71,13 @@ def noise2void_data(volumes, patch_shape: Sequence[int], *, spatial_dims: int = 
     _, patch = _check_volume_patch(1, patch_shape, spatial_dims, n_val, val_fraction,
                                    foreground, max_tries, seed)
     vols = [_load(v, f"volume {i}", percentiles) for i, v in enumerate(_as_list(volumes))]
-    splits = _splits(vols, patch, n_val, val_fraction, "volume")
+    splits = _splits(vols, patch, n_val, val_fraction, "volume", context_planes)
     sampler = BlindSpotSampler(vols, splits, masked_fraction=blind_spot.masked_fraction,
                                replacement=blind_spot.replacement,
                                mask_axis=blind_spot.mask_axis, mask_span=blind_spot.mask_span,
                                z_factor=1, patch_shape=patch, foreground=foreground,
-                               max_tries=max_tries, slice_wise=spatial_dims == 2)
+                               max_tries=max_tries, slice_wise=spatial_dims == 2,
+                               context=context_planes)
     summary = _base_summary("noise2void", vols, 1, patch, patch, splits, n_val=n_val,
                             val_fraction=val_fraction, percentiles=percentiles, seed=seed)
     summary["blind_spot"] = blind_spot.model_dump(mode="json")
@@ -74,7 +87,7 @@ def noise2void_data(volumes, patch_shape: Sequence[int], *, spatial_dims: int = 
 
 
 def noise2noise_data(acquisitions, patch_shape: Sequence[int], *, spatial_dims: int = 3,
-                     percentiles=DEFAULT_PERCENTILES, n_val: int = 8, val_fraction: float = 0.1,
+                     context_planes: int = 0, percentiles=DEFAULT_PERCENTILES, n_val: int = 8, val_fraction: float = 0.1,
                      foreground: float = 0.0, seed: int = 0,
                      max_tries: int = 100) -> TrainingData:
     """Pairs of two noisy acquisitions of one sample (Noise2Noise, Lehtinen et al. 2018).
@@ -94,6 +107,9 @@ def noise2noise_data(acquisitions, patch_shape: Sequence[int], *, spatial_dims: 
         ``(pz, py, px)``, or ``(py, px)`` for slice-wise pairs (``spatial_dims`` 2).
     spatial_dims
         3: volumetric patches; 2: single z slices.
+    context_planes
+        2.5D: ``2c + 1`` slices of acquisition ``i`` as channels, the target the centre
+        slice of acquisition ``j``.
 
     Returns
     -------
@@ -117,10 +133,10 @@ def noise2noise_data(acquisitions, patch_shape: Sequence[int], *, spatial_dims: 
             raise ValueError(f"acquisition {i} has shape {volume.data.shape} but acquisition 0 "
                              f"has {vols[0].data.shape}: noise2noise needs acquisitions of the "
                              "same field of view on the same voxel grid")
-    splits = _splits(vols[:1], patch, n_val, val_fraction, "acquisition")
+    splits = _splits(vols[:1], patch, n_val, val_fraction, "acquisition", context_planes)
     sampler = Noise2NoiseSampler(vols, splits, z_factor=1, patch_shape=patch,
                                  foreground=foreground, max_tries=max_tries,
-                                 slice_wise=spatial_dims == 2)
+                                 slice_wise=spatial_dims == 2, context=context_planes)
     summary = _base_summary("noise2noise", vols[:1], 1, patch, patch, splits, n_val=n_val,
                             val_fraction=val_fraction, percentiles=percentiles, seed=seed)
     summary.update(n_volumes=len(vols), shapes=[list(v.data.shape) for v in vols],

@@ -77,6 +77,26 @@ def _check_volume_patch(z_factor, patch_shape, spatial_dims, *checks) -> tuple[i
     return f, (1, *patch)
 
 
+def check_context_depth(shapes, context: int, names) -> None:
+    """Raise ValueError when a volume has fewer than the ``2c + 1`` planes a 2.5D patch spans.
+
+    Parameters
+    ----------
+    shapes
+        ZYX shapes of the volumes patches are cut from.
+    context
+        Context planes c on each side (0: nothing to check).
+    names
+        A name per volume, for the message.
+    """
+    need = 2 * int(context) + 1
+    for shape, name in zip(shapes, names, strict=True):
+        if context and shape[0] < need:
+            raise ValueError(f"context_planes {context} needs volumes of at least {need} z "
+                             f"planes (the plane restored and {context} on each side), but "
+                             f"{name} has {shape[0]}; lower context_planes")
+
+
 def _check_fits(shape: tuple[int, ...], need: tuple[int, ...], what: str, patch_desc: str):
     if any(n > s for n, s in zip(need, shape, strict=True)):
         raise ValueError(
@@ -176,7 +196,7 @@ def _pair_splits(raws: list[NormalizedVolume], targets: list[NormalizedVolume], 
 
 
 def paired_data(raws, targets, z_factor: int, patch_shape: Sequence[int], *,
-                spatial_dims: int = 3, percentiles=DEFAULT_PERCENTILES, n_val: int = 8,
+                spatial_dims: int = 3, context_planes: int = 0, percentiles=DEFAULT_PERCENTILES, n_val: int = 8,
                 val_fraction: float = 0.1, foreground: float = 0.0, seed: int = 0,
                 max_tries: int = 100) -> TrainingData:
     """Training pairs from registered raw and target volumes.
@@ -194,6 +214,9 @@ def paired_data(raws, targets, z_factor: int, patch_shape: Sequence[int], *,
     spatial_dims
         3: volumetric pairs. 2: slice-wise pairs, single z slices with the z axis
         dropped, for a 2D restoration network (``z_factor`` must be 1).
+    context_planes
+        2.5D (slice-wise only): inputs are ``2c + 1`` slices as channels, the target
+        their centre slice; every volume needs ``2c + 1`` slices.
     percentiles
         Low/high percentiles mapped to 0/1, computed per volume.
     n_val
@@ -228,10 +251,12 @@ def paired_data(raws, targets, z_factor: int, patch_shape: Sequence[int], *,
     raw_vols = [_load(r, f"raw {i}", percentiles) for i, r in enumerate(raw_list)]
     target_vols = [_load(t, f"target {i}", percentiles) for i, t in enumerate(target_list)]
     splits = _pair_splits(raw_vols, target_vols, f, patch, n_val, val_fraction)
+    check_context_depth([r.data.shape for r in raw_vols], context_planes,
+                        [f"raw {i}" for i in range(len(raw_vols))])
     warnings = _alignment_warnings(raw_vols, target_vols, f)
     sampler = PairedSampler(raw_vols, target_vols, splits, z_factor=f, patch_shape=patch,
                             foreground=foreground, max_tries=max_tries,
-                            slice_wise=spatial_dims == 2)
+                            slice_wise=spatial_dims == 2, context=context_planes)
     summary = _base_summary("paired", target_vols, f, patch, sampler.target_shape(), splits,
                             n_val=n_val, val_fraction=val_fraction, percentiles=percentiles,
                             seed=seed)
@@ -242,8 +267,9 @@ def paired_data(raws, targets, z_factor: int, patch_shape: Sequence[int], *,
 
 def synthetic_data(targets, z_factor: int, patch_shape: Sequence[int],
                    degradation: DegradationConfig, *, spatial_dims: int = 3,
-                   percentiles=DEFAULT_PERCENTILES, n_val: int = 8, val_fraction: float = 0.1,
-                   foreground: float = 0.0, seed: int = 0, max_tries: int = 100) -> TrainingData:
+                   context_planes: int = 0, percentiles=DEFAULT_PERCENTILES, n_val: int = 8,
+                   val_fraction: float = 0.1, foreground: float = 0.0, seed: int = 0,
+                   max_tries: int = 100) -> TrainingData:
     """Training pairs from clean volumes alone, each input a fresh synthetic degradation.
 
     A target patch ``(pz * f, py, px)`` is cropped and its input ``(pz, py, px)`` made by
@@ -265,6 +291,9 @@ def synthetic_data(targets, z_factor: int, patch_shape: Sequence[int],
     spatial_dims
         3: volumetric pairs. 2: slice-wise pairs (one-slice crops, z axis dropped,
         ``z_factor`` 1).
+    context_planes
+        2.5D: the whole ``2c + 1``-slice crop is degraded (noise per voxel) and handed
+        out as channels; the target is its clean centre slice.
 
     Returns
     -------
@@ -281,10 +310,12 @@ def synthetic_data(targets, z_factor: int, patch_shape: Sequence[int],
         _check_fits(volume.data.shape, target_patch, f"target {i}", desc)
         splits.append(split_rows(volume.data.shape[1], patch[1], n_val, val_fraction,
                                  f"target {i}", desc))
+    check_context_depth([v.data.shape for v in volumes], context_planes,
+                        [f"target {i}" for i in range(len(volumes))])
     scales = [degraded_scale(v, f, degradation, percentiles, seed) for v in volumes]
     sampler = SyntheticSampler(volumes, splits, degradation, input_scales=scales, z_factor=f,
                                patch_shape=patch, foreground=foreground, max_tries=max_tries,
-                               slice_wise=spatial_dims == 2)
+                               slice_wise=spatial_dims == 2, context=context_planes)
     summary = _base_summary("synthetic", volumes, f, patch, target_patch, splits, n_val=n_val,
                             val_fraction=val_fraction, percentiles=percentiles, seed=seed)
     summary["degradation"] = degradation.model_dump(mode="json")
@@ -378,7 +409,7 @@ def make_training_data(config: TrainingConfig, *, raws=None, targets=None,
         if volumes is None:
             raise ValueError("the isotropic source needs the anisotropic volume(s)")
         return isotropic_data(volumes, model.z_factor, patch, config.degradation, **common)
-    common["spatial_dims"] = model.spatial_dims
+    common.update(spatial_dims=model.spatial_dims, context_planes=model.context_planes)
     if config.source in ("noise2void", "noise2noise"):
         from .self_supervised import noise2noise_data, noise2void_data
 

@@ -143,6 +143,10 @@ class UNet(nn.Module):
         Blur pooling instead of max pooling (N2V2).
     top_skip
         Keep the finest skip connection (N2V2 drops it).
+    residual_channel
+        With one output channel, the input channel the residual adds (the centre plane
+        of a 2.5D input, whose other channels are its neighbours); None: the residual
+        needs ``in_channels == out_channels``. Adds no weights.
 
     Attributes
     ----------
@@ -165,6 +169,7 @@ class UNet(nn.Module):
         residual: bool = True,
         blur_pool: bool = False,
         top_skip: bool = True,
+        residual_channel: int | None = None,
     ):
         super().__init__()
         check_net_args(spatial_dims, in_channels, out_channels, z_factor)
@@ -178,7 +183,13 @@ class UNet(nn.Module):
         self.out_channels = out_channels
         self.z_factor = f = int(z_factor)
         self.widths = widths
-        self.residual = bool(residual) and in_channels == out_channels
+        if residual_channel is not None and not (
+                out_channels == 1 and 0 <= residual_channel < in_channels):
+            raise ValueError(f"residual_channel {residual_channel} needs one output channel and "
+                             f"an input channel 0..{in_channels - 1}")
+        self.residual_channel = residual_channel
+        self.residual = bool(residual) and (in_channels == out_channels
+                                            or residual_channel is not None)
         self.blur_pool = bool(blur_pool)
         self.top_skip = bool(top_skip)
         self._build(widths)
@@ -261,4 +272,9 @@ class UNet(nn.Module):
         out = self.out(h)
         if any(pads):
             out = out[(..., *(slice(0, n) for n in sizes))]
-        return base + out if self.residual else out
+        if not self.residual:
+            return out
+        if self.residual_channel is not None:
+            k = self.residual_channel
+            return base[:, k : k + 1] + out
+        return base + out
