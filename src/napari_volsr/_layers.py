@@ -6,6 +6,7 @@ import numpy as np
 
 from .engine.data import strided_sample
 from .engine.geometry import default_z_factor  # noqa: F401 (re-exported for the doors)
+from .engine.io import long_unit_name
 from .engine.predict import RestoreResult, as_volume_array
 
 
@@ -19,7 +20,8 @@ def layer_input(layer) -> dict:
     Returns
     -------
     dict
-        ``data``, ``spacing``, ``origin``, ``name`` and ``metadata`` (a copy).
+        ``data``, ``spacing``, ``origin``, ``name``, ``metadata`` (a copy), and the
+        layer's napari ``units`` (as names) and ``axis_labels``, None where it has none.
     """
     if getattr(layer, "_type_string", "image") != "image" or not hasattr(layer, "data"):
         raise LayerInputError(f"'{getattr(layer, 'name', layer)}' is not an image layer")
@@ -47,7 +49,21 @@ def layer_input(layer) -> dict:
         "origin": tuple(float(t) for t in layer.translate),
         "name": layer.name,
         "metadata": dict(layer.metadata),
+        "units": _unit_names(getattr(layer, "units", None)),
+        "axis_labels": _axis_labels(getattr(layer, "axis_labels", None)),
     }
+
+
+def _unit_names(units) -> tuple[str, ...] | None:
+    """A layer's pint units as their names; None without units or when all are pixels."""
+    if not units:
+        return None
+    names = tuple(str(u) for u in units)
+    return None if all(long_unit_name(n) is None for n in names) else names
+
+
+def _axis_labels(labels) -> tuple[str, ...] | None:
+    return tuple(str(a) for a in labels) if labels else None
 
 
 def result_name(source: str, label: str, z_factor: int) -> str:
@@ -70,11 +86,30 @@ def _contrast_limits(data) -> list[float]:
     return [float(low), float(high) if high > low else float(low) + 1.0]
 
 
-def result_layers(result: RestoreResult, source_name: str, source_metadata: dict | None = None):
-    """napari layer data tuples for a restore result (restored + optional uncertainty)."""
+def result_layers(result: RestoreResult, source_name: str, source_metadata: dict | None = None,
+                  *, units=None, axis_labels=None):
+    """napari layer data tuples for a restore result (restored + optional uncertainty).
+
+    Parameters
+    ----------
+    result, source_name, source_metadata
+        The restore result, and the input layer's name and metadata.
+    units, axis_labels
+        The input layer's (:func:`layer_input`), inherited by the outputs, which lie
+        on the same axes. Without ``units``, the ``unit`` this plugin's reader put
+        into the metadata gives them; with neither, napari's default (pixels) stays.
+    """
     base_meta = dict(source_metadata or {})
     base_meta.pop("source_path", None)
     name = result_name(source_name, result_label(result.settings), result.z_factor)
+    axes = {}
+    unit = long_unit_name(base_meta.get("unit"))
+    if units is None and unit is not None:
+        units = (unit,) * len(result.spacing)
+    if units is not None:
+        axes["units"] = tuple(units)
+    if axis_labels is not None:
+        axes["axis_labels"] = tuple(axis_labels)
     layers = []
     for output, data in result.outputs.items():
         meta = dict(base_meta)
@@ -86,6 +121,7 @@ def result_layers(result: RestoreResult, source_name: str, source_metadata: dict
             "translate": result.origin,
             "metadata": meta,
             "contrast_limits": _contrast_limits(data),
+            **axes,
         }
         if output == "uncertainty":
             kwargs["colormap"] = "magma"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .engine.io import Volume, can_read, read_volume
+from .engine.io import SPATIAL_AXES, Volume, can_read, long_unit_name, read_volume
 
 
 def get_reader(path):
@@ -20,15 +20,26 @@ def get_reader(path):
 
 
 def volume_layer_kwargs(volume: Volume, name: str) -> dict:
-    """napari Image kwargs that place ``volume`` at its physical size."""
+    """napari Image kwargs that place ``volume`` at its physical size.
+
+    ``units`` (pint names napari reads, ``"micrometer"``) are given only where the
+    file's unit is a known length; napari's default, pixels, stands for the rest.
+    ``axis_labels`` name the spatial axes (``z``, ``y``, ``x``): a channel axis is
+    split into layers of its own.
+    """
     metadata = dict(volume.metadata)
     metadata["unit"] = volume.unit
+    spatial = tuple(a.lower() for a in volume.axes if a in SPATIAL_AXES)
     kwargs = {
         "name": name,
         "scale": volume.spacing,
         "translate": volume.origin,
+        "axis_labels": spatial,
         "metadata": metadata,
     }
+    unit = long_unit_name(volume.unit)
+    if unit is not None:
+        kwargs["units"] = (unit,) * len(spatial)
     if volume.channel_axis is not None:
         kwargs["channel_axis"] = volume.channel_axis
         kwargs["name"] = [f"{name} [ch{c}]" for c in range(volume.data.shape[volume.channel_axis])]

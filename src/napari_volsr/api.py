@@ -57,7 +57,8 @@ def restore(image, model: str | list[str] = "cubic", z_factor: int | None = None
     result = drain(iter_restore_job(source["data"], model, z_factor, spacing=source["spacing"],
                                     origin=source["origin"], restorer_options=restorer_options,
                                     **kwargs))
-    layers = result_layers(result, source["name"], source["metadata"])
+    layers = result_layers(result, source["name"], source["metadata"], units=source["units"],
+                           axis_labels=source["axis_labels"])
     if viewer is None:
         import napari
 
@@ -150,7 +151,7 @@ def train(raw=None, target=None, volume=None, *, source: str | None = None,
     steps, minutes
         Budget (the first reached stops); neither: 1000 steps; ``minutes`` alone: minutes.
     spatial_dims
-        3 (default) or 2 for slice-wise restoration; the isotropic source is always 2D.
+        2 (same-shape default) or 3; isotropic is 2D. ``context_planes=c``: 2.5D (c each side).
     network
         Overrides of the preset (e.g. ``{"channels": 24}``).
     resume, overwrite

@@ -425,7 +425,9 @@ class RestoreWidget(Container):
 
         source = self._source
         names = []
-        for data, kwargs, layer_type in result_layers(result, source["name"], source["metadata"]):
+        for data, kwargs, layer_type in result_layers(
+                result, source["name"], source["metadata"], units=source["units"],
+                axis_labels=source["axis_labels"]):
             names.append(self.viewer.add_layer(Layer.create(data, kwargs, layer_type)).name)
         shape = "x".join(map(str, result.data.shape))
         self.status.value = (f"done in {self._elapsed():.1f} s: added '{names[0]}' ({shape})"
@@ -435,7 +437,9 @@ class RestoreWidget(Container):
         from napari.layers import Layer
 
         source = self._source
-        data, kwargs, layer_type = result_layers(result, source["name"], source["metadata"])[0]
+        data, kwargs, layer_type = result_layers(
+            result, source["name"], source["metadata"], units=source["units"],
+            axis_labels=source["axis_labels"])[0]
         name = result_name(source["name"], result_label(result.settings),
                            result.z_factor) + " preview"
         kwargs["name"] = name

@@ -9,8 +9,17 @@ from pathlib import Path
 from .files import atomic_path, format_suffix, remove_tree, require_file
 from .nifti import nifti_affine_for, read_nifti, write_nifti
 from .tiff import read_tiff, write_tiff
-from .volume import SPATIAL_AXES, Volume, VolsrWarning, VolumeIOError
-from .zarr import ome_zarr_array, read_zarr, settle_zarr_writes, unit_from_ome, write_zarr
+from .volume import (
+    SPATIAL_AXES,
+    Volume,
+    VolsrWarning,
+    VolumeIOError,
+    common_unit,
+    length_factor,
+    long_unit_name,
+    normalise_unit,
+)
+from .zarr import ome_zarr_array, read_zarr, settle_zarr_writes, write_zarr
 
 __all__ = [
     "READERS",
@@ -23,8 +32,12 @@ __all__ = [
     "atomic_path",
     "can_read",
     "check_writable",
+    "common_unit",
     "format_suffix",
+    "length_factor",
+    "long_unit_name",
     "nifti_affine_for",
+    "normalise_unit",
     "ome_zarr_array",
     "read_volume",
     "remove_tree",
@@ -100,8 +113,8 @@ def read_volume(path: str | os.PathLike, lazy: bool = False) -> Volume:
         volume = READERS[suffix](path, lazy)
     except ValueError as exc:  # Volume's checks, e.g. a zero voxel size in the header
         raise VolumeIOError(f"{path}: {exc}") from exc
-    if volume.unit:
-        object.__setattr__(volume, "unit", unit_from_ome(volume.unit))
+    if volume.unit:  # every format's spelling ("micron", "micrometer") as one short form
+        object.__setattr__(volume, "unit", normalise_unit(volume.unit))
     return volume
 
 

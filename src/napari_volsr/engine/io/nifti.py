@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from .volume import Volume, VolsrWarning, VolumeIOError, one_line_message, widen_for_storage
+from .volume import (
+    Volume,
+    VolsrWarning,
+    VolumeIOError,
+    length_factor,
+    normalise_unit,
+    one_line_message,
+    widen_for_storage,
+)
+
+# The only length units a NIfTI header holds (xyzt_units), largest first.
+_NIFTI_UNITS = {"m": "meter", "mm": "mm", "µm": "micron"}
 
 
 def _nibabel():
@@ -90,8 +102,7 @@ def read_nifti(path: Path, lazy: bool) -> Volume:
     else:
         raise VolumeIOError(f"{path}: {data.ndim}-D NIfTI data is not supported (3-D or 4-D)")
     spacing = tuple(reversed(_spacing(img, pixdim, path)))
-    unit = img.header.get_xyzt_units()[0]
-    unit = {"mm": "mm", "micron": "µm", "meter": "m"}.get(unit or "", None)
+    unit = normalise_unit(img.header.get_xyzt_units()[0])  # "unknown" -> None
     metadata = {
         "source_format": "nifti",
         "nifti_affine": np.asarray(img.affine, dtype=float).tolist(),
@@ -123,9 +134,44 @@ def nifti_affine_for(volume: Volume) -> np.ndarray:
     return out
 
 
+def _in_nifti_unit(volume: Volume) -> tuple[Volume, str]:
+    """``volume`` in a length unit NIfTI knows, and that unit's header name.
+
+    Other lengths are converted, never relabelled: nanometres become micrometres
+    (spacing, origin and a kept affine times 1e-3), centimetres millimetres. A volume
+    without a unit is written as ``unknown``, not as NIfTI readers' usual mm.
+    """
+    unit = normalise_unit(volume.unit)
+    if unit is None:
+        return volume, "unknown"
+    if unit in _NIFTI_UNITS:
+        return volume, _NIFTI_UNITS[unit]
+    factors = {target: length_factor(unit, target) for target in _NIFTI_UNITS}
+    if any(f is None for f in factors.values()):
+        warnings.warn(f"NIfTI stores lengths in m, mm or µm only; the unit {unit!r} is not a "
+                      "length this plugin converts, so the file says 'unknown'",
+                      VolsrWarning, stacklevel=4)
+        return volume, "unknown"
+    # The largest NIfTI unit not larger than ``unit`` (µm for anything smaller).
+    target = next((t for t, f in factors.items() if f >= 1.0), "µm")
+    factor = factors[target]
+    metadata = dict(volume.metadata)
+    if "nifti_affine" in metadata:
+        affine = np.asarray(metadata["nifti_affine"], dtype=float)
+        affine[:3] *= factor
+        metadata["nifti_affine"] = affine.tolist()
+    if "nifti_spacing" in metadata:
+        metadata["nifti_spacing"] = [float(s) * factor for s in metadata["nifti_spacing"]]
+    converted = replace(volume, spacing=tuple(s * factor for s in volume.spacing),
+                        origin=tuple(t * factor for t in volume.origin), unit=target,
+                        metadata=metadata)
+    return converted, _NIFTI_UNITS[target]
+
+
 def write_nifti(path: Path, volume: Volume) -> None:
     """Write ``ZYX`` or ``CZYX`` data as NIfTI with :func:`nifti_affine_for`'s affine."""
     nib = _nibabel()
+    volume, xyz_unit = _in_nifti_unit(volume)
     data = np.asarray(volume.data)
     if volume.axes == "CZYX":
         data = data.transpose(3, 2, 1, 0)
@@ -136,7 +182,7 @@ def write_nifti(path: Path, volume: Volume) -> None:
     data = widen_for_storage(data)
     # NIfTI holds 64-bit integers, but nibabel wants that asked for explicitly.
     img = nib.Nifti1Image(np.ascontiguousarray(data), nifti_affine_for(volume), dtype=data.dtype)
-    img.header.set_xyzt_units(xyz={"µm": "micron", "m": "meter"}.get(volume.unit or "", "mm"))
+    img.header.set_xyzt_units(xyz=xyz_unit)
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
     nib.save(img, str(path))

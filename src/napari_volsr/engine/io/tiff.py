@@ -14,6 +14,7 @@ from .volume import (
     Volume,
     VolsrWarning,
     VolumeIOError,
+    common_unit,
     normalise_unit,
     one_line_message,
     widen_for_storage,
@@ -31,11 +32,15 @@ def _valid_size(value) -> bool:
 
 
 def _tiff_spacing(tif, series) -> tuple[dict[str, float], str | None]:
-    """Voxel size per axis letter and the unit, from ImageJ or OME metadata."""
+    """Voxel size per axis letter and their one unit, from ImageJ or OME metadata.
+
+    Axes given in different length units (OME's ``PhysicalSizeZUnit``, ImageJ's
+    ``zunit``) are converted to the smallest of them (:func:`~.volume.common_unit`).
+    """
     import tifffile
 
     sizes: dict[str, float] = {}
-    unit = None
+    units: dict[str, str | None] = {}
     if tif.is_ome and tif.ome_metadata:
         try:
             ome = tifffile.xml2dict(tif.ome_metadata)["OME"]
@@ -45,9 +50,10 @@ def _tiff_spacing(tif, series) -> tuple[dict[str, float], str | None]:
                 value = pixels.get(f"PhysicalSize{ax}")
                 if _valid_size(value):
                     sizes[ax] = float(value)
-                    unit = unit or pixels.get(f"PhysicalSize{ax}Unit", "µm")
+                    # The OME schema's default unit, not a guess.
+                    units[ax] = pixels.get(f"PhysicalSize{ax}Unit", "µm")
         except (KeyError, TypeError, ValueError, IndexError):
-            sizes = {}
+            sizes, units = {}, {}
     if not sizes:
         page = series.pages[0] if series.pages else tif.pages[0]
         for ax, tag in (("X", "XResolution"), ("Y", "YResolution")):
@@ -61,7 +67,10 @@ def _tiff_spacing(tif, series) -> tuple[dict[str, float], str | None]:
             if _valid_size(meta.get("spacing")):
                 sizes["Z"] = float(meta["spacing"])
             unit = meta.get("unit")
-    return sizes, normalise_unit(unit)
+            units = {"X": unit, "Y": meta.get("yunit", unit), "Z": meta.get("zunit", unit)}
+    axes = list(sizes)
+    unit, values, _ = common_unit([units.get(ax) for ax in axes], [sizes[ax] for ax in axes])
+    return dict(zip(axes, values)), unit
 
 
 _IMAGEJ_COUNTS = ("images", "channels", "slices", "frames")
@@ -208,6 +217,19 @@ def read_tiff(path: Path, lazy: bool) -> Volume:
     return Volume(data, spacing, target, unit, metadata={"source_format": "tiff"})
 
 
+def _imagej_unit(unit: str | None) -> str:
+    """``unit`` as ImageJ writes it: ``"micron"``, ``"nm"``, ``"pixel"`` for none.
+
+    ImageJ descriptions are ASCII: other characters (``"Å"``) become the Java escapes
+    ImageJ itself writes (``"\\u00C5"``).
+    """
+    if unit is None:
+        return "pixel"
+    if unit == "µm":
+        return "micron"
+    return "".join(c if ord(c) < 128 else f"\\u{ord(c):04X}" for c in unit)
+
+
 def write_tiff(path: Path, volume: Volume, ome: bool) -> None:
     """Write an ImageJ hyperstack where ImageJ takes the type (and not ``ome``), else OME-TIFF."""
     import tifffile
@@ -220,7 +242,7 @@ def write_tiff(path: Path, volume: Volume, ome: bool) -> None:
         )
     spatial = [a for a in volume.axes if a in SPATIAL_AXES]
     sizes = dict(zip(spatial, volume.spacing))
-    unit = volume.unit or "pixel"
+    unit = normalise_unit(volume.unit)
     imagej_ok = data.dtype in (np.uint8, np.uint16, np.float32) and not ome
     if imagej_ok:
         # ImageJ hyperstacks are TZCYXS: put the channel axis after Z.
@@ -233,7 +255,7 @@ def write_tiff(path: Path, volume: Volume, ome: bool) -> None:
                 f"cannot hold {sizes.get('X', 1.0):g} x {sizes.get('Y', 1.0):g}; write .zarr "
                 "or .nii.gz, or check the input's voxel size"
             )
-        metadata = {"axes": order, "unit": "um" if unit == "µm" else unit}
+        metadata = {"axes": order, "unit": _imagej_unit(unit)}
         if "Z" in sizes:
             metadata["spacing"] = sizes["Z"]
         tifffile.imwrite(
@@ -247,6 +269,6 @@ def write_tiff(path: Path, volume: Volume, ome: bool) -> None:
         metadata: dict[str, Any] = {"axes": volume.axes}
         for ax, size in sizes.items():
             metadata[f"PhysicalSize{ax}"] = size
-            if volume.unit:
-                metadata[f"PhysicalSize{ax}Unit"] = volume.unit
+            # Without a unit OME readers take µm: say "pixel" for a volume that has none.
+            metadata[f"PhysicalSize{ax}Unit"] = unit or "pixel"
         tifffile.imwrite(path, data, ome=True, metadata=metadata, photometric="minisblack")

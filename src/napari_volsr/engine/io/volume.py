@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -81,15 +82,91 @@ class Volume:
         )
 
 
+# Length units: short form (also the OME-XML symbol) -> power of ten of a metre
+# (exponents, so that a conversion is one exact power of ten: 1 µm is 1000.0 nm).
+_METRES = {"km": 3, "m": 0, "cm": -2, "mm": -3, "µm": -6, "nm": -9, "Å": -10, "pm": -12}
+# Long names (UDUNITS-2, as OME-Zarr wants them; pint parses them, as napari needs).
+_LONG_NAMES = {"km": "kilometer", "m": "meter", "cm": "centimeter", "mm": "millimeter",
+               "µm": "micrometer", "nm": "nanometer", "Å": "angstrom", "pm": "picometer"}
+# Other spellings found in files: ImageJ's "micron", ASCII "um", the Greek mu, "metre"...
+# Keys are lower case: the Angstrom sign lowers to a small a with a ring.
+_SPELLINGS = {
+    key.lower(): short for key, short in {
+        **{short: short for short in _METRES},
+        **{name: short for short, name in _LONG_NAMES.items()},
+        **{name.replace("meter", "metre"): short for short, name in _LONG_NAMES.items()},
+        "micron": "µm", "um": "µm", "\N{GREEK SMALL LETTER MU}m": "µm",
+        "\N{ANGSTROM SIGN}": "Å", "ångström": "Å", "angstroem": "Å",
+        "pixel": None, "px": None, "": None, "none": None, "unknown": None,
+    }.items()
+}
+# ImageJ writes non-ASCII characters as Java escapes: "\\u00B5m".
+_UNICODE_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+
+
 def normalise_unit(unit: Any) -> str | None:
-    """A file's length unit in the short form (``"µm"``), or None for pixels or none."""
+    """A file's length unit in the short form (``"µm"``), or None for pixels or none.
+
+    Plurals and the spellings of ImageJ (``"micron"``, ``"\\u00B5m"``), OME, OME-Zarr and
+    pint (``"micrometer"``) are understood; any other text is kept as it is, so that a
+    unit this module does not know is carried through rather than guessed.
+    """
     if unit is None:
         return None
     text = str(unit).strip()
-    # ImageJ stores the micro sign escaped in some files.
-    text = text.replace("\\u00B5", "µ").replace("\\u00b5", "µ")
-    aliases = {"micron": "µm", "microns": "µm", "um": "µm", "μm": "µm", "pixel": None, "": None}
-    return aliases.get(text.lower(), text) if text.lower() in aliases else text
+    text = _UNICODE_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+    key = text.lower()
+    # "microns", "nanometers", "pixels"; never "ms" or "ns", which are times.
+    if key not in _SPELLINGS and len(key) > 4 and key.endswith("s") and key[:-1] in _SPELLINGS:
+        key = key[:-1]
+    return _SPELLINGS.get(key, text) if key in _SPELLINGS else text
+
+
+def long_unit_name(unit: str | None) -> str | None:
+    """The UDUNITS-2/pint name of a length unit (``"µm"`` -> ``"micrometer"``), or None.
+
+    None for no unit and for a unit this module does not know, so callers leave it
+    out instead of writing a wrong one.
+    """
+    return _LONG_NAMES.get(normalise_unit(unit) or "")
+
+
+def length_factor(unit: str | None, to: str) -> float | None:
+    """How many ``to`` make one ``unit`` (``"nm"`` to ``"µm"``: 1e-3); None for unknown units."""
+    source, target = _METRES.get(normalise_unit(unit) or ""), _METRES.get(to)
+    return None if source is None or target is None else 10.0 ** (source - target)
+
+
+def common_unit(units, spacing, origin=None):
+    """One unit for per-axis units, with the spacing (and origin) converted to it.
+
+    Parameters
+    ----------
+    units
+        One unit per axis (any spelling :func:`normalise_unit` reads; None for none).
+    spacing, origin
+        Values per axis in those units.
+
+    Returns
+    -------
+    tuple
+        ``(unit, spacing, origin)``: the shared unit; for different length units the
+        smallest of them, the values converted; ``(None, spacing, origin)`` unchanged
+        where the axes' units are missing, unknown or not all lengths.
+    """
+    names = [normalise_unit(u) for u in units]
+    spacing = tuple(float(s) for s in spacing)
+    origin = None if origin is None else tuple(float(t) for t in origin)
+    if not names or len(set(names)) == 1:
+        return (names[0] if names else None), spacing, origin
+    if not all(n in _METRES for n in names):
+        return None, spacing, origin
+    target = min(names, key=_METRES.__getitem__)
+    factors = [length_factor(n, target) for n in names]
+    spacing = tuple(s * f for s, f in zip(spacing, factors))
+    if origin is not None:
+        origin = tuple(t * f for t, f in zip(origin, factors))
+    return target, spacing, origin
 
 
 def one_line_message(exc: BaseException) -> str:

@@ -14,13 +14,10 @@ from .volume import (
     Volume,
     VolsrWarning,
     VolumeIOError,
-    normalise_unit,
+    common_unit,
+    long_unit_name,
     one_line_message,
 )
-
-# OME-Zarr spells units out; Volume uses the short forms.
-_OME_UNITS = {"µm": "micrometer", "nm": "nanometer", "mm": "millimeter"}
-_UNITS_FROM_OME = {ome: short for short, ome in _OME_UNITS.items()}
 
 
 _OME_SHAPE = ("the multiscales entry needs 'axes' (one name per array axis) and 'datasets' "
@@ -28,7 +25,9 @@ _OME_SHAPE = ("the multiscales entry needs 'axes' (one name per array axis) and 
 
 
 def _ome_layout(ome: dict, node, path: Path):
-    """(array, axis names, scale, translation, unit) from OME-Zarr multiscales metadata.
+    """(array, axis names, scale, translation, units) from OME-Zarr multiscales metadata.
+
+    ``units`` holds each axis's unit, None where the axis has none.
 
     Raises
     ------
@@ -75,13 +74,12 @@ def _ome_layout(ome: dict, node, path: Path):
                 values[:] = [float(v) for v in given]
             except (TypeError, ValueError):
                 raise malformed(f"{kind} {given!r} holds a value that is not a number") from None
-    units = [a.get("unit") for a in axes if isinstance(a, dict)]
-    unit = next((u for u in units if isinstance(u, str) and u), None)
-    return array, names, scale, translation, unit
+    units = [a.get("unit") if isinstance(a, dict) else None for a in axes]
+    return array, names, scale, translation, [u if isinstance(u, str) else None for u in units]
 
 
 def _plain_layout(node, attrs: dict, path: Path):
-    """(array, axis names, scale, translation, unit) of a plain zarr array (our old layout)."""
+    """(array, axis names, scale, translation, units) of a plain zarr array (our old layout)."""
     names = list(attrs.get("axes", "CZYX"[-node.ndim:] if node.ndim <= 4 else ""))
     spacing = attrs.get("voxel_spacing", [1.0] * 3)
     try:
@@ -92,7 +90,7 @@ def _plain_layout(node, attrs: dict, path: Path):
         raise VolumeIOError(f"{path}: voxel_spacing {spacing!r} is not three numbers")
     unit = attrs.get("unit")
     return node, [str(n).upper() for n in names], scale, [0.0] * len(names), (
-        unit if isinstance(unit, str) else None)
+        [unit if isinstance(unit, str) else None] * len(names))
 
 
 def warn_missing_chunks(array, path: Path) -> None:
@@ -126,9 +124,9 @@ def read_zarr(path: Path, lazy: bool) -> Volume:
     attrs = dict(node.attrs)
     ome = attrs.get("ome", attrs)  # OME-Zarr 0.5 nests its keys under "ome"
     if isinstance(ome, dict) and "multiscales" in ome:
-        array, names, scale, translation, unit = _ome_layout(ome, node, path)
+        array, names, scale, translation, units = _ome_layout(ome, node, path)
     elif hasattr(node, "shape"):
-        array, names, scale, translation, unit = _plain_layout(node, attrs, path)
+        array, names, scale, translation, units = _plain_layout(node, attrs, path)
     else:
         raise VolumeIOError(f"{path}: a zarr group without OME multiscales metadata")
     if len(names) != array.ndim:
@@ -150,11 +148,13 @@ def read_zarr(path: Path, lazy: bool) -> Volume:
     target = "".join(a for a in "CZYX" if a in names)
     data = data.transpose([names.index(a) for a in target])
     spatial = [i for i in keep if names[keep.index(i)] in SPATIAL_AXES]
-    spacing = tuple(float(scale[i]) for i in spatial)
-    origin = tuple(float(translation[i]) for i in spatial)
+    # Axes in different length units (z in µm, y and x in nm) share the smallest one.
+    unit, spacing, origin = common_unit([units[i] for i in spatial],
+                                        [scale[i] for i in spatial],
+                                        [translation[i] for i in spatial])
     if not lazy:
         data = data.compute()
-    return Volume(data, spacing, target, normalise_unit(unit), origin, {"source_format": "zarr"})
+    return Volume(data, spacing, target, unit, origin, {"source_format": "zarr"})
 
 
 def write_zarr(path: Path, volume: Volume) -> None:
@@ -187,7 +187,8 @@ def ome_zarr_array(path: Path, volume: Volume):
     array = group.create_array("0", shape=data.shape, dtype=data.dtype, chunks=chunks,
                                config={"write_empty_chunks": True})
     axis_type = {"C": "channel", "Z": "space", "Y": "space", "X": "space"}
-    unit = _OME_UNITS.get(volume.unit or "")
+    # UDUNITS-2 names, as OME-Zarr asks; a unit we do not know is written as it is.
+    unit = long_unit_name(volume.unit) or volume.unit
     axes_meta = []
     for a in volume.axes:
         entry = {"name": a.lower(), "type": axis_type[a]}
@@ -216,11 +217,6 @@ def ome_zarr_array(path: Path, volume: Volume):
     ]
     group.attrs["napari_volsr"] = json.loads(json.dumps(volume.metadata, default=str))
     return array
-
-
-def unit_from_ome(unit):
-    """The short form of an OME-Zarr unit (``"micrometer"`` -> ``"µm"``); others unchanged."""
-    return _UNITS_FROM_OME.get(unit, unit)
 
 
 def settle_zarr_writes(timeout: float = 30.0) -> None:
