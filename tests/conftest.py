@@ -14,6 +14,22 @@ if str(Path(__file__).parent) not in sys.path:
 import helpers  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Torch on one thread for the whole run.
+
+    The networks here are tiny: a second intra-op thread buys nothing, and on a shared,
+    busy machine its spinning OpenMP workers stall each step (seconds instead of
+    milliseconds). No test needs more: worker processes and ``torch_threads`` set their own.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

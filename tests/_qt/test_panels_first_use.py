@@ -4,7 +4,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 from helpers import save_tiny, smooth
 from qtpy.QtCore import QPoint
 
@@ -13,11 +12,7 @@ from napari_volsr._qt.train_widget import TrainWidget
 from napari_volsr.engine.models import load_model
 
 ANISOTROPIC = (0.8, 0.2, 0.2)
-
-
-@pytest.fixture(autouse=True)
-def _setup(library):
-    torch.set_num_threads(1)  # tiny networks: one thread is faster on shared cores
+pytestmark = pytest.mark.usefixtures("library")  # panels that train save models there
 
 
 def volume(shape, seed=0):

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 import napari_volsr as vs
 from napari_volsr._qt.train_data import SOURCE_LABELS
@@ -10,12 +9,7 @@ from napari_volsr._qt.train_widget import TrainWidget
 from napari_volsr.engine.models import list_library, load_model
 
 SCALE = (1.0, 0.5, 0.5)
-
-
-@pytest.fixture(autouse=True)
-def models(library):
-    torch.set_num_threads(1)  # tiny networks: one thread is faster on shared cores
-    return library
+pytestmark = pytest.mark.usefixtures("library")  # trained models land there
 
 
 @pytest.fixture(scope="module")

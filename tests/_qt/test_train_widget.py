@@ -1,7 +1,5 @@
 import numpy as np
 import pytest
-import torch
-from scipy import ndimage
 
 import napari_volsr as vs
 from napari_volsr._qt.restore_widget import RestoreWidget
@@ -15,18 +13,7 @@ TRANSLATE = (1.0, 2.0, 3.0)
 @pytest.fixture(autouse=True)
 def library(tmp_path, monkeypatch):
     monkeypatch.setenv("NAPARI_VOLSR_MODELS", str(tmp_path / "library"))
-    torch.set_num_threads(1)  # tiny networks: one thread is faster on shared cores
     return tmp_path / "library"
-
-
-@pytest.fixture(scope="module")
-def pair():
-    """(noisy raw, clean target), both (16, 48, 48) float32."""
-    rng = np.random.default_rng(1)
-    clean = ndimage.gaussian_filter(rng.random((16, 48, 48)), 1.5)
-    clean = ((clean - clean.min()) / np.ptp(clean) * 200 + 20).astype(np.float32)
-    noisy = (clean + rng.normal(0, 15, clean.shape)).astype(np.float32)
-    return noisy, clean
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-import torch
 
 import helpers
 import napari_volsr
@@ -18,14 +17,6 @@ from napari_volsr.engine.training_request import VolumeInput, resolve_training
 run = helpers.run_cli
 SAMPLE = Path(napari_volsr.__file__).parent / "sample_data" / "chromosomes_anisotropic.tif"
 QUICK = ["--preset", "tiny", "-q"]  # everything else at its default
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: one thread is faster
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_tiff(path, data, z_spacing, xy=0.2):

@@ -6,20 +6,11 @@ import helpers
 import numpy as np
 import pytest
 import tifffile
-import torch
 
 from napari_volsr.engine.data.blind_spot import NOISE2NOISE_LABEL
 from napari_volsr.engine.models import read_model_config
 
 run = helpers.run_cli
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: one thread is faster
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -18,15 +18,6 @@ def _rdf(package):
         return yaml.safe_load(archive.read("rdf.yaml")), set(archive.namelist())
 
 
-def _bioimageio_test(package):
-    from bioimageio.core import test_model
-
-    summary = test_model(package)
-    failed = [(d.name, [e.msg for e in d.errors]) for d in summary.details if d.status != "passed"]
-    assert summary.status == "passed", failed
-    return summary
-
-
 def test_rcan_package_passes_the_model_zoo_test(tmp_path, save_tiny):
     folder = save_tiny(tmp_path / "rcan-z1", family="rcan", z_factor=1, percentiles=(2.0, 99.5))
     path, notes = export_bioimageio(folder, tmp_path / "rcan.zip")
@@ -43,7 +34,7 @@ def test_rcan_package_passes_the_model_zoo_test(tmp_path, save_tiny):
     assert [a.get("id", a["type"]) for a in rdf["inputs"][0]["axes"]] == [
         "batch", "channel", "z", "y", "x"]
     assert rdf["license"] and rdf["authors"] and rdf["cite"]
-    _bioimageio_test(path)
+    helpers.zoo_test(path)
 
 
 def test_z_factor_is_the_output_z_scale(tmp_path, save_tiny):
@@ -57,7 +48,7 @@ def test_z_factor_is_the_output_z_scale(tmp_path, save_tiny):
         archive.extract("test_output.npy", tmp_path)
     assert np.load(tmp_path / "test_output.npy").shape[2] == 2 * np.load(
         tmp_path / "test_input.npy").shape[2]
-    _bioimageio_test(path)
+    helpers.zoo_test(path)
 
 
 def test_import_of_our_export_restores_identically(tmp_path, library, save_tiny, smooth_volume):

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from helpers import TINY_NETWORK, save_tiny
+from helpers import TINY_NETWORK, records_and_result, save_tiny
 
 from napari_volsr._layers import result_layers
 from napari_volsr.engine.chain import (
@@ -43,19 +43,10 @@ def volume(rng):
     return smooth(rng, (6, 20, 24))
 
 
-def _records(generator):
-    records = []
-    while True:
-        try:
-            records.append(next(generator))
-        except StopIteration as stop:
-            return records, stop.value
-
-
 def test_a_chain_equals_one_model_after_the_other(chain_library, volume):
     data = np.round(volume).astype(np.uint16)
     blocks = {"block_shape": (4, 12, 12)}
-    records, chained = _records(iter_restore_job(data, CHAIN, **blocks))
+    records, chained = records_and_result(iter_restore_job(data, CHAIN, **blocks))
     first = drain(iter_restore_job(data, "den", output_dtype="float32", **blocks)).data
     second = drain(iter_restore_job(first, TINY_NETWORK, output_dtype="float32", **blocks)).data
     # float32 in between; the result in the input's type, as one model would give it

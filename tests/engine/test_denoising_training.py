@@ -3,20 +3,11 @@
 import helpers
 import numpy as np
 import pytest
-import torch
 
 import napari_volsr as vs
 from napari_volsr.engine.data.blind_spot import BLIND_SPOT_LABEL, NOISE2NOISE_LABEL
 from napari_volsr.engine.training_config import default_spatial_dims
 from napari_volsr.engine.training_request import VolumeInput, resolve_training
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: one thread is faster
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -13,16 +13,6 @@ from napari_volsr.engine.nets import rcan, resnet_gan, srunet
 from napari_volsr.engine.nets.resnet_gan import PatchDiscriminator, ResNetGenerator
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny nets gain nothing from a second thread, and on a busy machine the spinning
-    # OpenMP workers stall each step (seconds instead of milliseconds).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _smooth_volumes(n, shape, sigma=2.0, seed=0):
     """Gaussian-filtered noise, each volume min-max normalised to 0..1."""
     generator = torch.Generator().manual_seed(seed)

@@ -10,16 +10,6 @@ from napari_volsr.engine.nets.rcan import RCAN
 from napari_volsr.engine.nets.resnet_gan import PatchDiscriminator, ResNetGenerator
 from napari_volsr.engine.nets.srunet import SRUNet
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny nets gain nothing from a second thread, and on a busy machine the spinning
-    # OpenMP workers stall each step (seconds instead of milliseconds).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 FAMILIES = [(RCAN, rcan.PRESETS), (SRUNet, srunet.PRESETS), (ResNetGenerator, resnet_gan.PRESETS)]
 IDS = ["rcan", "srunet", "resnet_gan"]
 

@@ -3,6 +3,7 @@ import os
 import numpy as np
 import pytest
 import tifffile
+from helpers import records_and_result
 
 from napari_volsr.engine.io import Volume, read_volume, write_volume
 from napari_volsr.engine.pipeline import iter_restore_file, iter_restore_job
@@ -10,18 +11,9 @@ from napari_volsr.engine.predict import drain, restore
 from napari_volsr.engine.restorers import get_restorer
 
 
-def _stages(generator):
-    records = []
-    while True:
-        try:
-            records.append(next(generator))
-        except StopIteration as stop:
-            return records, stop.value
-
-
 def test_restore_job_loads_then_restores(smooth_volume):
-    records, result = _stages(iter_restore_job(smooth_volume, "cubic", spacing=(0.8, 0.2, 0.2),
-                                               block_shape=(6, 10, 12)))
+    records, result = records_and_result(iter_restore_job(
+        smooth_volume, "cubic", spacing=(0.8, 0.2, 0.2), block_shape=(6, 10, 12)))
     assert [r.stage for r in records[:3]] == ["load", "load", "normalise"]
     assert records[-1].stage == "finalise" and result.z_factor == 4  # from the spacing
     expected = restore(smooth_volume, get_restorer("cubic", 4), spacing=(0.8, 0.2, 0.2))
@@ -51,7 +43,8 @@ def test_restore_job_frees_the_cached_network_afterwards(tiny_library, smooth_vo
 def test_file_is_restored_and_written(tmp_path, smooth_volume, suffix):
     src = write_volume(tmp_path / "in.tif", Volume(smooth_volume, (0.8, 0.2, 0.2), "ZYX", "um"))
     out = tmp_path / f"out{suffix}"
-    records, written = _stages(iter_restore_file(src, out, "linear", block_shape=(6, 10, 12)))
+    records, written = records_and_result(
+        iter_restore_file(src, out, "linear", block_shape=(6, 10, 12)))
     assert any(r.stage == "blocks" for r in records)
     result = read_volume(out)
     expected = restore(smooth_volume, get_restorer("linear", 4)).data

@@ -3,6 +3,7 @@ import csv
 import numpy as np
 import pytest
 import torch
+from helpers import records_and_result
 from scipy import ndimage
 
 from napari_volsr.engine.config import ModelConfig, TrainingConfig
@@ -16,7 +17,6 @@ from napari_volsr.engine.train import (
 @pytest.fixture(autouse=True)
 def library(tmp_path, monkeypatch):
     monkeypatch.setenv("NAPARI_VOLSR_MODELS", str(tmp_path / "library"))
-    torch.set_num_threads(1)  # small models: one thread is faster and deterministic
     return tmp_path / "library"
 
 
@@ -49,14 +49,7 @@ def weights(model):
 def test_every_family_trains_saves_and_reports(library, clean_volume, family):
     config = config_for(family)
     data = make_training_data(config, targets=[clean_volume])
-    records = []
-    gen = iter_train(config, data, voxel_spacing=(2.0, 1.0, 1.0))
-    while True:
-        try:
-            records.append(next(gen))
-        except StopIteration as stop:
-            model = stop.value
-            break
+    records, model = records_and_result(iter_train(config, data, voxel_spacing=(2.0, 1.0, 1.0)))
     steps = [r.step for r in records if r.losses]
     assert steps == [1, 2, 3, 4, 5, 6]
     assert all(r.total == 6 for r in records)

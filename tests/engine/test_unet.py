@@ -5,6 +5,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from helpers import zoo_test
 from pydantic import ValidationError
 from scipy import ndimage
 
@@ -21,15 +22,6 @@ from napari_volsr.engine.restorers import NetworkRestorer
 N2V2 = {"blur_pool": True, "top_skip": False, "residual": False}
 VARIANTS = [{}, {"blur_pool": True}, {"top_skip": False, "residual": False}, N2V2]
 VARIANT_IDS = ["care", "blur", "no_top_skip", "n2v2"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny nets gain nothing from a second thread on a shared, busy machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _randomise_output(net):
@@ -244,8 +236,6 @@ def test_a_few_steps_lower_the_denoising_loss(variant):
 
 def test_model_zoo_package_passes_and_imports_back(tmp_path, library, smooth_volume):
     pytest.importorskip("bioimageio.core")
-    from bioimageio.core import test_model
-
     from napari_volsr.engine.bioimageio import export_bioimageio, import_bioimageio
     from napari_volsr.engine.restorers import get_restorer
 
@@ -254,9 +244,7 @@ def test_model_zoo_package_passes_and_imports_back(tmp_path, library, smooth_vol
     folder = save_model(tmp_path / "n2v2", config, build_network(config))
     path, notes = export_bioimageio(folder, tmp_path / "n2v2.zip")
     assert notes == []  # TorchScript written too
-    summary = test_model(path)
-    assert summary.status == "passed", [(d.name, [e.msg for e in d.errors])
-                                        for d in summary.details if d.status != "passed"]
+    zoo_test(path)
     import_bioimageio(path, name="back")
     original = restore(smooth_volume, get_restorer(str(folder)), device="cpu").data
     again = restore(smooth_volume, get_restorer("back"), device="cpu").data
