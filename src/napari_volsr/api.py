@@ -94,9 +94,12 @@ def load_model(name_or_path):
 def volume_input(value, role: str = "volume"):
     """A :class:`~napari_volsr.engine.training_request.VolumeInput` from a layer or an array.
 
-    Layers give their data (level 0 of a pyramid), scale, translate and name; arrays and
-    tensors are passed as they are (the engine checks them).
+    Layers give their data (level 0 of a pyramid), scale, translate and name, and their
+    unit: the ``unit`` this plugin's reader puts in the metadata, else napari's ``units``
+    (per-axis lengths become one, the spacing converted). Arrays and tensors are passed
+    as they are (the engine checks them).
     """
+    from .engine.io import common_unit
     from .engine.training_request import VolumeInput
 
     if hasattr(value, "data") and hasattr(value, "scale"):
@@ -104,10 +107,13 @@ def volume_input(value, role: str = "volume"):
             raise ValueError(f"{role} '{getattr(value, 'name', value)}' must be a grayscale "
                              "image layer")
         data = value.data[0] if getattr(value, "multiscale", False) else value.data
-        metadata = getattr(value, "metadata", None) or {}
-        return VolumeInput(data, spacing=tuple(float(s) for s in value.scale), name=value.name,
-                           origin=tuple(float(t) for t in value.translate),
-                           unit=metadata.get("unit"))
+        spacing = tuple(float(s) for s in value.scale)
+        origin = tuple(float(t) for t in value.translate)
+        unit = (getattr(value, "metadata", None) or {}).get("unit")
+        if unit is None and getattr(value, "units", None):
+            # Another plugin's layer carries napari's (pint) units, not our reader's metadata.
+            unit, spacing, origin = common_unit([str(u) for u in value.units], spacing, origin)
+        return VolumeInput(data, spacing=spacing, name=value.name, origin=origin, unit=unit)
     return VolumeInput(value)
 
 

@@ -38,14 +38,18 @@ VOLUME_WORDS = {
 MASKED_ONE_IN = (16, 32, 64, 128, 256, 512)
 # The acquisitions list shows at most this many rows (it scrolls beyond).
 ACQUISITION_ROWS = 4
+CONTEXT_TIP = ("2.5D: the network also sees this many z planes on each side of the plane it "
+               "restores; 0 = plain 2D")
 
 
 class DataSection(Section):
-    """Data source, its layers, z-factor and network dimensionality."""
+    """Data source, its layers, z-factor, network dimensionality and 2.5D context."""
 
-    FIELDS = ("source", "raw", "target", "volume", "acquisitions", "z_factor", "dims")
+    FIELDS = ("source", "raw", "target", "volume", "acquisitions", "z_factor", "dims",
+              "context_planes")
 
     def __init__(self, layer_choices: Callable):
+        from ..engine.training_config import MAX_CONTEXT_PLANES
         from ..engine.training_request import SOURCES
 
         self.source = ComboBox(label="data", value="paired", tooltip=SOURCE_TIPS,
@@ -73,8 +77,10 @@ class DataSection(Section):
             tooltip="3D uses context across slices; 2D restores each slice alone (z-factor 1). "
             "The isotropic source always trains a 2D network on orthogonal planes.",
         )
+        self.context_planes = SpinBox(label="neighbour planes", min=0, max=MAX_CONTEXT_PLANES,
+                                      value=0, tooltip=CONTEXT_TIP)
         super().__init__([self.source, self.raw, self.target, self.volume, self.acquisitions,
-                          self.z_factor, self.dims])
+                          self.z_factor, self.dims, self.context_planes])
         for picker in (self.raw, self.target, self.volume):
             compact(picker)
         _toggle_list(self.acquisitions)
@@ -155,6 +161,29 @@ class DataSection(Section):
         if source == "paired" and raw is not None and target is not None:
             return pair_z_factor(raw.data.shape, target.data.shape) or 1
         return 1
+
+    def takes_context(self, family: str) -> bool:
+        """Whether the form's model (with ``family``) can see neighbouring planes."""
+        from .train_defaults import takes_context
+
+        return takes_context(self.source.value, self.dims.value, self.z_factor.value, family)
+
+    def show_context(self, family: str, follow_default: bool) -> None:
+        """Show the neighbour planes where the engine takes them.
+
+        With ``follow_default`` (not edited) the box shows the engine's default for the
+        task, read at each change so that a new default reaches the panel.
+        """
+        from ..engine.training_config import default_context_planes
+
+        self.context_planes.visible = self.takes_context(family)
+        if follow_default:
+            self.context_planes.value = default_context_planes(
+                self.source.value, self.dims.value, self.z_factor.value)
+
+    def context_value(self, family: str) -> int | None:
+        """The neighbour planes to send: None where they do not apply (the engine decides)."""
+        return self.context_planes.value if self.takes_context(family) else None
 
     def show_source(self) -> None:
         """Show the pickers the chosen source reads, the volume picker named for it."""

@@ -122,6 +122,25 @@ def network_limits(family: str, preset: str, spatial_dims: int, z_factor: int,
     return network_divisor(model), int(getattr(model.network, "min_target_patch", 1))
 
 
+@functools.lru_cache(maxsize=64)
+def takes_context(source: str, spatial_dims: int, z_factor: int, family: str) -> bool:
+    """Whether a model of these settings can see neighbouring z planes (2.5D).
+
+    The engine's rule, not a copy: a ModelConfig with one plane each side is built and
+    ``check_context`` (run by its validator) accepts or refuses it.
+    """
+    from ..engine.config import ModelConfig
+    from ..engine.registry import network_config
+
+    task = "isotropic" if source == "isotropic" else "upsample" if z_factor > 1 else "restore"
+    try:
+        ModelConfig(name="context-check", task=task, spatial_dims=spatial_dims,
+                    z_factor=z_factor, context_planes=1, network=network_config(family, "tiny"))
+    except ValueError:  # pydantic's ValidationError included
+        return False
+    return True
+
+
 def fitted_patch(source: str, spatial_dims: int, z_factor: int, family: str, preset: str,
                  shape: tuple | None, val_fraction: float):
     """The engine's default patch for a volume of ``shape`` (a ``PatchFit``).

@@ -244,8 +244,8 @@ class NameSection(Section):
         except ModelError:
             return f"a folder named '{name}' exists in the library; choose another name"
         steps = config.training.get("steps", "?")
-        return (f"'{name}' exists ({config.family}, x{config.z_factor}, {steps} steps): "
-                "Resume continues it, or tick overwrite, or choose another name")
+        return (f"'{name}' exists ({config.family} {dims_text(config)}, x{config.z_factor}, "
+                f"{steps} steps): Resume continues it, or tick overwrite, or choose another name")
 
 
 class RunSection(Section):
@@ -292,6 +292,12 @@ class RunSection(Section):
         """The run ended: a full bar saying what ran."""
         self.progress_bar.max = self.progress_bar.value = 1
         self.progress_bar.native.setFormat(f"{step} steps in {elapsed / 60:.1f} min")
+
+
+def dims_text(model) -> str:
+    """``3D``, ``2D`` or ``2.5D (2 planes each side)``: how a saved model sees the volume."""
+    c = model.context_planes
+    return f"2.5D ({c} plane{'s' if c > 1 else ''} each side)" if c else f"{model.spatial_dims}D"
 
 
 def describe_budget(steps: int | None, minutes: float | None) -> str:

@@ -123,18 +123,19 @@ class TrainWidget(Container):
     def _connect(self):
         data = (self.source, self.raw, self.target, self.volume, self.acquisitions)
         # Marked as edited before the form reacts, which keeps edited values.
-        self.family.changed.connect(self._on_family_edited)
-        self.dims.changed.connect(self._on_dims_edited)
+        self.family.changed.connect(self._edited("family"))
+        self.dims.changed.connect(self._edited("dims"))
+        self.context_planes.changed.connect(self._edited("context"))
         for field in (self.family, self.preset, *data, self.dims, self.val_fraction):
             field.changed.connect(self._on_form_changed)
         for picker in data:
-            picker.changed.connect(self._on_data_edited)
+            picker.changed.connect(self._edited("data"))
         for budget in (self.steps, self.minutes):
             budget.changed.connect(self._on_budget_changed)
         self.live_preview.changed.connect(self._on_live_preview)
         self.z_factor.changed.connect(self._on_z_edited)
         for box in (self.patch_z, self.patch_y, self.patch_x):
-            box.changed.connect(self._on_patch_edited)
+            box.changed.connect(self._edited("patch"))
         self.model_name.changed.connect(self._on_name_edited)
         self.start_button.changed.connect(self._on_start)
         self.stop_button.changed.connect(self._on_stop)
@@ -183,6 +184,9 @@ class TrainWidget(Container):
         self.z_factor.enabled = source not in DENOISE_SOURCES
         self.dims.enabled = source != "isotropic" and self.z_factor.value == 1
         self.budget_section.show_dims(self.dims.value)
+        with self._quiet():
+            self.data_section.show_context(self.family.value,
+                                           not self._touched & {"context", "resumed context"})
         if "patch" not in self._touched:
             self._show_fitted_patch()
         if "name" not in self._touched:
@@ -197,10 +201,6 @@ class TrainWidget(Container):
                            self.val_fraction.value)
         with self._quiet():
             self.budget_section.show_patch(fit.patch_shape)
-
-    def _on_data_edited(self, _value):
-        if not self._updating:
-            self._touched.add("data")
 
     def _on_budget_changed(self, _value=None):
         if self.worker is None:
@@ -220,22 +220,17 @@ class TrainWidget(Container):
             self.model_name.value = free_model_name(library_dir(), getattr(layer, "name", None),
                                                     self.family.value)
 
-    def _on_family_edited(self, _value):
-        if not self._updating:
-            self._touched.add("family")
-
-    def _on_dims_edited(self, _value):
-        if not self._updating:
-            self._touched.add("dims")
+    def _edited(self, key: str):
+        """A slot marking ``key`` as the user's: the form then keeps its value."""
+        def mark(_value):
+            if not self._updating:
+                self._touched.add(key)
+        return mark
 
     def _on_z_edited(self, _value):
         if not self._updating:
             self._touched.add("z")
             self._on_form_changed()
-
-    def _on_patch_edited(self, _value):
-        if not self._updating:
-            self._touched.add("patch")
 
     def _on_name_edited(self, _name):
         if self._updating:
@@ -261,6 +256,9 @@ class TrainWidget(Container):
             preset=None if resume else self.preset.value,
             z_factor=None if resume else self.z_factor.value,
             spatial_dims=None if resume else self.dims.value,
+            # Sent where it applies; on Resume only if chosen (the checkpoint has its own).
+            context_planes=(self.data_section.context_value(self.family.value)
+                            if not resume or "context" in self._touched else None),
             name=self.model_name.value, resume=resume, overwrite=self.overwrite.value,
             **self._overrides(checkpoint_dims(self.model_name.value, self.dims.value) if resume
                               else self.dims.value),
@@ -309,7 +307,10 @@ class TrainWidget(Container):
             self.model_section.show(model)
             self.z_factor.value = model.z_factor
             self.dims.value = model.spatial_dims
-        self._touched.add("z")
+            self.context_planes.value = model.context_planes  # after dims: they reset it
+        # Kept in view, but not the user's choice: resuming another model must not send it.
+        self._touched.update(("z", "resumed context"))
+        self._touched.discard("context")
 
     # ------------------------------------------------------------ actions
     def _notify_error(self, message: str):
