@@ -6,6 +6,7 @@ import napari_volsr as vs
 from napari_volsr._qt.train_defaults import takes_context
 from napari_volsr._qt.train_widget import TrainWidget
 from napari_volsr.engine.models import list_library, load_model
+from napari_volsr.engine.training_config import default_context_planes
 
 pytestmark = pytest.mark.usefixtures("library")  # trained models land there
 
@@ -134,7 +135,8 @@ def test_resume_keeps_the_saved_models_planes(qtbot, panel, pair):
                  validate_every=1, degradation={"gaussian_sigma": (0.05, 0.1)})
     widget.source.value = "synthetic"
     configure(widget, "ctx", steps=2)
-    assert widget.context_planes.value == 0  # the engine's default for a new model
+    # The engine's default for a new model (not the checkpoint's 2).
+    assert widget.context_planes.value == default_context_planes("synthetic", 2, 1, "unet")
 
     train(qtbot, widget, resume=True)
 

@@ -231,3 +231,24 @@ def test_models_saved_without_the_field_load_as_single_plane():
     for folder in sorted(V1_MODELS.iterdir()):
         if folder.is_dir():
             assert load_model(folder).config.context_planes == 0
+
+
+def test_the_default_context_never_refuses(monkeypatch, library):
+    from napari_volsr.engine import training_config
+    from napari_volsr.engine.training_request import resolve_training
+
+    monkeypatch.setattr(training_config, "DEFAULT_CONTEXT_PLANES", 2)
+    assert default_context_planes("noise2void", 2, 1) == 2
+    assert default_context_planes("noise2void", 2, 1, "rcan") == 0  # not a context family
+    assert default_context_planes("noise2void", 2, 1, "unet", depth=3) == 1
+    assert default_context_planes("noise2void", 2, 1, "unet", depth=1) == 0
+    rng = np.random.default_rng(0)
+    thin = rng.random((3, 48, 48)).astype(np.float32)
+    request = resolve_training(source="noise2void", volume=[vs.api.volume_input(thin)])
+    assert request.config.model.context_planes == 1  # what 3 planes allow
+    request = resolve_training(source="synthetic", target=[vs.api.volume_input(thin)],
+                               loss="cubic_weighted")
+    assert request.config.model.context_planes == 0  # that loss takes one plane
+    request = resolve_training(source="synthetic", target=[vs.api.volume_input(thin)],
+                               family="rcan", spatial_dims=2)
+    assert request.config.model.context_planes == 0

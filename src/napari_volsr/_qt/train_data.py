@@ -179,7 +179,7 @@ class DataSection(Section):
         self.context_planes.visible = self.takes_context(family)
         if follow_default:
             self.context_planes.value = default_context_planes(
-                self.source.value, self.dims.value, self.z_factor.value)
+                self.source.value, self.dims.value, self.z_factor.value, family)
 
     def context_value(self, family: str) -> int | None:
         """The neighbour planes to send: None where they do not apply (the engine decides)."""

@@ -187,7 +187,8 @@ def resolve_training(*, source: str | None = None, raw=None, target=None, volume
     if model is None:
         options["z_factor"] = _resolve_z_factor(source, inputs, options["z_factor"])
     config = build_training_config(file_values, source=source, name=name, model=model,
-                                   overrides=overrides, **options)
+                                   overrides=overrides, depth=_thinnest(inputs, source),
+                                   **options)
     _check_inputs(config, inputs)
     config, note = _fit_patch(config, inputs, file_values, overrides)
     if (resume and config.steps is not None and config.minutes is None
@@ -195,6 +196,12 @@ def resolve_training(*, source: str | None = None, raw=None, target=None, volume
         raise TrainingRequestError(f"'{name}' has trained {start_step} steps already: set a "
                                    f"step budget above {start_step} to continue")
     return TrainingRequest(config, inputs, folder, start_step, history, resume, overwrite, note)
+
+
+def _thinnest(inputs: dict, source: str) -> int | None:
+    """Planes of the thinnest training volume: the default 2.5D context asks no more."""
+    shapes = [v.shape for v in inputs[SOURCE_ROLES[source][0]]]
+    return min((s[-3] if len(s) >= 3 else 1 for s in shapes), default=None)
 
 
 def network_divisor(model) -> tuple[int, ...]:
