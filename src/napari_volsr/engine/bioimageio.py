@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import bioimageio_context as ctx
 from .config import ModelConfig
 from .data.normalization import percentile_normalization
 from .export import check_archive_dest
@@ -75,37 +76,31 @@ def unsupported_reason(config: ModelConfig) -> str | None:
                 "applied to the tensor it is given) cannot express; a package of the plane "
                 "network alone would be run on XY images by Model Zoo tools and give other "
                 "results without warning; export it with --format zip")
-    if config.context_planes:
-        return (f"model '{config.name}' is 2.5D: it restores each plane from a stack of its "
-                "neighbours, which a Model Zoo model cannot express; use --format zip")
     return None
 
 
 def architecture(config: ModelConfig) -> tuple[str, str, dict]:
-    """``(import_from, callable, kwargs)`` that rebuild the network of ``config``."""
+    """``(import_from, callable, kwargs)`` that rebuild ``config``'s network (2.5D: PlaneStack)."""
     entry = family_entry(config.family)
     params = config.network.model_dump(mode="json", exclude=set(entry.not_net_args))
     kwargs = {"spatial_dims": config.spatial_dims, "in_channels": config.in_channels,
               "out_channels": config.out_channels, "z_factor": config.z_factor, **params}
-    return f"{NETS_PACKAGE}.{entry.net_module}", entry.net_class, kwargs
+    return ctx.wrap_architecture(config, f"{NETS_PACKAGE}.{entry.net_module}", entry.net_class,
+                                 kwargs)
 
 
 # --- test tensors ------------------------------------------------------------------------
 
 
-def _fit(size: int, divisor: int) -> int:
-    return max(divisor, size // divisor * divisor)
-
-
 def _test_volume(config: ModelConfig, net, sample=None) -> np.ndarray:
     """A (C, Z, Y, X) float32 test volume: a centred crop of ``sample`` or smooth noise."""
-    divisor = tuple(net.divisor) if config.spatial_dims == 3 else (1, *net.divisor)
-    shape = tuple(_fit(s, d) for s, d in zip((8, 32, 32), divisor, strict=True))
+    divisor = tuple(net.divisor) if ctx.volumetric(config) else (1, *net.divisor)
+    shape = tuple(ctx.fit(s, d) for s, d in zip((8, 32, 32), divisor, strict=True))
     if sample is not None:
         data = np.asarray(sample, dtype=np.float32)
         data = data if data.ndim == 4 else data[None]
-        shape = tuple(_fit(min(s, n), d) for s, n, d in zip(shape, data.shape[1:], divisor,
-                                                          strict=True))
+        shape = tuple(ctx.fit(min(s, n), d) for s, n, d in zip(shape, data.shape[1:], divisor,
+                                                              strict=True))
         start = [(n - s) // 2 for n, s in zip(data.shape[1:], shape, strict=True)]
         crop = tuple(slice(a, a + s) for a, s in zip(start, shape, strict=True))
         data = data[(slice(None), *crop)]
@@ -124,14 +119,15 @@ def _test_volume(config: ModelConfig, net, sample=None) -> np.ndarray:
 def _network_tensors(config: ModelConfig, net, volume: np.ndarray):
     """``(input, normalised input, output)`` tensors in the package's axes.
 
-    3D: (batch, channel, z, y, x); 2D slice-wise: the slices are the batch, (z, channel, y,
-    x). The output is the network on the input normalised per channel with the model's
-    percentiles: what napari-volsr's restore computes before mapping back to input units.
+    3D and 2.5D: (batch, channel, z, y, x); 2D slice-wise: the slices are the batch, (z,
+    channel, y, x). The output is the network on the input normalised per channel with the
+    model's percentiles: what napari-volsr's restore computes before mapping back to input
+    units.
     """
     import torch
 
     norm = np.stack([percentile_normalization(c, config.percentiles).forward(c) for c in volume])
-    if config.spatial_dims == 3:
+    if ctx.volumetric(config):
         raw, x = volume[None], norm[None]
     else:
         raw, x = volume.transpose(1, 0, 2, 3), norm.transpose(1, 0, 2, 3)
@@ -144,7 +140,9 @@ def _torchscript(net, x: np.ndarray, path: Path) -> str | None:
     """Save ``net`` traced at ``x``; None, or why it was not saved."""
     import torch
 
-    big = np.concatenate([x, x[..., ::-1, :]], axis=-2)  # another shape: shapes must not be baked
+    # Another shape (z too for volumes): shapes must not be baked into the trace.
+    big = np.concatenate([x, x[:, :, ::-1]], axis=2) if x.ndim == 5 else x
+    big = np.concatenate([big, big[..., ::-1, :]], axis=-2)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -158,11 +156,11 @@ def _torchscript(net, x: np.ndarray, path: Path) -> str | None:
     return None
 
 
-def _cover(x: np.ndarray, out: np.ndarray, spatial_dims: int, path: Path) -> None:
+def _cover(x: np.ndarray, out: np.ndarray, volume: bool, path: Path) -> None:
     """A PNG of the middle XY slice: normalised input left, output right (2:1)."""
     from PIL import Image
 
-    if spatial_dims == 3:
+    if volume:
         a, b = x[0, 0, x.shape[2] // 2], out[0, 0, out.shape[2] // 2]
     else:
         a, b = x[x.shape[0] // 2, 0], out[out.shape[0] // 2, 0]
@@ -180,39 +178,21 @@ def _cover(x: np.ndarray, out: np.ndarray, spatial_dims: int, path: Path) -> Non
 # --- the description ----------------------------------------------------------------------
 
 
-def _axes(config: ModelConfig, net, output: bool):
-    from bioimageio.spec.model import v0_5 as m
-
-    names = [f"channel{i}" for i in range(config.out_channels if output else config.in_channels)]
-    axes = [m.BatchAxis(), m.ChannelAxis(channel_names=[m.Identifier(n) for n in names])]
-    spatial = ("z", "y", "x") if config.spatial_dims == 3 else ("y", "x")
-    for axis, divisor in zip(spatial, net.divisor, strict=True):
-        if output:
-            scale = 1.0 / config.z_factor if axis == "z" else 1.0
-            size = m.SizeReference(tensor_id=m.TensorId(INPUT_ID), axis_id=m.AxisId(axis))
-            axes.append(m.SpaceOutputAxis(id=m.AxisId(axis), size=size, scale=scale))
-        else:
-            low = 4 if axis == "z" else 16
-            size = m.ParameterizedSize(min=_fit(low, divisor), step=divisor)
-            axes.append(m.SpaceInputAxis(id=m.AxisId(axis), size=size, scale=1.0))
-    return axes
-
-
 def _tensors(config: ModelConfig, net, files: dict):
     from bioimageio.spec.model import v0_5 as m
 
     low, high = config.percentiles
     # Per volume and channel, as restore does: 2D slices of one volume come as the batch.
-    norm_axes = ("z", "y", "x") if config.spatial_dims == 3 else ("batch", "y", "x")
+    norm_axes = ("z", "y", "x") if ctx.volumetric(config) else ("batch", "y", "x")
     scale_range = m.ScaleRangeDescr(kwargs=m.ScaleRangeKwargs(
         axes=[m.AxisId(a) for a in norm_axes], min_percentile=low, max_percentile=high))
     inp = m.InputTensorDescr(
-        id=m.TensorId(INPUT_ID), axes=_axes(config, net, output=False),
+        id=m.TensorId(INPUT_ID), axes=ctx.axes(config, net, INPUT_ID, output=False),
         description="raw volume, any intensity units (float32)",
         test_tensor=m.FileDescr(source=files["test_input"]),
         data=m.IntervalOrRatioDataDescr(type="float32"), preprocessing=[scale_range])
     out = m.OutputTensorDescr(
-        id=m.TensorId(OUTPUT_ID), axes=_axes(config, net, output=True),
+        id=m.TensorId(OUTPUT_ID), axes=ctx.axes(config, net, INPUT_ID, output=True),
         description=f"restored volume in normalised units (percentile {low} -> 0, "
                     f"{high} -> 1 of the input)",
         test_tensor=m.FileDescr(source=files["test_output"]),
@@ -263,7 +243,7 @@ def _readme(config: ModelConfig, license: str, notes: list[str]) -> str:
     card = config.training or {}
     val = card.get("final_validation") or {}
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in val.items() if isinstance(v, int | float))
-    axes = ("(batch, channel, z, y, x)" if config.spatial_dims == 3 else
+    axes = ("(batch, channel, z, y, x)" if ctx.volumetric(config) else
             "(batch, channel, y, x): a 2D network run slice by slice; give the z-slices of "
             "one volume as the batch (the percentiles are taken over all of them)")
     lines = [
@@ -278,6 +258,7 @@ def _readme(config: ModelConfig, license: str, notes: list[str]) -> str:
         f"to input units (`out * (p{high} - p{low}) + p{low}`); the Model Zoo's postprocessing "
         "cannot express this inverse (`scale_range` maps forward only, `scale_linear` has fixed "
         "values), so apply it yourself if you need input units.",
+        *ctx.readme_lines(config),
     ]
     if f > 1:
         lines.append(
@@ -306,11 +287,10 @@ def _environment() -> str:
             f"    - napari-volsr=={__version__}\n")
 
 
-def _write_files(loaded, folder: Path, sample, notes: list[str]) -> dict:
+def _write_files(config: ModelConfig, net, folder: Path, sample, notes: list[str]) -> dict:
     """Weights, test tensors, cover, environment in ``folder``; their paths by role."""
     import torch
 
-    config, net = loaded.config, loaded.net.eval()
     files = {k: folder / v for k, v in (
         ("weights", "weights.pt"), ("test_input", "test_input.npy"),
         ("test_output", "test_output.npy"), ("cover", "cover.png"),
@@ -320,7 +300,7 @@ def _write_files(loaded, folder: Path, sample, notes: list[str]) -> dict:
     raw, x, out = _network_tensors(config, net, _test_volume(config, net, sample))
     np.save(files["test_input"], raw)
     np.save(files["test_output"], out)
-    _cover(x, out, config.spatial_dims, files["cover"])
+    _cover(x, out, ctx.volumetric(config), files["cover"])
     files["environment"].write_text(_environment())
     files["config"].write_text(json.dumps(config.model_dump(mode="json"), indent=2))
     note = _torchscript(net, x, folder / "weights_torchscript.pt")
@@ -338,11 +318,12 @@ def describe(loaded, folder: Path, *, authors=None, license=None, cite=None,
 
     config = loaded.config
     notes = [] if notes is None else notes
-    files = _write_files(loaded, folder, sample, notes)
+    net = ctx.export_network(loaded, architecture(config)[2])
+    files = _write_files(config, net, folder, sample, notes)
     people, license, cites = _card(config, authors, license, cite)
     readme = folder / "README.md"
     readme.write_text(_readme(config, license, notes))
-    inp, out = _tensors(config, loaded.net, files)
+    inp, out = _tensors(config, net, files)
     kind = "super-resolution" if config.z_factor > 1 else "denoising"
     return m.ModelDescr(
         name=re.sub(r"[^A-Za-z0-9 _().-]", "-", config.name).rjust(5, "_"),  # 5 at least
@@ -350,7 +331,7 @@ def describe(loaded, folder: Path, *, authors=None, license=None, cite=None,
                     f"{config.task} model (z-factor {config.z_factor})",
         authors=people, cite=cites, license=license,
         documentation=m.FileDescr(source=readme), covers=[m.FileDescr(source=files["cover"])], attachments=[m.FileDescr(source=files["config"])],
-        tags=["napari-volsr", kind, f"{config.spatial_dims}d", config.family, "pytorch"],
+        tags=["napari-volsr", kind, ctx.dims_tag(config), config.family, "pytorch"],
         inputs=[inp], outputs=[out], weights=_weights(config, files),
         config=m.Config(**{CONFIG_KEY: {"model": config.model_dump(mode="json")}}),
     )
@@ -409,7 +390,7 @@ _OURS = {(f"{NETS_PACKAGE}.{e.net_module}", e.net_class): fam.value
 
 
 def _supported_text() -> str:
-    nets = ", ".join(f"{m}.{c}" for m, c in _OURS)
+    nets = ", ".join(f"{m}.{c}" for m, c in [*_OURS, ctx.PLANE_STACK])
     return (f"napari-volsr imports Model Zoo packages whose pytorch_state_dict weights use one of "
             f"its own networks ({nets}), as `volsr models export --format bioimageio` writes "
             "them; other architectures cannot run in napari-volsr's restore (run them with "
@@ -437,11 +418,12 @@ def _config_from(descr, package: Path, name: str | None) -> ModelConfig:
     weights = descr.weights.pytorch_state_dict
     arch = getattr(weights, "architecture", None)
     key = (getattr(arch, "import_from", None), str(getattr(arch, "callable", "")))
-    if weights is None or key not in _OURS:
+    kwargs = dict(getattr(arch, "kwargs", None) or {})
+    family, context = ctx.family_and_context(key, kwargs, _OURS)
+    if weights is None or not family:
         what = "no pytorch_state_dict weights" if weights is None else (
             f"its architecture is {key[0] or arch.source}.{key[1]}")
         raise ModelError(f"{package}: {what}; {_supported_text()}")
-    kwargs = dict(arch.kwargs)
     stored = ((descr.config.model_extra or {}).get(CONFIG_KEY) or {}).get("model") or {}
     percentiles = stored.get("percentiles")
     for step in descr.inputs[0].preprocessing:
@@ -451,7 +433,8 @@ def _config_from(descr, package: Path, name: str | None) -> ModelConfig:
     fields = {
         **stored, "spatial_dims": kwargs.pop("spatial_dims", 3), "z_factor": z_factor,
         "in_channels": kwargs.pop("in_channels", 1), "out_channels": kwargs.pop("out_channels", 1),
-        "network": {**(stored.get("network") or {}), **kwargs, "family": _OURS[key]},
+        "context_planes": context,
+        "network": {**(stored.get("network") or {}), **kwargs, "family": family},
         "name": name or stored.get("name") or re.sub(r"[^A-Za-z0-9._ +-]", "-", descr.name),
     }
     fields.setdefault("task", "restore" if z_factor == 1 else "upsample")
@@ -494,6 +477,8 @@ def import_bioimageio(package: str | os.PathLike, name: str | None = None,
         path = Path(tmp) / "weights.pt"
         path.write_bytes(data)
         state = import_torch_weights(path)
+    if config.context_planes:
+        state = ctx.unwrap_state(state)
     net = build_network(config)
     check_state_dict(net, state, package)
     net.load_state_dict(state)

@@ -23,6 +23,7 @@ from .models import (
     read_model_config,
     resolve_model_path,
 )
+from .nets.plane_stack import context_stacks
 from .predict import RestoreProgress, Restorer
 from .registry import DISPLAY_NAMES, build_network, family
 from .tiling import RestorerGeometry, geometry_of
@@ -241,7 +242,7 @@ class NetworkRestorer:
         if self.spatial_dims == 3:
             return self._apply(x)
         if f == 1 and self.context:
-            out = self._apply_planes(_context_planes(x, self.context))
+            out = self._apply_planes(context_stacks(x, self.context))
             return out.reshape(b, d, out.shape[1], h, w).permute(0, 2, 1, 3, 4)
         if f == 1:
             planes = x.permute(0, 2, 1, 3, 4).reshape(b * d, 1, h, w)
@@ -259,20 +260,6 @@ class NetworkRestorer:
             # Pool the two standard deviations as variances.
             fused[:, 1] = torch.sqrt((out_xz[:, 1] ** 2 + out_yz[:, 1] ** 2) / 2)
         return fused
-
-
-def _context_planes(x, c: int):
-    """Each plane of (B, 1, D, H, W) with its ``c`` neighbours each side: (B*D, 2c+1, H, W).
-
-    Beyond the block's ends planes are mirrored half-sample symmetrically, as the tiler
-    pads volume borders (``read_block``), so a whole-volume pass and tiles agree.
-    """
-    b, _, d, h, w = x.shape
-    index = torch.arange(-c, d + c, device=x.device) % (2 * d)
-    index = torch.where(index >= d, 2 * d - 1 - index, index)
-    padded = x[:, 0, index]
-    planes = torch.stack([padded[:, k : k + d] for k in range(2 * c + 1)], dim=2)
-    return planes.reshape(b * d, 2 * c + 1, h, w)
 
 
 class _Compiled(torch.nn.Module):
