@@ -34,7 +34,9 @@ def _z(text: str) -> int:
     return value
 
 
-def _percentiles(text: str) -> tuple[float, float]:
+def _percentiles(text: str | None) -> tuple[float, float] | None:
+    if text is None:  # the model's own (interpolation: 1,99.8)
+        return None
     try:
         low, high = (float(p) for p in text.split(","))
     except ValueError:

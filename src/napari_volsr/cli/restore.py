@@ -120,8 +120,9 @@ def _restore_file(input_path: Path, output_path: Path, model, factor: int | None
               help="'auto' (from the memory budget) or Z,Y,X block core in input voxels.")
 @click.option("--overlap", default=None,
               help="Z,Y,X voxels by which blocks overlap and are blended (default: the model's).")
-@click.option("--percentiles", default="1,99.8", show_default=True,
-              help="Low,high percentiles mapped to 0,1 before the network.")
+@click.option("--percentiles", default=None,
+              help="Low,high percentiles mapped to 0,1 before the network "
+                   "[default: the model's own; 1,99.8 for interpolation].")
 @click.option("--output-dtype", type=click.Choice(OUTPUT_DTYPES), default=DEFAULT_OUTPUT_DTYPE,
               show_default=True,
               help="auto: the input's type where the values fit it (rounded and clipped to its "
@@ -176,7 +177,7 @@ def _restore(input_path, output_path, model, z_factor, block_shape, overlap, per
              output_dtype, out_format, reference, device, precision, overwrite, workers,
              scheduler, quiet):
     model = model[0] if len(model) == 1 else list(model)  # several: a chain, in order
-    low, high = _percentiles(percentiles)
+    percentiles = _percentiles(percentiles)
     blocks = "auto" if block_shape == "auto" else _int_tuple(block_shape, 3, "--block-shape")
     overlaps = None if overlap is None else _int_tuple(overlap, 3, "--overlap", minimum=0)
     factor = None if z_factor == "auto" else _z(z_factor)
@@ -203,7 +204,7 @@ def _restore(input_path, output_path, model, z_factor, block_shape, overlap, per
         workers = _check_distributed(workers, scheduler, [out for _, out in jobs], reference,
                                      model)
     _check_model(model, factor, device, fitted=reference is not None)
-    options = dict(block_shape=blocks, overlap=overlaps, percentiles=(low, high),
+    options = dict(block_shape=blocks, overlap=overlaps, percentiles=percentiles,
                    output_dtype=output_dtype, device=device, precision=precision)
     with _dask_cluster(workers, scheduler, model, factor, device, precision) as cluster:
         if batch:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import DEFAULT_PERCENTILES, Normalization, percentile_normalization
+from .data import Normalization, percentile_normalization
 from .io import (
     VolumeIOError,
     atomic_path,
@@ -36,6 +36,7 @@ from .predict import (
     as_volume_array,
     assemble,
     check_output_dtype,
+    model_percentiles,
     predict_block,
 )
 from .tiling import BlockPlan, plan_restore
@@ -190,7 +191,7 @@ def iter_restore_to_zarr(
     *,
     block_shape: Sequence[int] | str = "auto",
     overlap: Sequence[int] | None = None,
-    percentiles=DEFAULT_PERCENTILES,
+    percentiles=None,
     output_dtype: str = DEFAULT_OUTPUT_DTYPE,
     overwrite: bool = False,
 ) -> Generator[RestoreProgress, None, RestoreResult]:
@@ -217,6 +218,7 @@ def iter_restore_to_zarr(
     data = as_volume_array(volume.data)
     n_channels = data.shape[0]
     restorer = spec.build()  # on the client too: plan geometry, and fail early on bad models
+    percentiles = model_percentiles(restorer, percentiles)
     yield RestoreProgress("normalise", 0, n_channels, "computing percentiles")
     with dask.config.set(scheduler="threads"):  # a strided sample, read here
         norms = [percentile_normalization(data[c], percentiles) for c in range(n_channels)]

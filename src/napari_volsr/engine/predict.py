@@ -257,6 +257,19 @@ def _check_options(output_dtype: str, spacing) -> tuple[float, ...]:
     return spacing
 
 
+def model_percentiles(restorer, percentiles=None) -> tuple[float, float]:
+    """The percentiles a restore normalises with: the given ones, else the model's own.
+
+    A model trained with other percentiles than the default must restore with them in
+    every door (panel, console, CLI, dask), or its input would be scaled differently
+    from its training patches; interpolation uses the default.
+    """
+    if percentiles is not None:
+        return tuple(percentiles)
+    own = getattr(getattr(restorer, "config", None), "percentiles", None)
+    return tuple(own) if own is not None else tuple(DEFAULT_PERCENTILES)
+
+
 def iter_restore(
     data,
     restorer: Restorer,
@@ -265,7 +278,7 @@ def iter_restore(
     origin=None,
     block_shape="auto",
     overlap=None,
-    percentiles=DEFAULT_PERCENTILES,
+    percentiles=None,
     output_dtype: str = DEFAULT_OUTPUT_DTYPE,
     device: str = "auto", precision: str = "auto",
     out_store=None,
@@ -290,7 +303,8 @@ def iter_restore(
     overlap
         Blending overlap in input voxels; default: the restorer's.
     percentiles
-        Low/high percentiles mapped to 0/1 before the network, undone afterwards.
+        Low/high percentiles mapped to 0/1 before the network, undone afterwards;
+        default: the model's own (:func:`model_percentiles`).
     output_dtype
         ``auto`` (default: the input's dtype where the values fit, rounded and clipped
         to its range, never wrapped; :func:`output_dtype_for`), ``input``, ``float32``
@@ -316,6 +330,7 @@ def iter_restore(
     autocast_dtype = resolve_precision(precision, torch_device)
     if out_store is None:  # before reading anything: a lazy input may be huge
         check_result_fits(volume.shape, z_factor, restorer.outputs, output_dtype, input_dtype)
+    percentiles = model_percentiles(restorer, percentiles)
     yield RestoreProgress("normalise", 0, volume.shape[0], "computing percentiles")
     norms = [percentile_normalization(volume[c], percentiles) for c in range(volume.shape[0])]
     # Fail before any block for in-memory input (a float64 sum has no temporary array).

@@ -6,10 +6,10 @@ import dataclasses
 import math
 from collections.abc import Generator, Sequence
 
-from .data import DEFAULT_PERCENTILES, Normalization, percentile_normalization
+from .data import Normalization, percentile_normalization
 from .geometry import region_geometry
 from .chain import iter_load_chain, iter_restore_chain
-from .predict import RestoreProgress, RestoreResult
+from .predict import RestoreProgress, RestoreResult, model_percentiles
 from .restorers import release
 
 
@@ -104,7 +104,7 @@ class RenormalizedRestorer:
 
 def iter_preview(data, model, z_factor: int | None, *, keep: Sequence[slice],
                  read: Sequence[slice], restorer_options=None, spacing=None,
-                 origin=None, percentiles=DEFAULT_PERCENTILES, **restore_kwargs
+                 origin=None, percentiles=None, **restore_kwargs
                  ) -> Generator[RestoreProgress, None, RestoreResult]:
     """Restore the ``read`` region of the ZYX volume ``data`` and return its ``keep`` part.
 
@@ -131,10 +131,12 @@ def iter_preview(data, model, z_factor: int | None, *, keep: Sequence[slice],
                                            **(restorer_options or {}))
     try:
         yield RestoreProgress("normalise", 0, 1, "percentiles of the whole volume")
-        volume_norm = percentile_normalization(data, percentiles)
+        # The first model's own (the wrapper below reports them to iter_restore too).
+        first_percentiles = model_percentiles(restorers[0], percentiles)
+        volume_norm = percentile_normalization(data, first_percentiles)
         read = tuple(read)
         crop = data[read]
-        crop_norm = percentile_normalization(crop, percentiles)
+        crop_norm = percentile_normalization(crop, first_percentiles)
         first = RenormalizedRestorer(restorers[0], crop_norm, volume_norm)
         _, read_origin = region_geometry(spacing, origin, [r.start for r in read], 1)
         result = yield from iter_restore_chain(crop, [first, *restorers[1:]], spacing=spacing,
