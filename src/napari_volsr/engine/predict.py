@@ -303,8 +303,7 @@ def iter_restore(
     overlap
         Blending overlap in input voxels; default: the restorer's.
     percentiles
-        Low/high percentiles mapped to 0/1 before the network, undone afterwards;
-        default: the model's own (:func:`model_percentiles`).
+        Low/high percentiles mapped to 0/1, undone after; default: the model's own.
     output_dtype
         ``auto`` (default: the input's dtype where the values fit, rounded and clipped
         to its range, never wrapped; :func:`output_dtype_for`), ``input``, ``float32``
@@ -337,10 +336,9 @@ def iter_restore(
     if isinstance(volume, np.ndarray) and not np.isfinite(volume.sum(dtype=np.float64)):
         raise ValueError(NON_FINITE)
     restorer.prepare(torch_device, autocast_dtype)
-    plan, merged = yield from iter_blocks(
-        volume, restorer, norms, torch_device, autocast_dtype, block_shape=block_shape,
-        overlap=overlap, out_store=out_store, should_stop=should_stop,
-    )
+    plan, merged = yield from iter_blocks(volume, restorer, norms, torch_device, autocast_dtype,
+                                          block_shape=block_shape, overlap=overlap,
+                                          out_store=out_store, should_stop=should_stop)
     outputs = assemble(merged, plan, restorer.outputs, norms, output_dtype, input_dtype,
                        channels=np.ndim(data) == 4)
     yield RestoreProgress("finalise", 1, 1, "done")
