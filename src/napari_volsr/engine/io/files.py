@@ -38,6 +38,22 @@ def remove_tree(path: str | os.PathLike) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def final_path(path: str | os.PathLike) -> Path:
+    """The file a temporary from :func:`atomic_path` becomes; other paths as they are.
+
+    Writers see only the temporary (``.out.ome.tif.k2x9.part.ome.tif``), but names
+    stored inside a file (an OME image name) must be the final file's.
+    """
+    path = Path(path)
+    suffix = format_suffix(path)
+    name, tail = path.name, f".part{suffix}"
+    if not (name.startswith(".") and name.lower().endswith(tail)):
+        return path
+    # mkstemp's random part holds no dots: drop it and the leading dot.
+    stem, _, random = name[1:-len(tail)].rpartition(".")
+    return path.with_name(stem) if stem and random else path
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``path`` and move it into place on success.

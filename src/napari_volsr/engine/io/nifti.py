@@ -79,11 +79,29 @@ def _spacing(img, raw: np.ndarray, path: Path) -> tuple[float, ...]:
     return tuple(float(c) for c in columns)
 
 
+def _origin(affine: np.ndarray, spacing_xyz) -> tuple[float, ...] | None:
+    """The first voxel's position (x, y, z) in the volume's own axes, from its affine.
+
+    With ``R`` the affine's directions (its columns over the voxel size), a layer's
+    coordinates are ``R^-1 world``: the world rotated (or mirrored) onto the data's
+    axes, so that scale and translate alone place every voxel, and the translation
+    ``t`` becomes the origin ``R^-1 t``. None where the directions are degenerate.
+    """
+    directions = affine[:3, :3] / np.asarray(spacing_xyz, dtype=float)[None, :]
+    try:
+        origin = np.linalg.solve(directions, affine[:3, 3])
+    except np.linalg.LinAlgError:
+        return None
+    return tuple(float(o) for o in origin) if np.all(np.isfinite(origin)) else None
+
+
 def read_nifti(path: Path, lazy: bool) -> Volume:
     """Read a 3-D or 4-D NIfTI file as ``ZYX`` or ``CZYX``, keeping its affine in the metadata.
 
     The spacing is the header's pixdim, or the affine's column lengths where pixdim is 0
-    or disagrees with the affine (a warning says so).
+    or disagrees with the affine (a warning says so). The origin is the first voxel's
+    position in the volume's own axes (:func:`_origin`); the qform and sform codes and
+    the time unit are kept for writing the volume back.
     """
     nib = _nibabel()
     try:
@@ -101,36 +119,53 @@ def read_nifti(path: Path, lazy: bool) -> Volume:
         axes = "ZYX"
     else:
         raise VolumeIOError(f"{path}: {data.ndim}-D NIfTI data is not supported (3-D or 4-D)")
-    spacing = tuple(reversed(_spacing(img, pixdim, path)))
-    unit = normalise_unit(img.header.get_xyzt_units()[0])  # "unknown" -> None
+    spacing_xyz = _spacing(img, pixdim, path)
+    affine = np.asarray(img.affine, dtype=float)
+    xyz_unit, time_unit = img.header.get_xyzt_units()
     metadata = {
         "source_format": "nifti",
-        "nifti_affine": np.asarray(img.affine, dtype=float).tolist(),
-        "nifti_spacing": list(spacing),
+        "nifti_affine": affine.tolist(),
+        "nifti_spacing": list(reversed(spacing_xyz)),
+        "nifti_codes": [int(img.header["qform_code"]), int(img.header["sform_code"])],
+        "nifti_time_unit": time_unit,
     }
-    return Volume(np.ascontiguousarray(data), spacing, axes, unit, metadata=metadata)
+    origin = _origin(affine, spacing_xyz)
+    if origin is not None:
+        metadata["nifti_origin_from_affine"] = True
+        origin = tuple(reversed(origin))
+    unit = normalise_unit(xyz_unit)  # "unknown" -> None
+    return Volume(np.ascontiguousarray(data), tuple(reversed(spacing_xyz)), axes, unit, origin,
+                  metadata=metadata)
 
 
 def nifti_affine_for(volume: Volume) -> np.ndarray:
-    """The NIfTI affine for ``volume``, updated when its spacing differs from the file's.
+    """The NIfTI affine for ``volume``: its spacing and origin, a kept affine's directions.
 
-    Voxel ``k`` of the new grid sits at old index ``(k + 0.5) * s_new / s_old - 0.5``
-    along each axis (the slab convention), so directions are kept, column lengths
-    follow the new spacing and the origin shifts by half a voxel difference.
+    A volume read from NIfTI keeps its file's directions ``R`` (the affine's columns
+    over the voxel size): the new affine is ``R diag(spacing)`` with translation
+    ``R origin`` (the inverse of :func:`_origin`), so a z-upsampled or cropped result
+    lands where its origin says. Without a kept affine it is ``diag(spacing)`` and the
+    origin. A kept affine without an origin read from it (a volume built by hand) is
+    shifted on the slab grid instead: voxel ``k`` of the new grid sits at old index
+    ``(k + 0.5) * s_new / s_old - 0.5`` along each axis.
     """
     spacing_xyz = np.asarray(volume.spacing[::-1], dtype=float)
+    origin_xyz = np.asarray(volume.origin[::-1], dtype=float)
     affine = volume.metadata.get("nifti_affine")
     if affine is None:
         out = np.diag([*spacing_xyz, 1.0])
-        origin_xyz = np.asarray(volume.origin[::-1], dtype=float)
         out[:3, 3] = origin_xyz
         return out
     affine = np.asarray(affine, dtype=float)
     old_xyz = np.asarray(volume.metadata.get("nifti_spacing", volume.spacing)[::-1], dtype=float)
-    ratio = spacing_xyz / old_xyz
+    directions = affine[:3, :3] / old_xyz[None, :]
     out = affine.copy()
-    out[:3, :3] = affine[:3, :3] * ratio[None, :]
-    out[:3, 3] = affine[:3, :3] @ (0.5 * ratio - 0.5) + affine[:3, 3]
+    out[:3, :3] = directions * spacing_xyz[None, :]
+    if volume.metadata.get("nifti_origin_from_affine"):
+        out[:3, 3] = directions @ origin_xyz
+    else:
+        ratio = spacing_xyz / old_xyz
+        out[:3, 3] = affine[:3, :3] @ (0.5 * ratio - 0.5) + affine[:3, 3]
     return out
 
 
@@ -168,6 +203,21 @@ def _in_nifti_unit(volume: Volume) -> tuple[Volume, str]:
     return converted, _NIFTI_UNITS[target]
 
 
+def _codes(volume: Volume) -> tuple[int, int]:
+    """The (qform, sform) codes to write: a NIfTI input's own, else 1 (scanner) for both.
+
+    1 says the affine gives the instrument's own coordinates, which is what a volume's
+    spacing and origin are (stage or scanner positions), not an alignment to another
+    image (2) or a template (3, 4, 5); both transforms are written, as some tools read
+    only the qform and others prefer the sform. An input without either code (0, 0)
+    gets 1 too: with code 0 readers would drop the origin the result is placed at.
+    """
+    codes = volume.metadata.get("nifti_codes")
+    if not codes or not any(codes):
+        return 1, 1
+    return int(codes[0]), int(codes[1])
+
+
 def write_nifti(path: Path, volume: Volume) -> None:
     """Write ``ZYX`` or ``CZYX`` data as NIfTI with :func:`nifti_affine_for`'s affine."""
     nib = _nibabel()
@@ -182,7 +232,8 @@ def write_nifti(path: Path, volume: Volume) -> None:
     data = widen_for_storage(data)
     # NIfTI holds 64-bit integers, but nibabel wants that asked for explicitly.
     img = nib.Nifti1Image(np.ascontiguousarray(data), nifti_affine_for(volume), dtype=data.dtype)
-    img.header.set_xyzt_units(xyz=xyz_unit)
-    img.set_qform(img.affine, code=1)
-    img.set_sform(img.affine, code=1)
+    qform_code, sform_code = _codes(volume)
+    img.header.set_xyzt_units(xyz=xyz_unit, t=volume.metadata.get("nifti_time_unit", "unknown"))
+    img.set_qform(img.affine, code=qform_code)
+    img.set_sform(img.affine, code=sform_code)
     nib.save(img, str(path))

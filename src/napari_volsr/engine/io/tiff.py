@@ -9,12 +9,14 @@ from typing import Any
 
 import numpy as np
 
+from .files import final_path, format_suffix
 from .volume import (
     SPATIAL_AXES,
     Volume,
     VolsrWarning,
     VolumeIOError,
     common_unit,
+    length_factor,
     normalise_unit,
     one_line_message,
     widen_for_storage,
@@ -31,46 +33,110 @@ def _valid_size(value) -> bool:
         return False
 
 
-def _tiff_spacing(tif, series) -> tuple[dict[str, float], str | None]:
-    """Voxel size per axis letter and their one unit, from ImageJ or OME metadata.
-
-    Axes given in different length units (OME's ``PhysicalSizeZUnit``, ImageJ's
-    ``zunit``) are converted to the smallest of them (:func:`~.volume.common_unit`).
-    """
+def _ome_pixels(tif) -> dict | None:
+    """The first image's ``Pixels`` element of an OME-TIFF as a dict, or None."""
     import tifffile
 
+    if not (tif.is_ome and tif.ome_metadata):
+        return None
+    try:
+        ome = tifffile.xml2dict(tif.ome_metadata)["OME"]
+        image = ome["Image"][0] if isinstance(ome["Image"], list) else ome["Image"]
+        return image["Pixels"]
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+
+
+def _first_plane(pixels: dict) -> dict:
+    """The ``Plane`` element of the first z, channel and time point ({} without planes)."""
+    planes = pixels.get("Plane") or []
+    planes = [p for p in (planes if isinstance(planes, list) else [planes]) if isinstance(p, dict)]
+    firsts = [p for p in planes if p.get("TheC", 0) == 0 and p.get("TheT", 0) == 0]
+    return min(firsts, key=lambda p: p.get("TheZ", 0), default={})
+
+
+def _ome_geometry(pixels: dict) -> tuple[dict, dict, dict]:
+    """Voxel sizes, units and first-voxel positions per axis letter from OME ``Pixels``.
+
+    Positions are the first plane's ``PositionZ/Y/X``, converted to each size's unit (a
+    ``pixel`` position counts voxels, one in the unstated ``reference frame`` is taken in
+    the size's unit); one in a unit that does not convert is left out.
+    """
     sizes: dict[str, float] = {}
     units: dict[str, str | None] = {}
-    if tif.is_ome and tif.ome_metadata:
+    origin: dict[str, float] = {}
+    plane = _first_plane(pixels)
+    for ax in "XYZ":
+        value = pixels.get(f"PhysicalSize{ax}")
+        if _valid_size(value):
+            sizes[ax] = float(value)
+            # The OME schema's default unit, not a guess.
+            units[ax] = pixels.get(f"PhysicalSize{ax}Unit", "µm")
+        position = plane.get(f"Position{ax}")
         try:
-            ome = tifffile.xml2dict(tif.ome_metadata)["OME"]
-            image = ome["Image"][0] if isinstance(ome["Image"], list) else ome["Image"]
-            pixels = image["Pixels"]
-            for ax in "XYZ":
-                value = pixels.get(f"PhysicalSize{ax}")
-                if _valid_size(value):
-                    sizes[ax] = float(value)
-                    # The OME schema's default unit, not a guess.
-                    units[ax] = pixels.get(f"PhysicalSize{ax}Unit", "µm")
-        except (KeyError, TypeError, ValueError, IndexError):
-            sizes, units = {}, {}
+            position = float(position)
+        except (TypeError, ValueError):
+            continue
+        if not np.isfinite(position):
+            continue
+        where = normalise_unit(plane.get(f"Position{ax}Unit", "reference frame"))
+        if where is None:  # "pixel": a voxel index
+            origin[ax] = position * sizes.get(ax, 1.0)
+        elif where == "reference frame" or where == normalise_unit(units.get(ax)):
+            # The schema's default, a stage frame of no stated unit: taken as the image's.
+            origin[ax] = position
+        elif ax in sizes and length_factor(where, normalise_unit(units[ax]) or "") is not None:
+            origin[ax] = position * length_factor(where, normalise_unit(units[ax]))
+    return sizes, units, origin
+
+
+def _imagej_geometry(tif, series) -> tuple[dict, dict, dict]:
+    """Voxel sizes, units and first-voxel positions per axis letter from ImageJ metadata.
+
+    ImageJ keeps the origin in pixels, negated (``Calibration.getX(x) = (x - xOrigin) *
+    pixelWidth``): the first voxel sits at ``-xorigin * pixelWidth``.
+    """
+    sizes: dict[str, float] = {}
+    units: dict[str, str | None] = {}
+    origin: dict[str, float] = {}
+    page = series.pages[0] if series.pages else tif.pages[0]
+    for ax, tag in (("X", "XResolution"), ("Y", "YResolution")):
+        res = page.tags.get(tag)
+        if res is not None:
+            num, den = res.value
+            if num > 0 and den > 0 and (num, den) != (1, 1):
+                sizes[ax] = den / num
+    if tif.is_imagej and tif.imagej_metadata:
+        meta = tif.imagej_metadata
+        if _valid_size(meta.get("spacing")):
+            sizes["Z"] = float(meta["spacing"])
+        unit = meta.get("unit")
+        units = {"X": unit, "Y": meta.get("yunit", unit), "Z": meta.get("zunit", unit)}
+        for ax in "XYZ":
+            pixels = meta.get(f"{ax.lower()}origin")
+            if isinstance(pixels, (int, float)) and not isinstance(pixels, bool) \
+                    and math.isfinite(pixels):
+                origin[ax] = -float(pixels) * sizes.get(ax, 1.0)
+    return sizes, units, origin
+
+
+def _tiff_geometry(tif, series) -> tuple[dict[str, float], dict[str, float], str | None]:
+    """Voxel size and first-voxel position per axis letter, and their one unit.
+
+    From OME metadata where it gives sizes, else from the TIFF resolution tags and
+    ImageJ's description. Axes given in different length units (OME's
+    ``PhysicalSizeZUnit``, ImageJ's ``zunit``) are converted to the smallest of them
+    (:func:`~.volume.common_unit`).
+    """
+    pixels = _ome_pixels(tif)
+    sizes, units, origin = _ome_geometry(pixels) if pixels is not None else ({}, {}, {})
     if not sizes:
-        page = series.pages[0] if series.pages else tif.pages[0]
-        for ax, tag in (("X", "XResolution"), ("Y", "YResolution")):
-            res = page.tags.get(tag)
-            if res is not None:
-                num, den = res.value
-                if num > 0 and den > 0 and (num, den) != (1, 1):
-                    sizes[ax] = den / num
-        if tif.is_imagej and tif.imagej_metadata:
-            meta = tif.imagej_metadata
-            if _valid_size(meta.get("spacing")):
-                sizes["Z"] = float(meta["spacing"])
-            unit = meta.get("unit")
-            units = {"X": unit, "Y": meta.get("yunit", unit), "Z": meta.get("zunit", unit)}
+        sizes, units, origin = _imagej_geometry(tif, series)
     axes = list(sizes)
-    unit, values, _ = common_unit([units.get(ax) for ax in axes], [sizes[ax] for ax in axes])
-    return dict(zip(axes, values)), unit
+    unit, values, where = common_unit([units.get(ax) for ax in axes], [sizes[ax] for ax in axes],
+                                      [origin.get(ax, 0.0) for ax in axes])
+    # Axes without a size keep their origin in pixels, as their spacing is 1.
+    return dict(zip(axes, values)), {**origin, **dict(zip(axes, where))}, unit
 
 
 _IMAGEJ_COUNTS = ("images", "channels", "slices", "frames")
@@ -174,7 +240,7 @@ def read_tiff(path: Path, lazy: bool) -> Volume:
             _warn_other_series(tif, path)
             axes = series.axes
             _check_complete(tif, series, path)
-            sizes, unit = _tiff_spacing(tif, series)
+            sizes, origins, unit = _tiff_geometry(tif, series)
             if lazy:
                 import dask.array as da
                 import zarr
@@ -214,7 +280,8 @@ def read_tiff(path: Path, lazy: bool) -> Volume:
     target = "".join(a for a in "CZYX" if a in axes)
     data = data.transpose([axes.index(a) for a in target])
     spacing = tuple(sizes.get(a, 1.0) for a in target if a in SPATIAL_AXES)
-    return Volume(data, spacing, target, unit, metadata={"source_format": "tiff"})
+    origin = tuple(origins.get(a, 0.0) for a in target if a in SPATIAL_AXES)
+    return Volume(data, spacing, target, unit, origin, metadata={"source_format": "tiff"})
 
 
 def _imagej_unit(unit: str | None) -> str:
@@ -230,8 +297,63 @@ def _imagej_unit(unit: str | None) -> str:
     return "".join(c if ord(c) < 128 else f"\\u{ord(c):04X}" for c in unit)
 
 
+def _imagej_origin(sizes: dict, origins: dict) -> dict[str, float]:
+    """``xorigin``/``yorigin``/``zorigin`` as ImageJ keeps them: in pixels, negated.
+
+    ImageJ (``FileSaver``) writes only the non-zero ones; so does this.
+    """
+    return {f"{ax.lower()}origin": -origins[ax] / sizes.get(ax, 1.0)
+            for ax in "XYZ" if origins.get(ax)}
+
+
+def _write_imagej(path: Path, data: np.ndarray, volume: Volume, sizes: dict, origins: dict,
+                  unit: str | None) -> None:
+    """Write an ImageJ hyperstack with its voxel size, unit and origin."""
+    import tifffile
+
+    # ImageJ hyperstacks are TZCYXS: put the channel axis after Z.
+    order = "".join(a for a in "ZCYX" if a in volume.axes)
+    data = data.transpose([volume.axes.index(a) for a in order])
+    resolution = tuple(1 / sizes.get(ax, 1.0) for ax in "XY")
+    if not all(2.0**-32 < r < 2.0**32 for r in resolution):  # 32-bit fractions
+        raise VolumeIOError(
+            f"TIFF stores the x, y voxel size as a fraction of 32-bit integers, which "
+            f"cannot hold {sizes.get('X', 1.0):g} x {sizes.get('Y', 1.0):g}; write .zarr "
+            "or .nii.gz, or check the input's voxel size"
+        )
+    metadata: dict[str, Any] = {"axes": order, "unit": _imagej_unit(unit)}
+    if "Z" in sizes:
+        metadata["spacing"] = sizes["Z"]
+    metadata.update(_imagej_origin(sizes, origins))
+    tifffile.imwrite(path, data, imagej=True, resolution=resolution, metadata=metadata)
+
+
+def _ome_planes(volume: Volume, sizes: dict, origins: dict, unit: str | None) -> dict:
+    """OME ``Plane`` attributes, one entry per stored plane: each plane's position.
+
+    Planes are stored in the array's order (channels outer, z inner for ``CZYX``); a
+    plane's ``PositionZ`` is its own z, Y and X those of its first voxel's centre.
+    """
+    leading = [(a, n) for a, n in zip(volume.axes, volume.data.shape) if a not in "YX"]
+    spatial = [ax for ax in "ZYX" if ax in sizes]
+    planes: dict[str, list] = {f"Position{ax}": [] for ax in spatial}
+    for index in np.ndindex(*[n for _, n in leading]):
+        z = dict(zip([a for a, _ in leading], index)).get("Z", 0)
+        for ax in spatial:
+            step = z * sizes[ax] if ax == "Z" else 0.0
+            planes[f"Position{ax}"].append(origins.get(ax, 0.0) + step)
+    count = math.prod(n for _, n in leading)
+    planes.update({f"Position{ax}Unit": [unit or "pixel"] * count for ax in spatial})
+    return planes
+
+
 def write_tiff(path: Path, volume: Volume, ome: bool) -> None:
-    """Write an ImageJ hyperstack where ImageJ takes the type (and not ``ome``), else OME-TIFF."""
+    """Write an ImageJ hyperstack where ImageJ takes the type (and not ``ome``), else OME-TIFF.
+
+    Both keep the first voxel's position: ImageJ's ``xorigin``/``yorigin``/``zorigin``,
+    OME's ``Plane`` positions. An OME image is named after the file written (its
+    final name, when ``path`` is :func:`~.files.atomic_path`'s temporary).
+    """
     import tifffile
 
     data = widen_for_storage(np.asarray(volume.data))
@@ -242,33 +364,17 @@ def write_tiff(path: Path, volume: Volume, ome: bool) -> None:
         )
     spatial = [a for a in volume.axes if a in SPATIAL_AXES]
     sizes = dict(zip(spatial, volume.spacing))
+    origins = dict(zip(spatial, volume.origin))
     unit = normalise_unit(volume.unit)
-    imagej_ok = data.dtype in (np.uint8, np.uint16, np.float32) and not ome
-    if imagej_ok:
-        # ImageJ hyperstacks are TZCYXS: put the channel axis after Z.
-        order = "".join(a for a in "ZCYX" if a in volume.axes)
-        data = data.transpose([volume.axes.index(a) for a in order])
-        resolution = tuple(1 / sizes.get(ax, 1.0) for ax in "XY")
-        if not all(2.0**-32 < r < 2.0**32 for r in resolution):  # 32-bit fractions
-            raise VolumeIOError(
-                f"TIFF stores the x, y voxel size as a fraction of 32-bit integers, which "
-                f"cannot hold {sizes.get('X', 1.0):g} x {sizes.get('Y', 1.0):g}; write .zarr "
-                "or .nii.gz, or check the input's voxel size"
-            )
-        metadata = {"axes": order, "unit": _imagej_unit(unit)}
-        if "Z" in sizes:
-            metadata["spacing"] = sizes["Z"]
-        tifffile.imwrite(
-            path,
-            data,
-            imagej=True,
-            resolution=resolution,
-            metadata=metadata,
-        )
-    else:
-        metadata: dict[str, Any] = {"axes": volume.axes}
-        for ax, size in sizes.items():
-            metadata[f"PhysicalSize{ax}"] = size
-            # Without a unit OME readers take µm: say "pixel" for a volume that has none.
-            metadata[f"PhysicalSize{ax}Unit"] = unit or "pixel"
-        tifffile.imwrite(path, data, ome=True, metadata=metadata, photometric="minisblack")
+    if data.dtype in (np.uint8, np.uint16, np.float32) and not ome:
+        _write_imagej(path, data, volume, sizes, origins, unit)
+        return
+    final = final_path(path)
+    name = final.name[: -len(format_suffix(final))] or final.name
+    metadata: dict[str, Any] = {"axes": volume.axes, "Name": name}
+    for ax, size in sizes.items():
+        metadata[f"PhysicalSize{ax}"] = size
+        # Without a unit OME readers take µm: say "pixel" for a volume that has none.
+        metadata[f"PhysicalSize{ax}Unit"] = unit or "pixel"
+    metadata["Plane"] = _ome_planes(volume, sizes, origins, unit)
+    tifffile.imwrite(path, data, ome=True, metadata=metadata, photometric="minisblack")
