@@ -217,9 +217,9 @@ class AdvancedSection(Container):
 
 
 class NameSection(Section):
-    """The model's library name, overwrite, and the live preview switch."""
+    """The model's library name, overwrite, the live preview and TensorBoard switches."""
 
-    FIELDS = ("model_name", "overwrite", "live_preview")
+    FIELDS = ("model_name", "overwrite", "live_preview", "tensorboard")
 
     def __init__(self):
         self.model_name = LineEdit(label="model name", value="",
@@ -230,7 +230,8 @@ class NameSection(Section):
             label="live preview layer", value=True,
             tooltip="at each validation, restore a small central crop with the current "
             "weights into its own layer (own colormap, outlined); untick to remove it")
-        super().__init__([self.model_name, self.overwrite, self.live_preview])
+        self.tensorboard = tensorboard_box()
+        super().__init__([self.model_name, self.overwrite, self.live_preview, self.tensorboard])
 
     def name_hint(self) -> str:
         """What the typed name means: free, an existing model (resume it?) or taken."""
@@ -246,6 +247,20 @@ class NameSection(Section):
         steps = config.training.get("steps", "?")
         return (f"'{name}' exists ({config.family} {dims_text(config)}, x{config.z_factor}, "
                 f"{steps} steps): Resume continues it, or tick overwrite, or choose another name")
+
+
+def tensorboard_box() -> CheckBox:
+    """The TensorBoard switch: off and disabled, saying why, without the package."""
+    from ..engine.tb_log import INSTALL_HINT, TB_FOLDER, tensorboard_available
+
+    where = (f"also write a TensorBoard log (losses, validation, preview images) into the "
+             f"model folder's {TB_FOLDER}/ subfolder, beside history.csv; needs "
+             f"`{INSTALL_HINT}`")
+    if tensorboard_available():
+        return CheckBox(label="TensorBoard log", value=False, tooltip=where)
+    return CheckBox(label="TensorBoard log", value=False, enabled=False,
+                    tooltip=f"tensorboard is not installed: {INSTALL_HINT}, then reopen "
+                    f"this panel ({where})")
 
 
 class RunSection(Section):

@@ -293,7 +293,7 @@ class TrainWidget(Container):
             learning_rate=self.advanced.learning_rate_value(),
             val_fraction=self.val_fraction.value,
             foreground=self.foreground.value,
-            validate_every=self.validate_every.value,
+            validate_every=self.validate_every.value, tensorboard=self.tensorboard.value,
         )
         if self.source.value in SIMULATING_SOURCES:
             overrides["degradation"] = self.degradation.config()

@@ -98,12 +98,15 @@ def _scores(validation: dict | None) -> str:
 @click.option("--overwrite", is_flag=True, help="Replace an existing model of this name.")
 @click.option("--output-dir", type=click.Path(path_type=Path), default=None,
               help="Save the model as OUTPUT_DIR/NAME instead of in the library.")
+@click.option("--tensorboard", is_flag=True,
+              help="Also write a TensorBoard log (losses, validation, preview images) into "
+              "the model folder's tensorboard/; needs `pip install tensorboard`.")
 @click.option("--dry-run", is_flag=True,
               help="Check the inputs and print the resolved config as JSON; do not train.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def train(config_path, source, raws, targets, volumes, family, preset, z_factor, spatial_dims,
           context_planes, mask_axis, name, steps, minutes, epochs, patch, batch_size, learning_rate, device,
-          resume, overwrite, output_dir, dry_run, quiet):
+          resume, overwrite, output_dir, tensorboard, dry_run, quiet):
     """Train a model on volume files and save it in the model library.
 
     \b
@@ -133,11 +136,12 @@ def train(config_path, source, raws, targets, volumes, family, preset, z_factor,
             overwrite=overwrite, output_dir=output_dir,
             file_values=file_values, steps=steps, minutes=minutes, epochs=epochs,
             patch_shape=_patch_shape(patch), batch_size=batch_size,
-            learning_rate=learning_rate, device=device)
+            learning_rate=learning_rate, device=device,
+            tensorboard=tensorboard or None)  # unset: the config file's
     except (ValueError, VolumeIOError) as exc:
         raise _Failure(str(exc)) from None
-    if request.note:
-        click.echo(f"volsr: {request.note}", err=True)
+    for line in request.note.splitlines():
+        click.echo(f"volsr: {line}", err=True)
     if dry_run:
         click.echo(f"would train '{request.config.model.name}' into {request.folder} "
                    f"({request.config.source} data)", err=True)
@@ -210,4 +214,8 @@ def _run_training(request, quiet: bool) -> None:
     click.echo(f"model '{folder.name}' saved to {folder}")
     click.echo(f"  {what}")
     click.echo(f"  {validation}")
+    if request.config.tensorboard:
+        from ..engine.tb_log import log_folder
+
+        click.echo(f"  TensorBoard log: {log_folder(folder)}")
 

@@ -416,6 +416,9 @@ class TrainingConfig(StrictModel):
         "auto", description="auto: bf16/fp16 autocast on CUDA, fp32 on CPUs."
     )
     prefetch: int = Field(2, ge=0, le=16, description="Batches prepared ahead in a thread.")
+    tensorboard: bool = Field(
+        False, description="Also write a TensorBoard event log (history scalars, validation and "
+        "preview images) into the model folder's tensorboard/ (needs the tensorboard package).")
 
     @model_validator(mode="before")
     @classmethod

@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,6 +214,7 @@ def save_model(
     ema_net=None,
     history: list[dict] | None = None,
     overwrite: bool = False,
+    keep: tuple[str, ...] = (),
 ) -> Path:
     """Write a model folder atomically: a temporary sibling renamed into place.
 
@@ -230,6 +232,9 @@ def save_model(
         Training records (dicts) written to ``history.csv``.
     overwrite
         Replace an existing folder; otherwise an existing folder is an error.
+    keep
+        Subfolders of the existing folder copied into the new one (the training's
+        TensorBoard log, written there while it trained).
     """
     from .. import __version__
 
@@ -241,6 +246,9 @@ def save_model(
         folder.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder) as tmp:
             _write_model_files(tmp, config, net, ema_net, history)
+            for name in keep:
+                if (folder / name).is_dir():
+                    shutil.copytree(folder / name, tmp / name)
     except OSError as exc:
         in_library = folder.parent == library_dir()
         denied = exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)

@@ -29,6 +29,7 @@ from .evaluate import baseline_validation, validation_scores  # noqa: F401
 from .models import LoadedModel, ModelError, library_dir, load_model, save_model
 from .predict import drain, resolve_device, resolve_precision, restore
 from .registry import build_method
+from .tb_log import TB_FOLDER, TrainingLog, about_text
 
 @dataclass(frozen=True)
 class TrainProgress:
@@ -147,15 +148,16 @@ class _Prefetcher:
 
 
 def _validate(method: TrainingMethod, config: TrainingConfig, data: TrainingData,
-              device) -> dict[str, float]:
+              device) -> tuple[dict[str, float], np.ndarray | None]:
+    """Scores on the validation set, and the prediction for its first patch (to show)."""
     if not data.validation:  # a volume too small to hold validation patches apart
-        return {}
+        return {}, None
     predictions = []
     for i in range(0, len(data.validation), config.batch_size):
         pairs = data.validation[i : i + config.batch_size]
         x = torch.from_numpy(np.stack([p[0] for p in pairs])).to(device)
         predictions.extend(method.validation_predict(x, config.seed + i).float().cpu().numpy())
-    return validation_scores(predictions, data.validation)
+    return validation_scores(predictions, data.validation), predictions[0]
 
 
 def _preview(method: TrainingMethod, config: TrainingConfig, preview_input,
@@ -191,7 +193,9 @@ class _Run:
     last_validation: dict[str, float] | None = None
     baseline: dict[str, float] | None = None
     stopped: bool = False
+    resumed: bool = False
     voxel_unit: str | None = None
+    log: TrainingLog | None = None  # the TensorBoard log, when asked for (rank 0)
     # Set by _start_clock, once the warnings are out.
     prefetch: _Prefetcher = field(init=False)
     start: float = field(init=False)
@@ -242,6 +246,7 @@ def _setup(config: TrainingConfig, data: TrainingData, output_dir, resume: bool,
     base_lrs = [group["lr"] for opt in method.optimizers for group in opt.param_groups]
     run = _Run(config, data, method, device, replica, autocast_dtype, folder,
                _total_steps(config, data), base_lrs)
+    run.resumed = resume
     if resume:
         run.step, run.elapsed_before, run.history = load_checkpoint(run.checkpoints, method,
                                                                      config)
@@ -305,9 +310,10 @@ def _validate_and_checkpoint(run: _Run, losses: dict[str, float], preview_input
                              ) -> TrainProgress:
     """Validate, preview and checkpoint when due; record the step in the history."""
     config, step = run.config, run.step
-    validation, preview = None, None
+    validation, preview, example = None, None, None
     if run.main and (step % config.validate_every == 0 or step == run.total):
-        validation = run.last_validation = _validate(run.method, config, run.data, run.device)
+        validation, example = _validate(run.method, config, run.data, run.device)
+        run.last_validation = validation
         if preview_input is not None:
             preview = _preview(run.method, config, preview_input, run.device)
     row = {"step": step, "lr": run.lr(), "time": round(run.elapsed(), 3),
@@ -315,6 +321,7 @@ def _validate_and_checkpoint(run: _Run, losses: dict[str, float], preview_input
     if validation:
         row.update({f"val_{k}": v for k, v in validation.items()})
     run.history.append(row)
+    _log(run, row, example, preview_input, preview)
     message = ""
     if run.main and step % config.checkpoint_every == 0:
         save_checkpoint(run.checkpoints, run.method, step, run.elapsed(), run.history, config)
@@ -322,6 +329,17 @@ def _validate_and_checkpoint(run: _Run, losses: dict[str, float], preview_input
     return TrainProgress(step, run.total, losses, run.lr(), validation, preview, run.elapsed(),
                          run.data_wait(), message, run.method.main_loss,
                          run.baseline if validation else None, run.data.validation_label)
+
+
+def _log(run: _Run, row: dict, prediction=None, preview_input=None, preview=None) -> None:
+    """Write a history row (and, at validations, its images) to the TensorBoard log."""
+    if run.log is None:
+        return
+    run.log.scalars(row)
+    if prediction is not None or preview is not None:
+        first = run.data.validation[0] if run.data.validation else None
+        run.log.images(row["step"], first, prediction, run.config.model.z_factor,
+                       preview_input, preview)
 
 
 def _save_everything(run: _Run, voxel_spacing) -> LoadedModel | None:
@@ -395,6 +413,9 @@ def _train_run(config, data, folder, resume, overwrite, should_stop, preview_inp
                             validation_label=data.validation_label)
     _start_clock(run)
     try:
+        if config.tensorboard and run.main:
+            run.log = TrainingLog(folder, start_step=run.step, history=run.history,
+                                  about=about_text(config, data.validation_label))
         while not _should_end(run, should_stop):
             losses = _train_step(run)
             yield _validate_and_checkpoint(run, losses, preview_input)
@@ -404,14 +425,20 @@ def _train_run(config, data, folder, resume, overwrite, should_stop, preview_inp
         run.stopped = True
         _save_everything(run, voxel_spacing)
         raise
+    except BaseException:
+        if run.log is not None:  # a new run failing before any save leaves no folder
+            run.log.close(run.checkpoints)
+        raise
     finally:
         run.prefetch.close()
     if not run.main:
         ddp.finish()
         return None
     if run.history and "val_psnr" not in run.history[-1]:
-        run.last_validation = _validate(run.method, config, data, run.device)
-        run.history[-1].update({f"val_{k}": v for k, v in run.last_validation.items()})
+        run.last_validation, example = _validate(run.method, config, data, run.device)
+        scores = {f"val_{k}": v for k, v in run.last_validation.items()}
+        run.history[-1].update(scores)
+        _log(run, {"step": run.step, **scores}, example)
     model = _save_everything(run, voxel_spacing)
     ddp.finish()
     ending = "stopped" if run.stopped else "finished"
@@ -426,6 +453,11 @@ def _train_run(config, data, folder, resume, overwrite, should_stop, preview_inp
 def _save_final(run: _Run, voxel_spacing) -> LoadedModel:
     config, validation = run.config, run.last_validation
     label = run.data.validation_label
+    if run.log is not None:
+        run.log.close()  # flushed before the folder is replaced; save_model carries it over
+    # The log goes with the model unless a new run replaces a model without logging.
+    keep = (TB_FOLDER,) if (config.tensorboard or run.resumed) else ()
+    logged = bool(keep) and (run.folder / TB_FOLDER).is_dir()
     val_text = f", val PSNR {validation['psnr']:.2f} dB {label}" if validation else ""
     training = {
         "summary": f"{config.source} data, {run.step} steps{val_text}",
@@ -441,13 +473,14 @@ def _save_final(run: _Run, voxel_spacing) -> LoadedModel:
         "replicas": run.replica.world_size if run.replica is not None else 1,
         "final_validation": validation,
         "baseline_validation": run.baseline,
+        "tensorboard_log": TB_FOLDER if logged else None,
         "settings": config.model_dump(mode="json", exclude={"model"}),
     }
     # Saved in this version's format (a resumed run may carry an older checkpoint's).
     model_cfg = config.model.model_copy(update={"training": training,
                                                 "version": CONFIG_VERSION})
     save_model(run.folder, model_cfg, run.method.network, ema_net=run.method.ema_network,
-               history=run.history, overwrite=True)
+               history=run.history, overwrite=True, keep=keep)
     return load_model(run.folder)
 
 

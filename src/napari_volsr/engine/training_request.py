@@ -191,11 +191,25 @@ def resolve_training(*, source: str | None = None, raw=None, target=None, volume
                                    **options)
     _check_inputs(config, inputs)
     config, note = _fit_patch(config, inputs, file_values, overrides)
+    note = _with_log_note(config, folder, note)
     if (resume and config.steps is not None and config.minutes is None
             and config.epochs is None and config.steps <= start_step):
         raise TrainingRequestError(f"'{name}' has trained {start_step} steps already: set a "
                                    f"step budget above {start_step} to continue")
     return TrainingRequest(config, inputs, folder, start_step, history, resume, overwrite, note)
+
+
+def _with_log_note(config, folder: Path, note: str) -> str:
+    """``note`` plus where the TensorBoard log goes, if asked for; refused without the package.
+
+    Checked here, so every door refuses before training starts rather than failing mid-run.
+    """
+    if not config.tensorboard:
+        return note
+    from .tb_log import log_note, require_tensorboard
+
+    require_tensorboard()
+    return "\n".join(filter(None, [note, log_note(folder)]))
 
 
 def _thinnest(inputs: dict, source: str) -> int | None:
