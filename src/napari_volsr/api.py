@@ -36,7 +36,9 @@ def restore(image, model: str | list[str] = "cubic", z_factor: int | None = None
     viewer
         For a layer: the viewer to add the result to (default: the current one).
     restorer_options
-        For trained models: diffusion ``steps``/``samples``, ``seed``, ``compile``.
+        For trained models: ``flips`` (test-time flips; default: the model's own, on
+        for Noise2Void models), ``diffusion_steps``/``diffusion_samples``, ``seed``,
+        ``compile``.
     **kwargs
         Passed to :func:`napari_volsr.engine.predict.iter_restore` (``block_shape``,
         ``percentiles``, ``output_dtype``, ``device``, ``precision``, ``spacing`` ...).
@@ -172,9 +174,10 @@ def train(raw=None, target=None, volume=None, *, source: str | None = None,
     **config_overrides
         Fields of :class:`~napari_volsr.engine.config.TrainingConfig` (``patch_shape``,
         ``batch_size``, ``learning_rate``, ``degradation``, ``validate_every``,
-        ``blind_spot`` (noise2void's masking, e.g. ``{"mask_axis": "x"}``) ...). Unset
-        fields take the engine's defaults, the same in every door: the patch fitted to the
-        volumes, the source's degradation (``engine.degrade.default_degradation``).
+        ``blind_spot`` (noise2void's masking, e.g. ``{"mask_axis": "x"}``), ``tensorboard``
+        (True: a TensorBoard log in the model folder; ``pip install tensorboard``) ...).
+        Unset fields take the engine's defaults, the same in every door: the patch fitted to
+        the volumes, the source's degradation (``engine.degrade.default_degradation``).
 
     Returns
     -------
@@ -191,8 +194,7 @@ def train(raw=None, target=None, volume=None, *, source: str | None = None,
         volume=_volume_inputs(volume, "volume"), family=family, preset=preset,
         z_factor=z_factor, spatial_dims=spatial_dims, network=network, name=name,
         resume=resume, overwrite=overwrite, output_dir=output_dir, file_values=file_values,
-        steps=steps, minutes=minutes, **config_overrides,
-    )
+        steps=steps, minutes=minutes, **config_overrides)
     model = drain(request.iter_train())
     used_layers = any(hasattr(v, "scale") for v in (raw, target, volume) if v is not None)
     if viewer is None and used_layers:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FloatSpinBox,
@@ -19,6 +20,7 @@ from ..engine.data import DEFAULT_PERCENTILES
 from ..engine.devices import DEVICES, PRECISIONS
 from ..engine.geometry import default_z_factor
 from ..engine.predict import DEFAULT_OUTPUT_DTYPE, OUTPUT_DTYPES
+from ..engine.tta import default_flips, describe_flips
 from ._restore_logic import BASELINE_DESCRIPTIONS, model_card
 from ._widgets import collapsible, compact, fit_lines
 
@@ -142,6 +144,44 @@ class DiffusionSection(Container):
             return {}
         return {"diffusion_steps": int(self.diffusion_steps.value),
                 "diffusion_samples": int(self.diffusion_samples.value)}
+
+
+class FlipsSection(Container):
+    """Test-time flips for trained networks (not diffusion): the model's default until touched."""
+
+    WIDGETS = ("flips",)
+
+    def __init__(self):
+        super().__init__(labels=True)
+        self.flips = CheckBox(text="test-time flips", label="", value=False)
+        self.append(self.flips)
+        self.active = False
+        self.touched = False
+        self.visible = False
+        self.flips.changed.connect(self._on_touched)
+        _section(self)
+
+    def _on_touched(self, _value):
+        self.touched = True
+
+    def follow_model(self, config) -> None:
+        """Show the box for a trained network, ticked as the model restores by default."""
+        self.active = config is not None and config.family != "diffusion"
+        self.visible = self.flips.visible = self.active
+        if not self.active:
+            return
+        cost = describe_flips(config.spatial_dims)
+        self.flips.tooltip = (f"average the restore over every flip of the network's axes "
+                              f"({cost}); on by default for Noise2Void models, where it "
+                              "gains most")
+        if not self.touched:
+            self.flips.changed.block()
+            self.flips.value = default_flips(config)
+            self.flips.changed.unblock()
+
+    def options(self) -> dict:
+        """Restorer options: ``flips`` once the user chose, else each model's own default."""
+        return {"flips": bool(self.flips.value)} if self.active and self.touched else {}
 
 
 class TilesSection(Container):

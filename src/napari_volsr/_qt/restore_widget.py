@@ -34,6 +34,7 @@ from ._workers import NO_THREADS, reporting_errors, tap
 from .restore_chain import ChainSection, plan_summary
 from .restore_sections import (
     DiffusionSection,
+    FlipsSection,
     LayerModelSection,
     ModelCardSection,
     RunSection,
@@ -68,18 +69,21 @@ class RestoreWidget(Container):
         self.chain = ChainSection(self._model_choices)  # "then apply", above the z-factor
         self.inputs.native.layout().insertWidget(4, self.chain.native)
         self.sampler = DiffusionSection()
+        self.augment = FlipsSection()
         self.tiles = TilesSection()
         self.actions = RunSection()
         # The form scrolls; the buttons, the progress bar and the status stay in view.
-        self.form = Container(labels=False, widgets=[self.inputs, self.sampler, self.tiles])
+        self.form = Container(labels=False, widgets=[self.inputs, self.sampler, self.augment,
+                                                     self.tiles])
         self.form.margins = (0, 0, 0, 0)
         self.extend([self.form, self.actions])
         self.scroll = scroll_form(self.native.layout(), self.form.native)
-        sections = (self.inputs, self.card, self.chain, self.sampler, self.tiles, self.actions)
+        sections = (self.inputs, self.card, self.chain, self.sampler, self.tiles, self.actions,
+                    self.augment)
         for section in sections:  # the form's widgets, by the names tests and users know
             for name in section.WIDGETS:
                 setattr(self, name, getattr(section, name))
-        self._labelled = (*sections[:5], self.advanced, self.actions.footer)
+        self._labelled = (*sections[:5], self.augment, self.advanced, self.actions.footer)
 
         self.image.changed.connect(self._on_image_changed)
         for widget in (self.model, self.then_model):
@@ -189,6 +193,7 @@ class RestoreWidget(Container):
         config = self._model_config()
         self.inputs.follow_model(config)
         self.sampler.follow_model(config)
+        self.augment.follow_model(config)
         self.tiles.set_percentiles(config.percentiles if config is not None
                                    else DEFAULT_PERCENTILES)
         self.card.show(config, self.model.value)
@@ -263,7 +268,7 @@ class RestoreWidget(Container):
         if not low < high:
             raise _FormError(f"The low percentile ({low:g}) must be below the high one "
                              f"({high:g}): change them under Advanced.")
-        options = self.sampler.options()
+        options = {**self.sampler.options(), **self.augment.options()}
         # Unknown or unusable models (and chains) are refused here; trained models fix
         # the z-factor (a chain's is the whole job's).
         models, geometries = self.chain.plan(self.model.value, int(self.z_factor.value),

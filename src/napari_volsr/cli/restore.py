@@ -139,6 +139,10 @@ def _restore_file(input_path: Path, output_path: Path, model, factor: int | None
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
               default="auto", show_default=True,
               help="Arithmetic of the network: auto is bf16/fp16 on GPUs, fp32 on CPUs.")
+@click.option("--tta/--no-tta", "flips", default=None,
+              help="Test-time augmentation: average the restore over every flip of the "
+                   "network's axes (4 passes for 2D models, 8 for 3D: that many times the "
+                   "restore time). Default: the model's own (on for Noise2Void models).")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Restore on a local dask.distributed cluster of N worker processes "
@@ -148,7 +152,7 @@ def _restore_file(input_path: Path, output_path: Path, model, factor: int | None
               "the output zarr must be on storage every worker can write.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def restore(input_path, output_path, model, z_factor, block_shape, overlap, percentiles,
-            output_dtype, out_format, reference, device, precision, overwrite, workers,
+            output_dtype, out_format, reference, device, precision, flips, overwrite, workers,
             scheduler, quiet):
     """Restore (and z-upsample) a volume file, or every volume in a folder.
 
@@ -169,13 +173,13 @@ def restore(input_path, output_path, model, z_factor, block_shape, overlap, perc
     """
     with _sigterm_as_interrupt():
         _restore(input_path, output_path, model, z_factor, block_shape, overlap, percentiles,
-                 output_dtype, out_format, reference, device, precision, overwrite, workers,
-                 scheduler, quiet)
+                 output_dtype, out_format, reference, device, precision, flips, overwrite,
+                 workers, scheduler, quiet)
 
 
 def _restore(input_path, output_path, model, z_factor, block_shape, overlap, percentiles,
-             output_dtype, out_format, reference, device, precision, overwrite, workers,
-             scheduler, quiet):
+             output_dtype, out_format, reference, device, precision, flips, overwrite,
+             workers, scheduler, quiet):
     model = model[0] if len(model) == 1 else list(model)  # several: a chain, in order
     percentiles = _percentiles(percentiles)
     blocks = "auto" if block_shape == "auto" else _int_tuple(block_shape, 3, "--block-shape")
@@ -204,9 +208,12 @@ def _restore(input_path, output_path, model, z_factor, block_shape, overlap, per
         workers = _check_distributed(workers, scheduler, [out for _, out in jobs], reference,
                                      model)
     _check_model(model, factor, device, fitted=reference is not None)
+    restorer_options = {} if flips is None else {"flips": flips}
     options = dict(block_shape=blocks, overlap=overlaps, percentiles=percentiles,
-                   output_dtype=output_dtype, device=device, precision=precision)
-    with _dask_cluster(workers, scheduler, model, factor, device, precision) as cluster:
+                   output_dtype=output_dtype, device=device, precision=precision,
+                   restorer_options=restorer_options)
+    with _dask_cluster(workers, scheduler, model, factor, device, precision,
+                       restorer_options) as cluster:
         if batch:
             _restore_batch(jobs, input_path, output_path, (model, factor), options, reference,
                            overwrite, quiet, cluster)
@@ -276,7 +283,7 @@ def _check_distributed(workers, scheduler, outputs: list[Path], reference,
 
 
 @contextlib.contextmanager
-def _dask_cluster(workers, scheduler, model, factor, device, precision):
+def _dask_cluster(workers, scheduler, model, factor, device, precision, restorer_options):
     """Yield (client, RestorerSpec) for distributed restoration, or None."""
     if workers is None and scheduler is None:
         yield None
@@ -285,7 +292,7 @@ def _dask_cluster(workers, scheduler, model, factor, device, precision):
 
     threads = torch_threads_per_worker(workers) if workers else None
     try:
-        spec = model_spec(model, factor, device, precision, threads)
+        spec = model_spec(model, factor, device, precision, threads, restorer_options)
     except Exception as exc:
         raise _Failure(str(exc)) from None
     if workers is not None:

@@ -27,6 +27,7 @@ from .io import (
     ome_zarr_array,
     read_volume,
 )
+from .io.zarr import fill_pyramid
 from .devices import memory_budget, resolve_device, resolve_precision
 from .geometry import output_geometry
 from .predict import (
@@ -265,6 +266,7 @@ def _write_on_workers(client, path: Path, out, message: str):
             for done, future in enumerate(as_completed(futures), start=1):
                 future.result()  # raise a worker's error here
                 yield RestoreProgress("blocks", done, len(futures), message)
+            fill_pyramid(tmp)  # the levels below 0, streamed from what the workers wrote
     except OSError as exc:
         raise VolumeIOError(f"{path}: could not write ({exc.strerror or exc})") from exc
     finally:
@@ -360,11 +362,16 @@ def torch_threads_per_worker(n_workers: int) -> int:
 
 
 def model_spec(model: str, z_factor: int | None, device: str = "auto", precision: str = "auto",
-               torch_threads: int | None = None) -> RestorerSpec:
-    """A spec that names the model by its absolute folder, so workers need no library."""
+               torch_threads: int | None = None, options: dict | None = None) -> RestorerSpec:
+    """A spec that names the model by its absolute folder, so workers need no library.
+
+    ``options`` are :class:`~napari_volsr.engine.restorers.NetworkRestorer` options
+    (``flips``...), ignored by baselines.
+    """
     from .models import resolve_model_path
     from .restorers import BASELINES
 
     if model not in BASELINES:
         model = str(Path(resolve_model_path(model)).resolve())
-    return RestorerSpec(model, z_factor, device, precision, torch_threads)
+    pairs = tuple(sorted((options or {}).items())) if model not in BASELINES else ()
+    return RestorerSpec(model, z_factor, device, precision, torch_threads, pairs)

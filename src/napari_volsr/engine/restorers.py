@@ -27,6 +27,7 @@ from .nets.plane_stack import context_stacks
 from .predict import RestoreProgress, Restorer
 from .registry import DISPLAY_NAMES, build_network, family
 from .tiling import RestorerGeometry, geometry_of
+from .tta import average_over_flips, describe_flips, resolve_flips
 
 BASELINES = INTERPOLATION_MODES
 
@@ -81,8 +82,9 @@ class NetworkRestorer:
     plane_pixels
         Output pixels per network call for 2D networks (bounds activation memory).
     flips
-        Test-time augmentation: average the outputs over all flips of the spatial axes
-        (4 passes in 2D, 8 in 3D; not for diffusion, which averages samples already).
+        Test-time augmentation: average the outputs over all flips of the network's axes
+        (4 passes in 2D, 8 in 3D; never for diffusion, which averages samples already).
+        None: the model's default (:func:`~napari_volsr.engine.tta.default_flips`).
     channels_last
         Run a private copy of the weights in the channels-last memory layout. None
         (default): for 3D networks on the CPU, where oneDNN convolves 16-channel layers
@@ -99,7 +101,7 @@ class NetworkRestorer:
 
     def __init__(self, model: LoadedModel, diffusion_steps=None, diffusion_samples=None,
                  seed: int = 0, rcan_halo: int = 16, plane_pixels: int = 1_000_000,
-                 flips: bool = False, channels_last: bool | None = None,
+                 flips: bool | None = None, channels_last: bool | None = None,
                  compile: bool = False):
         config = model.config
         if config.in_channels != 1 or config.out_channels != 1:
@@ -118,7 +120,7 @@ class NetworkRestorer:
         self.spatial_dims = config.spatial_dims
         self.context = config.context_planes
         self.plane_pixels = plane_pixels
-        self.flips = bool(flips)
+        self.flips = resolve_flips(config, flips)
         self.seed = seed
         self._calls = 0
         net = model.net
@@ -165,7 +167,8 @@ class NetworkRestorer:
             # fit in one block and no halo is read twice.
             self.bytes_per_voxel = 4.0 * 4
         self.device = torch.device("cpu")
-        self.description = f"{config.name} ({self.name}, {config.task}, x{self.z_factor})"
+        self.description = (f"{config.name} ({self.name}, {config.task}, x{self.z_factor})"
+                            + (f"; {describe_flips(self.spatial_dims)}" if self.flips else ""))
         self.metadata = {
             "model": config.name,
             "model_folder": str(model.folder) if model.folder else None,
@@ -213,16 +216,7 @@ class NetworkRestorer:
     def _apply(self, x):
         """Run on network-shaped input (N, 1, *S) -> (N, K, *S_out)."""
         if self.method is None and self.flips:
-            # Test-time augmentation: every combination of axis flips, flipped back and
-            # averaged. Valid along z too: the slab grid is symmetric under reversal.
-            axes = list(range(2, x.ndim))
-            combos = [[a for j, a in enumerate(axes) if mask >> j & 1] for mask in range(2**len(axes))]
-            total = None
-            for dims in combos:
-                out = self._runner(x.flip(dims) if dims else x)
-                out = out.flip(dims) if dims else out
-                total = out if total is None else total + out
-            return total / len(combos)
+            return average_over_flips(self._runner, x)
         if self.method is None:
             return self._runner(x)
         generator = torch.Generator(device=x.device).manual_seed(self.seed + self._calls)
