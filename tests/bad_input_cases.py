@@ -283,7 +283,7 @@ ANISOTROPIC = (0.8, 0.2, 0.2)  # what the files below hold: auto z-factor 4
 
 def _zarr_chunk_lost(path, rng):
     write_volume(path, Volume(smooth(rng, (8, 100, 100)), ANISOTROPIC))  # 2 x 2 chunks
-    (path / "0" / "0.1.1").unlink()
+    (path / "0" / "0" / "1" / "1").unlink()  # NGFF nests chunk keys: "/" separates
 
 
 def _nifti_pixdim(pixdim):

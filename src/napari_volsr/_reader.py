@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .engine.io import SPATIAL_AXES, Volume, can_read, long_unit_name, read_volume
+from .engine.io import (
+    SPATIAL_AXES,
+    Volume,
+    can_read,
+    format_suffix,
+    long_unit_name,
+    read_volume,
+)
+from .engine.io.zarr import read_zarr_levels
 
 
 def get_reader(path):
@@ -48,18 +56,31 @@ def volume_layer_kwargs(volume: Volume, name: str) -> dict:
 
 def _layer_name(path: Path) -> str:
     name = path.name.rstrip("/")
-    for suffix in (".nii.gz", ".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".nii", ".zarr"):
+    for suffix in (".nii.gz", ".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".nii",
+                   ".zarr"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
 
 
 def read_layers(path):
-    """Read ``path`` into napari layer data tuples (lazy for zarr)."""
+    """Read ``path`` into napari layer data tuples (lazy for zarr).
+
+    An OME-Zarr pyramid becomes a multiscale layer: its levels (dask arrays) are the
+    layer's data, placed by level 0's scale and translation; napari places the others
+    by their shapes, which :func:`~.engine.io.zarr.read_zarr_levels` has checked
+    against each level's own transformations.
+    """
     path = Path(path[0] if isinstance(path, list) else path)
     lazy = path.is_dir()
     volume = read_volume(path, lazy=lazy)
     metadata_path = {"source_path": str(path)}
     kwargs = volume_layer_kwargs(volume, _layer_name(path))
     kwargs["metadata"].update(metadata_path)
-    return [(volume.data, kwargs, "image")]
+    data = volume.data
+    if lazy and format_suffix(path) in (".zarr", ".ome.zarr"):
+        levels = read_zarr_levels(path)
+        if len(levels) > 1:
+            data = [level.data for level in levels]
+            kwargs["multiscale"] = True
+    return [(data, kwargs, "image")]

@@ -12,6 +12,8 @@ def layer_volume(data, meta: dict) -> Volume:
     are lengths, axes in different units converted to the smallest; else the
     ``unit`` this plugin's reader put into the layer's metadata.
     """
+    if meta.get("multiscale"):  # a pyramid (OME-Zarr) is saved from its full resolution
+        data = data[0]
     ndim = data.ndim
     if meta.get("rgb"):
         raise ValueError("RGB layers cannot be saved as volumes; convert to grayscale first")
