@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from ..engine.io import WRITERS, VolumeIOError, can_read, check_writable, format_suffix, remove_tree
+from ..engine.io.ome_zarr_pyramid import NGFF_VERSIONS
 from ..engine.pipeline import check_output_path, is_zarr
 from ..engine.dtypes import DEFAULT_OUTPUT_DTYPE, OUTPUT_DTYPES
 from .app import _Failure, _Interrupted, _sigterm_as_interrupt, interrupted_code
@@ -143,6 +144,9 @@ def _restore_file(input_path: Path, output_path: Path, model, factor: int | None
               help="Test-time augmentation: average the restore over every flip of the "
                    "network's axes (4 passes for 2D models, 8 for 3D: that many times the "
                    "restore time). Default: the model's own (on for Noise2Void models).")
+@click.option("--ngff-version", type=click.Choice(NGFF_VERSIONS), default=None,
+              help="OME-Zarr (NGFF) version of .zarr outputs: 0.4 (the default, which "
+                   "most viewers read) or 0.5 (zarr v3).")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Restore on a local dask.distributed cluster of N worker processes "
@@ -152,8 +156,8 @@ def _restore_file(input_path: Path, output_path: Path, model, factor: int | None
               "the output zarr must be on storage every worker can write.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def restore(input_path, output_path, model, z_factor, block_shape, overlap, percentiles,
-            output_dtype, out_format, reference, device, precision, flips, overwrite, workers,
-            scheduler, quiet):
+            output_dtype, out_format, reference, device, precision, flips, ngff_version,
+            overwrite, workers, scheduler, quiet):
     """Restore (and z-upsample) a volume file, or every volume in a folder.
 
     \b
@@ -173,13 +177,13 @@ def restore(input_path, output_path, model, z_factor, block_shape, overlap, perc
     """
     with _sigterm_as_interrupt():
         _restore(input_path, output_path, model, z_factor, block_shape, overlap, percentiles,
-                 output_dtype, out_format, reference, device, precision, flips, overwrite,
-                 workers, scheduler, quiet)
+                 output_dtype, out_format, reference, device, precision, flips, ngff_version,
+                 overwrite, workers, scheduler, quiet)
 
 
 def _restore(input_path, output_path, model, z_factor, block_shape, overlap, percentiles,
-             output_dtype, out_format, reference, device, precision, flips, overwrite,
-             workers, scheduler, quiet):
+             output_dtype, out_format, reference, device, precision, flips, ngff_version,
+             overwrite, workers, scheduler, quiet):
     model = model[0] if len(model) == 1 else list(model)  # several: a chain, in order
     percentiles = _percentiles(percentiles)
     blocks = "auto" if block_shape == "auto" else _int_tuple(block_shape, 3, "--block-shape")
@@ -203,6 +207,9 @@ def _restore(input_path, output_path, model, z_factor, block_shape, overlap, per
     if batch and reference is not None and can_read(reference) and len(jobs) > 1:
         raise _Failure(f"--rescale {reference} is one file but {input_path} holds {len(jobs)} "
                        "volumes; pass a folder of references named like the inputs")
+    if ngff_version is not None and not all(is_zarr(out) for _, out in jobs):
+        raise _Failure(f"--ngff-version {ngff_version} applies to .zarr outputs; name the "
+                       "output *.ome.zarr (or pass --format zarr)")
     distributed = workers is not None or scheduler is not None
     if distributed:
         workers = _check_distributed(workers, scheduler, [out for _, out in jobs], reference,
@@ -212,6 +219,8 @@ def _restore(input_path, output_path, model, z_factor, block_shape, overlap, per
     options = dict(block_shape=blocks, overlap=overlaps, percentiles=percentiles,
                    output_dtype=output_dtype, device=device, precision=precision,
                    restorer_options=restorer_options)
+    if ngff_version is not None:
+        options["ngff_version"] = ngff_version
     with _dask_cluster(workers, scheduler, model, factor, device, precision,
                        restorer_options) as cluster:
         if batch:

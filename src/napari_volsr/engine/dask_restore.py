@@ -26,6 +26,7 @@ from .io import (
     format_suffix,
     ome_zarr_array,
     read_volume,
+    with_ngff_version,
 )
 from .io.zarr import fill_pyramid
 from .devices import memory_budget, resolve_device, resolve_precision
@@ -195,6 +196,7 @@ def iter_restore_to_zarr(
     percentiles=None,
     output_dtype: str = DEFAULT_OUTPUT_DTYPE,
     overwrite: bool = False,
+    ngff_version: str | None = None,
 ) -> Generator[RestoreProgress, None, RestoreResult]:
     """Restore the volume file ``input_path`` on a dask.distributed ``client`` into ``path``.
 
@@ -202,6 +204,7 @@ def iter_restore_to_zarr(
     straight into one OME-Zarr store (a temporary sibling of ``path``, renamed when
     complete), so both must be on storage every worker reaches. Yields progress per
     chunk written; closing the generator cancels the work and leaves no partial output.
+    ``ngff_version``: as for :func:`~.io.zarr.write_zarr` (None: the input's, else 0.4).
 
     Returns
     -------
@@ -230,7 +233,8 @@ def iter_restore_to_zarr(
     restored = assemble(merged, plan, restorer.outputs, norms, output_dtype, data.dtype,
                         channels=volume.channel_axis is not None)["restored"]
     spacing, origin = output_geometry(volume.spacing, volume.origin, plan.z_factor)
-    out = volume.with_data(restored, spacing=spacing, origin=origin)
+    out = with_ngff_version(volume.with_data(restored, spacing=spacing, origin=origin),
+                            ngff_version)
     where = f"{plan.describe()} on {_n_workers(client)} workers"
     yield from _write_on_workers(client, path, out, where)
     yield RestoreProgress("finalise", 1, 1, "done")

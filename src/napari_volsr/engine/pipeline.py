@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .chain import NOT_DISTRIBUTED, get_chain, iter_load_chain, iter_restore_chain, model_list
-from .io import format_suffix, read_volume, remove_tree, write_volume
+from .io import format_suffix, read_volume, remove_tree, with_ngff_version, write_volume
 from .predict import (
     DEFAULT_OUTPUT_DTYPE,
     RestoreProgress,
@@ -144,6 +144,10 @@ def iter_restore_file(input_path, output_path, model="cubic",
     """
     input_path, output_path = Path(input_path), Path(output_path)
     check_output_path(input_path, output_path)
+    ngff_version = restore_kwargs.pop("ngff_version", None)
+    if ngff_version is not None and not is_zarr(output_path):
+        raise ValueError(f"an OME-Zarr version ({ngff_version}) applies to .zarr outputs, "
+                         f"not {output_path.name}")
     volume = read_volume(input_path, lazy=True)
     as_volume_array(volume.data)  # refuse 2D images and the like before loading a model
     if client is not None:
@@ -154,7 +158,8 @@ def iter_restore_file(input_path, output_path, model="cubic",
                                                                    volume.spacing))
         run = {k: v for k, v in restore_kwargs.items() if k not in ("device", "precision")}
         result = yield from iter_restore_to_zarr(input_path, spec, output_path, client,
-                                                 overwrite=overwrite, **run)
+                                                 overwrite=overwrite, ngff_version=ngff_version,
+                                                 **run)
         return WrittenVolume(output_path, result, tuple(result.data.shape), result.data.dtype,
                              volume.unit)
     # Interpolation at z-factor 1 changes nothing, unless the result is fitted to a reference.
@@ -180,8 +185,8 @@ def iter_restore_file(input_path, output_path, model="cubic",
         if ground_truth is not None:
             data, note = _fit_to(data, ground_truth.data, output_dtype, volume.data.dtype)
             note = f"; fitted to {Path(reference).name}: {note}"
-        write_volume(output_path, volume.with_data(data, spacing=result.spacing,
-                                                   origin=result.origin), overwrite=overwrite)
+        out = volume.with_data(data, spacing=result.spacing, origin=result.origin)
+        write_volume(output_path, with_ngff_version(out, ngff_version), overwrite=overwrite)
     finally:
         for path in scratch:
             remove_tree(path)

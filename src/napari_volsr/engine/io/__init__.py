@@ -19,7 +19,7 @@ from .volume import (
     long_unit_name,
     normalise_unit,
 )
-from .zarr import ome_zarr_array, read_zarr, settle_zarr_writes, write_zarr
+from .zarr import ome_zarr_array, read_zarr, settle_zarr_writes, with_ngff_version, write_zarr
 
 __all__ = [
     "READERS",
@@ -42,6 +42,7 @@ __all__ = [
     "read_volume",
     "remove_tree",
     "settle_zarr_writes",
+    "with_ngff_version",
     "write_volume",
 ]
 

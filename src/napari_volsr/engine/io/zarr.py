@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from .ome_zarr_pyramid import create_pyramid, fill_pyramid
+from .ome_zarr_pyramid import create_pyramid, fill_pyramid, ngff_format
 from .volume import (
     SPATIAL_AXES,
     VolsrWarning,
@@ -334,3 +334,17 @@ def settle_zarr_writes(timeout: float = 30.0) -> None:
 
     with contextlib.suppress(Exception):
         asyncio.run_coroutine_threadsafe(_drain(), loop).result(timeout)
+
+
+def with_ngff_version(volume: Volume, version: str | None) -> Volume:
+    """``volume`` marked to be written as OME-Zarr ``version`` (None: unchanged).
+
+    Raises
+    ------
+    VolumeIOError
+        A version that cannot be written (the message lists the ones that can).
+    """
+    if version is None:
+        return volume
+    ngff_format(version)  # refuse unknown versions before any work
+    return replace(volume, metadata={**volume.metadata, "ngff_version": str(version)})
