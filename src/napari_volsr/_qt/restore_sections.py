@@ -38,7 +38,8 @@ def _section(container: Container) -> None:
 class LayerModelSection(Container):
     """What to restore and with what: the layer, the model (its card under it), the z-factor."""
 
-    WIDGETS = ("image", "model", "load_model_button", "z_factor", "z_warning")
+    WIDGETS = ("image", "model", "load_model_button", "import_zoo_button", "z_factor",
+               "z_warning")
 
     def __init__(self, image_choices, model_choices, card: Container):
         super().__init__(labels=True)
@@ -49,17 +50,25 @@ class LayerModelSection(Container):
             tooltip="an interpolation baseline or a trained model from your library",
         )
         self.load_model_button = PushButton(
-            text="load model folder...", label="",
+            text="load model folder...",
             tooltip="use a saved model folder (config.json + weights) from anywhere",
         )
+        self.import_zoo_button = PushButton(
+            text="import Model Zoo package...",
+            tooltip="add a BioImage Model Zoo package (.zip) of a napari-volsr network to "
+                    "your model library",
+        )
+        # One row: the two ways to bring a model in from a file sit side by side.
+        loaders = Container(layout="horizontal", labels=False, label="",
+                            widgets=[self.load_model_button, self.import_zoo_button])
+        loaders.margins = (0, 0, 0, 0)
         self.z_factor = SpinBox(label="z-factor", min=1, max=16, value=1,
                                 tooltip="z upsampling factor (1 = same-shape restoration); "
                                         "trained models fix it")
         for combo in (self.image, self.model):
             compact(combo)
         self.z_warning = Label(label="", value="", visible=False)
-        self.extend([self.image, self.model, self.load_model_button, self.z_factor,
-                     self.z_warning])
+        self.extend([self.image, self.model, loaders, self.z_factor, self.z_warning])
         # The card describes the model row: right under it, in this section's columns.
         card.margins = (0, 0, 0, 0)
         self.native.layout().insertWidget(2, card.native)
@@ -68,7 +77,7 @@ class LayerModelSection(Container):
         _section(self)
 
     def follow_model(self, config) -> None:
-        """A trained model (``config``) fixes the z-factor; baselines (None) take any."""
+        """Fix the z-factor to a trained model's (``config``); baselines (None) take any."""
         self.z_factor.enabled = config is None
         self.z_factor.tooltip = (
             "z upsampling factor (1 = same-shape restoration)" if config is None
@@ -88,23 +97,39 @@ class LayerModelSection(Container):
 
 
 class ModelCardSection(Container):
-    """A few muted lines on the chosen model: what it is and what it was trained on."""
+    """A few muted lines on the chosen model, and its export to the BioImage Model Zoo."""
 
-    WIDGETS = ("model_card",)
+    WIDGETS = ("model_card", "export_zoo_button")
+    EXPORT_TIP = ("write this model as a BioImage Model Zoo package (.zip) that bioimage.io "
+                  "tools (deepImageJ, ilastik, bioimageio.core) run")
 
     def __init__(self):
         super().__init__(labels=True)
         self.model_card = Label(label="", value="")
-        self.append(self.model_card)
+        self.export_zoo_button = PushButton(text="export to BioImage Model Zoo...",
+                                            tooltip=self.EXPORT_TIP)
+        # Buttons get no label column of their own: a row puts this one under the card text.
+        self.export_row = Container(layout="horizontal", labels=False, label="",
+                                    widgets=[self.export_zoo_button], visible=False)
+        self.export_row.margins = (0, 0, 0, 0)
+        self.extend([self.model_card, self.export_row])
         fit_lines(self.model_card)
         self.model_card.native.setStyleSheet(MUTED_STYLE)
 
-    def show(self, config, model: str | None) -> None:
-        """Describe a saved model (``config``), or the baseline named ``model``."""
+    def show(self, config, model: str | None, export_blocked: str | None = None) -> None:
+        """Describe a saved model (``config``), or the baseline named ``model``.
+
+        The export button shows for saved models only; ``export_blocked`` (why the model
+        cannot be a Model Zoo package) disables it and becomes its tooltip.
+        """
         if config is not None:
             self.model_card.value = model_card(config)
         else:
             self.model_card.value = BASELINE_DESCRIPTIONS.get(model, "")
+        self.export_row.visible = config is not None
+        self.export_zoo_button.enabled = config is not None and export_blocked is None
+        self.export_zoo_button.tooltip = (f"cannot export: {export_blocked}" if export_blocked
+                                          else self.EXPORT_TIP)
 
 
 class DiffusionSection(Container):

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,10 +19,10 @@ from .._layers import (
     result_layers,
     result_name,
 )
-from ..engine.data import DEFAULT_PERCENTILES
 from ..engine.chain import chain_geometry, plan_chain
+from ..engine.data import DEFAULT_PERCENTILES
 from ..engine.devices import device_budget
-from ..engine.models import ModelError, list_library, read_model_config, resolve_model_path
+from ..engine.models import ModelError, list_library, read_model_config
 from ..engine.pipeline import iter_restore_job
 from ..engine.preview import expand_region, iter_preview, visible_region
 from ..engine.restorers import BASELINES
@@ -32,6 +31,7 @@ from ._restore_logic import region_text
 from ._widgets import ShowWatcher, align_label_column, scroll_form
 from ._workers import NO_THREADS, reporting_errors, tap
 from .restore_chain import ChainSection, plan_summary
+from .restore_models import ModelFiles
 from .restore_sections import (
     DiffusionSection,
     FlipsSection,
@@ -61,7 +61,7 @@ class RestoreWidget(Container):
         self._started = None
         self._closed = False
         self._z_touched = False
-        self._folders: dict[str, str] = {}  # label in the dropdown -> model folder
+        self.files = ModelFiles(self)  # model folders, Model Zoo import and export
         self.plan = None  # the PlanSummary shown in the tiles line
 
         self.card = ModelCardSection()
@@ -91,7 +91,9 @@ class RestoreWidget(Container):
         self.z_factor.changed.connect(self._on_z_edited)
         for widget in (self.block_shape, self.device, self.diffusion_samples):
             widget.changed.connect(self._update_plan)
-        self.load_model_button.changed.connect(self._on_load_model_folder)
+        self.load_model_button.changed.connect(self.files.on_load_folder)
+        self.import_zoo_button.changed.connect(self.files.on_import)
+        self.export_zoo_button.changed.connect(self.files.on_export)
         self.preview_button.changed.connect(self._on_preview)
         self.run_button.changed.connect(self._on_run)
         self.cancel_button.changed.connect(self._on_cancel)
@@ -116,7 +118,7 @@ class RestoreWidget(Container):
 
     def _model_choices(self, _widget=None):
         choices = [(name, name) for name in (*BASELINES, *list_library())]
-        return choices + list(self._folders.items())
+        return choices + list(self.files.folders.items())
 
     def _refresh_layers(self, _event=None):
         if self._closed:
@@ -137,36 +139,15 @@ class RestoreWidget(Container):
 
     def add_model_folder(self, folder) -> bool:
         """Validate a model folder and make it selectable; a notification if it is not one."""
-        folder = Path(folder).expanduser()
-        try:
-            if not folder.is_dir():
-                raise ModelError(f"{folder}: no such folder")
-            config = read_model_config(folder)
-        except ModelError as exc:
-            self._notify_error(
-                f"Not a usable model folder: {exc}. Choose the folder that holds config.json "
-                "and weights.safetensors (as saved by Train)."
-            )
-            return False
-        resolved = folder.resolve()
-        library = {resolve_model_path(n).resolve(): n for n in list_library()}
-        if resolved in library:  # already in the library: just select it
-            self.model.value = library[resolved]
-            return True
-        label = f"{config.name} ({resolved.name} folder)"
-        self._folders[label] = str(resolved)
-        self.model.reset_choices()
-        self.then_model.reset_choices()
-        self.model.value = str(resolved)
-        self.status.value = f"model folder added: {resolved}"
-        return True
+        return self.files.add_folder(folder)
 
-    def _on_load_model_folder(self, _=None):
-        from qtpy.QtWidgets import QFileDialog
+    def import_zoo_package(self, path) -> None:
+        """Import a BioImage Model Zoo package into the library (a worker), then select it."""
+        self.files.import_zoo(path)
 
-        folder = QFileDialog.getExistingDirectory(self.native, "Choose a model folder")
-        if folder:
-            self.add_model_folder(folder)
+    def export_zoo_package(self, path) -> None:
+        """Write the selected model as a BioImage Model Zoo package ``path`` (a worker)."""
+        self.files.export_zoo(path)
 
     def _set_quietly(self, widget, value, handler):
         widget.changed.disconnect(handler)
@@ -196,7 +177,7 @@ class RestoreWidget(Container):
         self.augment.follow_model(config)
         self.tiles.set_percentiles(config.percentiles if config is not None
                                    else DEFAULT_PERCENTILES)
-        self.card.show(config, self.model.value)
+        self.card.show(config, self.model.value, self.files.export_blocked(config))
         if config is not None:
             self._set_quietly(self.z_factor, config.z_factor, self._on_z_edited)
         elif self.image.value is not None and not self._z_touched:
@@ -286,7 +267,7 @@ class RestoreWidget(Container):
 
     # ------------------------------------------------------------ actions
     def _checked_form(self):
-        """The validated form, or None after telling the user what blocks a run."""
+        """Return the validated form, or None after telling the user what blocks a run."""
         busy = self._busy_message()
         if busy:
             self._notify_error(busy)
