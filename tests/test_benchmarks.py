@@ -87,3 +87,9 @@ def test_noisy_isotropic_prints_every_row(tmp_path):
         assert math.isfinite(float(line.split()[2]))
     # The one-job chain restores exactly what the two separate restores give.
     assert "max |diff| 0.00e+00" in rows["n2v>iso"]
+
+
+def test_tta_gain_prints_both_restores(tmp_path):
+    out = run_script("tta_gain.py", "--runs", "nuclei:noise2void:unet:2:tiny:patch=16x16:steps=2",
+                     "--crop", "40", "--peak", "10", "--out", str(tmp_path))
+    assert "PSNR" in out and "flips" in out and "gain" in out

@@ -26,20 +26,23 @@ def _model(save_tiny, folder, source, family="unet", z_factor=1, dims=2):
     return load_model(folder)
 
 
-@pytest.mark.parametrize(("source", "family", "z_factor", "expected"), [
-    ("noise2void", "unet", 1, True),
-    ("synthetic", "unet", 1, False),
-    ("paired", "rcan", 1, False),
-    ("isotropic", "unet", 2, False),
-    ("noise2void", "diffusion", 1, False),
+@pytest.mark.parametrize(("source", "family", "z_factor", "dims", "expected"), [
+    ("noise2void", "unet", 1, 2, True),
+    ("synthetic", "unet", 1, 2, False),
+    ("paired", "rcan", 1, 2, False),
+    ("isotropic", "unet", 2, 2, False),
+    ("noise2void", "diffusion", 1, 2, False),
+    ("noise2void", "unet", 1, 3, False),  # 8 passes of a 3D network: asked for, not default
 ])
-def test_default_follows_the_source(tmp_path, save_tiny, source, family, z_factor, expected):
-    model = _model(save_tiny, tmp_path / "m", source, family, z_factor)
+def test_default_follows_the_source(tmp_path, save_tiny, source, family, z_factor, dims,
+                                    expected):
+    model = _model(save_tiny, tmp_path / "m", source, family, z_factor, dims)
     assert default_flips(model.config) is expected
     restorer = NetworkRestorer(model)
     assert restorer.flips is expected
     assert restorer.metadata["flips"] is expected
     assert ("test-time flips: 4 passes" in restorer.description) is expected
+    assert NetworkRestorer(model, flips=True).flips is (family != "diffusion")
 
 
 def test_explicit_choice_wins_but_never_for_diffusion(tmp_path, save_tiny):

@@ -88,16 +88,20 @@ def is_zarr(path: str | os.PathLike) -> bool:
     return format_suffix(Path(path)) in (".zarr", ".ome.zarr")
 
 
-def check_output_path(input_path, output_path) -> None:
+def check_output_path(input_path, output_path, ngff_version: str | None = None) -> None:
     """Refuse an output that is the input, lies inside it (a zarr store) or contains it.
 
-    Paths are compared resolved, so ``..`` and symbolic links do not hide them.
+    Paths are compared resolved, so ``..`` and symbolic links do not hide them. An
+    OME-Zarr ``ngff_version`` is refused for outputs that are not zarr.
 
     Raises
     ------
     ValueError
         Saying which and what to choose instead.
     """
+    if ngff_version is not None and not is_zarr(output_path):
+        raise ValueError(f"an OME-Zarr version ({ngff_version}) applies to .zarr outputs, "
+                         f"not {Path(output_path).name}")
     source, target = Path(input_path).resolve(), Path(output_path).resolve()
     if source == target:
         raise ValueError("the output path equals the input path; choose another output name")
@@ -140,14 +144,11 @@ def iter_restore_file(input_path, output_path, model="cubic",
         workers build (instead of ``model``): distributed restoration, zarr output.
     **restore_kwargs
         As for :func:`~.predict.iter_restore` (``block_shape``, ``percentiles``,
-        ``output_dtype``, ``device``, ``precision``...).
+        ``output_dtype``, ``device``, ``precision``...); ``ngff_version`` of zarr outputs.
     """
     input_path, output_path = Path(input_path), Path(output_path)
-    check_output_path(input_path, output_path)
     ngff_version = restore_kwargs.pop("ngff_version", None)
-    if ngff_version is not None and not is_zarr(output_path):
-        raise ValueError(f"an OME-Zarr version ({ngff_version}) applies to .zarr outputs, "
-                         f"not {output_path.name}")
+    check_output_path(input_path, output_path, ngff_version)
     volume = read_volume(input_path, lazy=True)
     as_volume_array(volume.data)  # refuse 2D images and the like before loading a model
     if client is not None:

@@ -11,8 +11,8 @@ from collections.abc import Callable
 import torch
 
 # Sources whose networks see only noisy data: their predictions vary most between
-# flipped copies of the input, so averaging the copies gains most (README, "Test-time
-# augmentation": +0.3 dB for Noise2Void against +0.1 dB for synthetic-noise training).
+# flipped copies of the input, so averaging the copies gains most (README, Benchmarks:
+# the same 2D U-Net restored with and without flips, benchmarks/tta_gain.py).
 FLIP_SOURCES = ("noise2void",)
 
 
@@ -24,11 +24,13 @@ def flip_passes(spatial_dims: int) -> int:
 def default_flips(config) -> bool:
     """Whether a model restores with test-time flips unless told otherwise.
 
-    On for same-shape models trained on the noisy volume alone (Noise2Void), where the
-    measured gain is largest; off for the others, whose gain did not pay for 4-8x the
-    restore time. Diffusion averages samples instead and never flips.
+    On for same-shape 2D (and 2.5D) models trained on the noisy volume alone
+    (Noise2Void), where the measured gain is largest, for 4x the restore time of a
+    network that restores fast; off for the others, whose gain was smaller, and for 3D
+    networks, where 8 passes cost most. Diffusion averages samples instead and never
+    flips.
     """
-    if config.family == "diffusion" or config.z_factor != 1:
+    if config.family == "diffusion" or config.z_factor != 1 or config.spatial_dims != 2:
         return False
     return (config.training or {}).get("source") in FLIP_SOURCES
 
