@@ -190,12 +190,14 @@ def _tensors(config: ModelConfig, net, files: dict):
         id=m.TensorId(INPUT_ID), axes=ctx.axes(config, net, INPUT_ID, output=False),
         description="raw volume, any intensity units (float32)",
         test_tensor=m.FileDescr(source=files["test_input"]),
+        sample_tensor=m.FileDescr(source=files["sample_input"]),
         data=m.IntervalOrRatioDataDescr(type="float32"), preprocessing=[scale_range])
     out = m.OutputTensorDescr(
         id=m.TensorId(OUTPUT_ID), axes=ctx.axes(config, net, INPUT_ID, output=True),
         description=f"restored volume in normalised units (percentile {low} -> 0, "
                     f"{high} -> 1 of the input)",
         test_tensor=m.FileDescr(source=files["test_output"]),
+        sample_tensor=m.FileDescr(source=files["sample_output"]),
         data=m.IntervalOrRatioDataDescr(type="float32"))
     return inp, out
 
@@ -293,13 +295,19 @@ def _write_files(config: ModelConfig, net, folder: Path, sample, notes: list[str
 
     files = {k: folder / v for k, v in (
         ("weights", "weights.pt"), ("test_input", "test_input.npy"),
-        ("test_output", "test_output.npy"), ("cover", "cover.png"),
+        ("test_output", "test_output.npy"), ("sample_input", "sample_input.tif"),
+        ("sample_output", "sample_output.tif"), ("cover", "cover.png"),
         ("environment", "environment.yaml"), ("config", CONFIG_FILE))}
     state = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
     torch.save(state, files["weights"])
     raw, x, out = _network_tensors(config, net, _test_volume(config, net, sample))
     np.save(files["test_input"], raw)
     np.save(files["test_output"], out)
+    import tifffile
+
+    # Sample tensors (FAIR): the test tensors again, as TIFFs any image viewer opens.
+    tifffile.imwrite(files["sample_input"], raw)
+    tifffile.imwrite(files["sample_output"], out)
     _cover(x, out, ctx.volumetric(config), files["cover"])
     files["environment"].write_text(_environment())
     files["config"].write_text(json.dumps(config.model_dump(mode="json"), indent=2))
