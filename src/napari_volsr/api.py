@@ -37,7 +37,7 @@ def restore(image, model: str | list[str] = "cubic", z_factor: int | None = None
         For a layer: the viewer to add the result to (default: the current one).
     restorer_options
         For trained models: ``flips`` (test-time flips; default: the model's own, on
-        for Noise2Void models), ``diffusion_steps``/``diffusion_samples``, ``seed``,
+        for same-shape 2D models), ``diffusion_steps``/``diffusion_samples``, ``seed``,
         ``compile``.
     **kwargs
         Passed to :func:`napari_volsr.engine.predict.iter_restore` (``block_shape``,

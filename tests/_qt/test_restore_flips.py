@@ -12,7 +12,7 @@ def _run(qtbot, widget):
 
 def test_flips_box_follows_the_model_until_touched(qtbot, restore_panel, library, rng):
     save_tiny(library / "n2v", "unet", 1, spatial_dims=2, training={"source": "noise2void"})
-    save_tiny(library / "syn", "unet", 1, spatial_dims=2, training={"source": "synthetic"})
+    save_tiny(library / "syn", "unet", 1, spatial_dims=3, training={"source": "synthetic"})
     viewer, widget = restore_panel
     widget.model.reset_choices()
     viewer.add_image(rng.random((4, 16, 16)).astype(np.float32), name="noisy")
@@ -22,6 +22,7 @@ def test_flips_box_follows_the_model_until_touched(qtbot, restore_panel, library
     assert not widget.flips.native.isHidden()
     assert widget.flips.value is True
     assert "4 passes" in widget.flips.tooltip
+
     assert widget._form()["restorer_options"] == {}  # untouched: each model's own default
     _run(qtbot, widget)
     assert viewer.layers["noisy [n2v]"].metadata["volsr"]["flips"] is True

@@ -28,8 +28,9 @@ def _model(save_tiny, folder, source, family="unet", z_factor=1, dims=2):
 
 @pytest.mark.parametrize(("source", "family", "z_factor", "dims", "expected"), [
     ("noise2void", "unet", 1, 2, True),
-    ("synthetic", "unet", 1, 2, False),
-    ("paired", "rcan", 1, 2, False),
+    ("synthetic", "unet", 1, 2, True),
+    ("paired", "rcan", 1, 2, True),
+    ("paired", "unet", 1, 3, False),
     ("isotropic", "unet", 2, 2, False),
     ("noise2void", "diffusion", 1, 2, False),
     ("noise2void", "unet", 1, 3, False),  # 8 passes of a 3D network: asked for, not default
@@ -48,7 +49,7 @@ def test_default_follows_the_source(tmp_path, save_tiny, source, family, z_facto
 def test_explicit_choice_wins_but_never_for_diffusion(tmp_path, save_tiny):
     n2v = _model(save_tiny, tmp_path / "n2v", "noise2void")
     assert NetworkRestorer(n2v, flips=False).flips is False
-    synthetic = _model(save_tiny, tmp_path / "syn", "synthetic")
+    synthetic = _model(save_tiny, tmp_path / "syn", "synthetic", dims=3)
     assert NetworkRestorer(synthetic, flips=True).flips is True
     diffusion = _model(save_tiny, tmp_path / "diff", "synthetic", "diffusion")
     assert NetworkRestorer(diffusion, flips=True).flips is False

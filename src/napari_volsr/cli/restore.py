@@ -143,7 +143,7 @@ def _restore_file(input_path: Path, output_path: Path, model, factor: int | None
 @click.option("--tta/--no-tta", "flips", default=None,
               help="Test-time augmentation: average the restore over every flip of the "
                    "network's axes (4 passes for 2D models, 8 for 3D: that many times the "
-                   "restore time). Default: the model's own (on for Noise2Void models).")
+                   "restore time). Default: the model's own (on for same-shape 2D models).")
 @click.option("--ngff-version", type=click.Choice(NGFF_VERSIONS), default=None,
               help="OME-Zarr (NGFF) version of .zarr outputs: 0.4 (the default, which "
                    "most viewers read) or 0.5 (zarr v3).")
