@@ -27,6 +27,9 @@ engine (``predict.restore``, default settings) and prints:
   in one pass (``ours-ref``, ``MONAI-ref``): the output no tiling changes, when it fits
   in memory (``--no-reference`` skips it).
 
+The 2D isotropic path (XZ and YZ planes through a 2D net, fused) gets the same two tables
+(``--iso2d-families``, ``--iso2d-shape``; ``_iso2d_timing.py``); ``--families ''`` skips 3D.
+
 On a machine shared with other work, wall-clock times move with the load; the ``cores``
 column (CPU seconds per wall second of the restore) shows how much of the machine the
 run had, and ``ratio cpu`` repeats the ratio from CPU times, which the load moves less.
@@ -409,7 +412,9 @@ def print_monai(rows: list[Row]) -> None:
           "output is that pass).")
 
 
-def main():
+def parse_args():
+    from _iso2d_timing import add_iso2d_arguments
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default=",".join(f.value for f in Family))
     parser.add_argument("--presets", default="small,default")
@@ -434,10 +439,18 @@ def main():
                         help="skip the whole-volume pass that both tilings are scored against")
     parser.add_argument("--quick", action="store_true",
                         help="32x128x128 (diffusion 16x64x64), small presets, 1 repeat")
+    add_iso2d_arguments(parser)
     args = parser.parse_args()
     if args.quick:
         args.shape, args.diffusion_shape, args.presets, args.repeats = (
             "32,128,128", "16,64,64", "small", 1)
+    return args
+
+
+def main():
+    from _iso2d_timing import iso2d_rows, print_iso2d
+
+    args = parse_args()
 
     def parse(text):
         return tuple(int(v) for v in text.split(","))
@@ -459,7 +472,7 @@ def main():
           f"{args.shape} (diffusion default {args.diffusion_shape})")
 
     rows = []
-    for fam in args.families.split(","):
+    for fam in [f for f in args.families.split(",") if f]:
         for preset in args.presets.split(","):
             for z in parse(args.z_factors):
                 big = fam == Family.DIFFUSION and preset == "default"
@@ -473,9 +486,13 @@ def main():
                 rows.append(row)
                 print(f"  {fam} {preset} z={z}: restore {row.seconds:.1f} s "
                       f"(row {time.perf_counter() - start:.0f} s)", flush=True)
-    print_throughput(rows, device)
-    if monai:
+    iso_rows = iso2d_rows(args, device, dtype, monai)
+    if rows:
+        print_throughput(rows, device)
+    if monai and rows:
         print_monai(rows)
+    if iso_rows:
+        print_iso2d(iso_rows, device)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,16 @@ Cases (the ground truth is the real volume; its degraded copy is what the model 
 - ``denoise-matrix``: every denoising method (ours through the console API, a Gaussian,
   BM4D, CAREamics N2V) at the same budgets; delegated to ``denoise_matrix.py``, which
   takes its own options (``--case denoise-matrix --help``).
+- ``iso-matrix``: every near-isotropic volume x z-factors 2, 4, 6, each family at its
+  defaults next to spline cubic and CSBDeep's IsotropicCARE at the same budget;
+  delegated to ``iso_matrix.py`` (``--case iso-matrix --help``).
 
 Usage::
 
     python benchmarks/quality.py --case iso --volume em --minutes 10 --families rcan
     python benchmarks/quality.py --case denoise --volume em --minutes 3
     python benchmarks/quality.py --case denoise-matrix --volumes em --peaks 30 --minutes 10
+    python benchmarks/quality.py --case iso-matrix --volumes em --z-factors 4 --minutes 10
 
 Budgets are wall-clock minutes of training per family on this machine (CPU).
 """
@@ -155,14 +159,20 @@ def run_denoise(volume: np.ndarray, args, out_dir: Path) -> None:
 
 def main():
     argv = sys.argv[1:]
-    for i, arg in enumerate(argv):  # the matrix has its own options: hand them all over
-        if arg == "--case=denoise-matrix" or argv[i:i + 2] == ["--case", "denoise-matrix"]:
-            from denoise_matrix import main as denoise_matrix
+    for i, arg in enumerate(argv):  # the matrices have their own options: hand them all over
+        case = arg.removeprefix("--case=") if arg.startswith("--case=") else (
+            argv[i + 1] if arg == "--case" and i + 1 < len(argv) else None)
+        if case in ("denoise-matrix", "iso-matrix"):
+            if case == "denoise-matrix":
+                from denoise_matrix import main as matrix
+            else:
+                from iso_matrix import main as matrix
 
             width = 1 if "=" in arg else 2
-            return denoise_matrix(argv[:i] + argv[i + width:])
+            return matrix(argv[:i] + argv[i + width:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=["iso", "denoise", "denoise-matrix"], default="iso")
+    parser.add_argument("--case", choices=["iso", "denoise", "denoise-matrix", "iso-matrix"],
+                        default="iso")
     parser.add_argument("--volume", choices=sorted(VOLUMES), default="em")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--families", default="rcan,srunet,gan,diffusion")
