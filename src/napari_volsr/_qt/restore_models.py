@@ -44,11 +44,10 @@ def import_package(package: Path) -> tuple[Path, str]:
     The panel has no name field: a package whose model is already in the library (say,
     the user's own export) comes in beside it rather than being refused.
     """
-    # The engine's reading of the package, for the name it would give; loading the
-    # description twice costs tens of milliseconds.
-    from ..engine.bioimageio import _config_from, _load_description, import_bioimageio
+    # Reading the description twice (for its name, then to import) costs tens of ms.
+    from ..engine.bioimageio import import_bioimageio, package_model_name
 
-    wanted = _config_from(_load_description(package), package, None).name
+    wanted = package_model_name(package)
     taken = {p.name for p in library_dir().iterdir()} if library_dir().is_dir() else set()
     folder = import_bioimageio(package, name=free_name(wanted, taken))
     return folder, wanted

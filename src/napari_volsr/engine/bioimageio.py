@@ -456,6 +456,12 @@ def _config_from(descr, package: Path, name: str | None) -> ModelConfig:
                          f"model ({str(exc).splitlines()[0]})") from None
 
 
+def package_model_name(package: str | os.PathLike) -> str:
+    """The library name :func:`import_bioimageio` gives a package's model (ModelError as it)."""
+    package = Path(package)
+    return _config_from(_load_description(package), package, None).name
+
+
 def import_bioimageio(package: str | os.PathLike, name: str | None = None,
                       overwrite: bool = False) -> Path:
     """Bring a Model Zoo package of one of our families into the library as a model folder.
