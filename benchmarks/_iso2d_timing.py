@@ -33,6 +33,7 @@ from inference import (
     AGREEMENT_TOLERANCE,
     autocast,
     distance,
+    make_restorer,
     make_volume,
     medians,
     sustained_gflops,
@@ -40,24 +41,17 @@ from inference import (
     trace_layers,
 )
 
-from napari_volsr.engine.config import ModelConfig
 from napari_volsr.engine.data import DEFAULT_PERCENTILES, percentile_normalization
-from napari_volsr.engine.models import LoadedModel
 from napari_volsr.engine.predict import restore
-from napari_volsr.engine.registry import Family, build_network, network_config
+from napari_volsr.engine.registry import Family
 from napari_volsr.engine.restorers import NetworkRestorer
 from napari_volsr.engine.tiling import BlockPlan
-
-FLIP_PASSES_2D = 4
+from napari_volsr.engine.tta import flip_passes
 
 
 def make_iso_restorer(fam: str, preset: str, z_factor: int, **options) -> NetworkRestorer:
     """A randomly initialised 2D isotropic model (seed 0) in a NetworkRestorer."""
-    extra = {"sample_steps": 1, "n_samples": 1} if fam == Family.DIFFUSION else {}
-    config = ModelConfig(task="isotropic", spatial_dims=2, z_factor=z_factor,
-                         network=network_config(fam, preset, **extra))
-    torch.manual_seed(0)
-    return NetworkRestorer(LoadedModel(config, build_network(config).eval()), **options)
+    return make_restorer(fam, preset, z_factor, spatial_dims=2, **options)
 
 
 @dataclass
@@ -121,7 +115,7 @@ def iso_work(restorer: NetworkRestorer, in_shape, result):
     s = result.settings
     plan = BlockPlan(in_shape, s["block_shape"], s["halo"], restorer.z_factor,
                      restorer.divisor, restorer.overlap)
-    flips = FLIP_PASSES_2D if restorer.flips else 1
+    flips = flip_passes(2) if restorer.flips else 1
     d_in = plan.max_input_shape()[0]
     layers, block_flops, flops_per_voxel, batches = [], 0.0, 0.0, []
     for net, shapes, extra, planes, batch in plane_passes(restorer, plan.max_input_shape()):

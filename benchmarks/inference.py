@@ -220,10 +220,11 @@ def make_volume(shape, seed: int = 0) -> np.ndarray:
     return ndimage.gaussian_filter(rng.random(shape, dtype=np.float32), 2.0)
 
 
-def make_restorer(fam: str, preset: str, z_factor: int, **options) -> NetworkRestorer:
-    task = "restore" if z_factor == 1 else "upsample"
+def make_restorer(fam: str, preset: str, z_factor: int, spatial_dims: int = 3,
+                  **options) -> NetworkRestorer:
+    task = "restore" if z_factor == 1 else "upsample" if spatial_dims == 3 else "isotropic"
     extra = {"sample_steps": 1, "n_samples": 1} if fam == Family.DIFFUSION else {}
-    config = ModelConfig(task=task, z_factor=z_factor,
+    config = ModelConfig(task=task, z_factor=z_factor, spatial_dims=spatial_dims,
                          network=network_config(fam, preset, **extra))
     torch.manual_seed(0)
     return NetworkRestorer(LoadedModel(config, build_network(config).eval()), **options)
