@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import torch
 
+
 def flip_passes(spatial_dims: int) -> int:
     """Network passes per block with flips: every subset of the network's axes."""
     return 2**spatial_dims
