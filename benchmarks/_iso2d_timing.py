@@ -9,9 +9,9 @@ the input is f times thinner), median of ``--repeats``; FLOPs per output voxel c
 on both plane passes (so about twice a single 2D pass) with the real plane batch of the
 restore (``plane_pixels``), times the flip passes when test-time flips are on;
 ``sustained`` times those layers alone at those shapes; ``ratio`` = achieved /
-sustained. ``margin`` counts every plane of the block's input: an XZ plane needs context
-along z and x only, but the block's y halo adds whole planes (and the x halo adds YZ
-planes), which the restore computes and drops.
+sustained. ``margin`` counts the work beyond the output: the z and x halo of every XZ
+plane (the y and z halo of every YZ plane) and mirrored edges; the planes of the block's
+y halo (x halo for YZ) are not run, since the restorer is told the kept region.
 
 MONAI: the same network through ``sliding_window_inference`` on the same planes: the
 normalised volume mirrored by our halo (as our blocks see it), its XZ planes (one per
@@ -84,16 +84,18 @@ class IsoRow:
         return self.flops_per_voxel * self.out_voxels / self.seconds / 1e9
 
 
-def plane_passes(restorer: NetworkRestorer, block_input: tuple[int, ...]):
+def plane_passes(restorer: NetworkRestorer, block_input: tuple[int, ...],
+                 kept: tuple[int, int]):
     """[(net, input shapes, extra, planes per block)] of one block's XZ and YZ passes.
 
-    Each pass is traced at the batch of planes the restorer sends per call; the last,
-    smaller call of a pass is counted at the same per-plane cost.
+    ``kept``: the (y, x) extent of the block's kept output, the rows and columns whose
+    planes run. Each pass is traced at the batch of planes the restorer sends per call;
+    the last, smaller call of a pass is counted at the same per-plane cost.
     """
     d, h, w = block_input
     net = restorer.method.ema if restorer.method is not None else restorer.net
     passes = []
-    for lateral, planes in ((w, h), (h, w)):  # XZ planes (one per row), YZ (per column)
+    for lateral, planes in ((w, kept[0]), (h, kept[1])):  # XZ (one per kept row), YZ (column)
         per_plane = d * lateral * restorer.z_factor * restorer.n_samples
         batch = min(planes, max(1, restorer.plane_pixels // per_plane))
         if restorer.method is not None:
@@ -118,7 +120,9 @@ def iso_work(restorer: NetworkRestorer, in_shape, result):
     flips = flip_passes(2) if restorer.flips else 1
     d_in = plan.max_input_shape()[0]
     layers, block_flops, flops_per_voxel, batches = [], 0.0, 0.0, []
-    for net, shapes, extra, planes, batch in plane_passes(restorer, plan.max_input_shape()):
+    kept = tuple(min(b, n) for b, n in zip(plan.block_shape[1:], plan.shape[1:], strict=True))
+    for net, shapes, extra, planes, batch in plane_passes(restorer, plan.max_input_shape(),
+                                                          kept):
         traced = trace_layers(net, *shapes, extra=extra)
         layers += traced
         per_plane = sum(layer.flops for layer in traced) / batch * flips

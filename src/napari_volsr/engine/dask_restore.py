@@ -100,7 +100,7 @@ def _predict_task(raw: np.ndarray, spec: RestorerSpec, plan: BlockPlan, index: t
     if any(a or b for a, b in block.pad):
         raw = np.pad(raw, [(0, 0), *block.pad], mode="symmetric")
     restorer, device, autocast = worker_restorer(spec)
-    pred = predict_block(raw, norms, restorer, device, autocast)
+    pred = predict_block(raw, norms, restorer, device, autocast, keep=block.crop)
     return pred[(slice(None), *block.crop)] * plan.weight(block)
 
 
@@ -118,7 +118,10 @@ def _cells(plan: BlockPlan) -> list[list[tuple[int, int, list[int]]]]:
     """Per axis: output intervals covered by one fixed set of blocks, with that set."""
     axes = []
     for axis, scale in enumerate(plan.scale):
-        intervals = [(s * scale, (s + plan.block_shape[axis]) * scale) for s in plan.starts[axis]]
+        # An aligned last block may reach past the volume; it writes only up to its end.
+        stop = plan.shape[axis]
+        intervals = [(s * scale, min(s + plan.block_shape[axis], stop) * scale)
+                     for s in plan.starts[axis]]
         edges = sorted({e for pair in intervals for e in pair})
         axes.append([
             (lo, hi, [i for i, (a, b) in enumerate(intervals) if a <= lo and hi <= b])

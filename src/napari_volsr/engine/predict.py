@@ -28,7 +28,7 @@ from .dtypes import (  # noqa: F401  (OUTPUT_DTYPES, output_dtype_for: used from
 )
 from .geometry import output_geometry, validate_z_factor
 from .text import format_bytes
-from .tiling import ArrayMerger, BlockPlan, ZarrMerger, plan_restore, read_block
+from .tiling import ArrayMerger, Block, BlockPlan, ZarrMerger, plan_restore, read_block
 
 # Small blocks go through the network several at a time, up to this many padded input
 # voxels per call (blocks_per_call).
@@ -86,7 +86,9 @@ class Restorer(Protocol):
     ``__call__`` maps a normalised float tensor (B, 1, D, H, W) to
     (B, len(outputs), D * z_factor, H, W) on the same device. A restorer that sets
     ``batchable = True`` gives each batch item the result it would give alone, so
-    small blocks may share a call (:func:`blocks_per_call`).
+    small blocks may share a call (:func:`blocks_per_call`). A restorer class that sets
+    ``accepts_keep = True`` is called as ``restorer(x, keep=...)`` with the output
+    region its caller keeps (:func:`call_restorer`), and may leave the rest unfinished.
     """
 
     name: str
@@ -151,21 +153,26 @@ def to_output_units(values: np.ndarray, *, norm: Normalization, output: str, out
 
 
 def predict_block(raw: np.ndarray, norms: list[Normalization], restorer: Restorer, device,
-                  autocast_dtype=None) -> np.ndarray:
+                  autocast_dtype=None, keep: Sequence[slice] | None = None) -> np.ndarray:
     """Run ``restorer`` on one padded block ``raw`` (C, *padded) of input units.
+
+    ``keep``: the part of the output that will be used (e.g. ``block.crop``), if known.
 
     Returns
     -------
     numpy.ndarray
-        Normalised predictions (C * K, *padded output), channel-major, K = outputs.
+        Normalised predictions (C * K, *padded output), channel-major, K = outputs;
+        outside ``keep`` the values may be unfinished.
     """
-    return predict_blocks([raw], norms, restorer, device, autocast_dtype)[0]
+    return predict_blocks([raw], norms, restorer, device, autocast_dtype, keep)[0]
 
 
 def predict_blocks(raws: list[np.ndarray], norms: list[Normalization], restorer: Restorer,
-                   device, autocast_dtype=None) -> list[np.ndarray]:
+                   device, autocast_dtype=None, keep: Sequence[slice] | None = None
+                   ) -> list[np.ndarray]:
     """Run ``restorer`` once on equally shaped padded blocks, stacked along the batch axis.
 
+    ``keep``: the output region used of any of them (:func:`kept_region` of their crops).
     Returns one array per block, as :func:`predict_block` does.
     """
     import torch
@@ -177,12 +184,29 @@ def predict_blocks(raws: list[np.ndarray], norms: list[Normalization], restorer:
         tensor = torch.from_numpy(x).to(device)
         if autocast_dtype is not None:
             with torch.autocast(device.type, dtype=autocast_dtype):
-                pred = restorer(tensor)
+                pred = call_restorer(restorer, tensor, keep)
         else:
-            pred = restorer(tensor)
+            pred = call_restorer(restorer, tensor, keep)
         pred = pred.float().cpu().numpy()  # (blocks * C, K, *out)
     pred = pred.reshape(len(raws), -1, *pred.shape[2:])
     return list(pred)
+
+
+def call_restorer(restorer: Restorer, x, keep: Sequence[slice] | None = None):
+    """``restorer(x)``, told the kept output region where its class accepts one.
+
+    The flag is read from the class: wrappers that forward unknown attributes to an
+    inner restorer (``__getattr__``) would otherwise claim it without taking ``keep``.
+    """
+    if keep is not None and getattr(type(restorer), "accepts_keep", False):
+        return restorer(x, keep=tuple(keep))
+    return restorer(x)
+
+
+def kept_region(blocks: Sequence[Block]) -> tuple[slice, ...]:
+    """The bounding box of the crops of equally shaped ``blocks`` (output grid)."""
+    return tuple(slice(min(s.start for s in axis), max(s.stop for s in axis))
+                 for axis in zip(*(block.crop for block in blocks), strict=True))
 
 
 def blocks_per_call(plan: BlockPlan, restorer: Restorer, budget: float) -> int:
@@ -405,7 +429,8 @@ def _predict_into(merger, volume, restorer: Restorer, norms, device, autocast_dt
             if should_stop is not None and should_stop():
                 raise RestoreCancelled("restoration cancelled")
             raws.append(read_block(volume, block))
-        preds = predict_blocks(raws, norms, restorer, device, autocast_dtype)
+        preds = predict_blocks(raws, norms, restorer, device, autocast_dtype,
+                               kept_region(group))
         for i, (block, pred) in enumerate(zip(group, preds, strict=True), start + 1):
             merger.add(block, pred)
             yield RestoreProgress("blocks", i, len(plan), plan.describe())

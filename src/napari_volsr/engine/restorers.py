@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Generator
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +25,7 @@ from .models import (
 from .nets.plane_stack import context_stacks
 from .predict import RestoreProgress, Restorer
 from .registry import DISPLAY_NAMES, build_network, family
+from .restorer_parts import Compiled, block_bytes_per_voxel
 from .tiling import RestorerGeometry, geometry_of
 from .tta import average_over_flips, describe_flips, resolve_flips
 
@@ -99,6 +99,9 @@ class NetworkRestorer:
         fails (no C++ compiler, say), the network runs uncompiled with a warning.
     """
 
+    # Calls may say which output region is kept (predict.call_restorer).
+    accepts_keep = True
+
     def __init__(self, model: LoadedModel, diffusion_steps=None, diffusion_samples=None,
                  seed: int = 0, rcan_halo: int = 16, plane_pixels: int = 1_000_000,
                  flips: bool | None = None, channels_last: bool | None = None,
@@ -160,7 +163,7 @@ class NetworkRestorer:
             self.divisor = (divisor[0], divisor[1], divisor[1])
         self.overlap = tuple(max(h, 4) for h in self.halo) if attention else (0, 0, 0)
         if self.spatial_dims == 3:
-            self.bytes_per_voxel = _block_bytes_per_voxel(config, net) * self.n_samples
+            self.bytes_per_voxel = block_bytes_per_voxel(config, net) * self.n_samples
         else:
             # Planes go through the net a few at a time (``plane_pixels``), so a block
             # only holds its input, the outputs and their fused copy: whole volumes
@@ -209,9 +212,9 @@ class NetworkRestorer:
                 self.method.ema.to(memory_format=layout)  # the method's own copy
         if self.compile:
             if self.method is None:
-                self._runner = _Compiled(self._runner)
-            elif not isinstance(self.method.ema, _Compiled):
-                self.method.ema = _Compiled(self.method.ema)
+                self._runner = Compiled(self._runner)
+            elif not isinstance(self.method.ema, Compiled):
+                self.method.ema = Compiled(self.method.ema)
 
     def _apply(self, x):
         """Run on network-shaped input (N, 1, *S) -> (N, K, *S_out)."""
@@ -230,25 +233,57 @@ class NetworkRestorer:
         n = max(1, self.plane_pixels // per_plane)
         return torch.cat([self._apply(planes[i : i + n]) for i in range(0, planes.shape[0], n)])
 
-    def __call__(self, x):
+    def __call__(self, x, keep=None):
+        """Restore ``x`` (B, 1, D, H, W); ``keep``: the output region the caller keeps.
+
+        ``keep`` (output-grid slices z, y, x, or None: all) lets the 2D isotropic path
+        skip the planes whose values would be cropped away; outside it the output is
+        not meant to be read.
+        """
         b, _, d, h, w = x.shape
-        f = self.z_factor
         if self.spatial_dims == 3:
             return self._apply(x)
-        if f == 1 and self.context:
+        if self.z_factor > 1:
+            return self._isotropic(x, keep)
+        if self.context:
             out = self._apply_planes(context_stacks(x, self.context))
             return out.reshape(b, d, out.shape[1], h, w).permute(0, 2, 1, 3, 4)
-        if f == 1:
-            planes = x.permute(0, 2, 1, 3, 4).reshape(b * d, 1, h, w)
-            out = self._apply_planes(planes)
-            k = out.shape[1]
-            return out.reshape(b, d, k, h, w).permute(0, 2, 1, 3, 4)
-        xz = x.permute(0, 3, 1, 2, 4).reshape(b * h, 1, d, w)
+        planes = x.permute(0, 2, 1, 3, 4).reshape(b * d, 1, h, w)
+        out = self._apply_planes(planes)
+        k = out.shape[1]
+        return out.reshape(b, d, k, h, w).permute(0, 2, 1, 3, 4)
+
+    def _isotropic(self, x, keep=None):
+        """XZ planes of the kept rows and YZ planes of the kept columns, fused where both are.
+
+        A plane is computed whole (its z and lateral context), so its values do not
+        depend on which other planes are computed.
+        """
+        b, _, d, h, w = x.shape
+        f = self.z_factor
+        rows = _kept(keep, 1, h)
+        cols = _kept(keep, 2, w)
+        ny, nx = rows.stop - rows.start, cols.stop - cols.start
+        xz = x[:, :, :, rows].permute(0, 3, 1, 2, 4).reshape(b * ny, 1, d, w)
         out_xz = self._apply_planes(xz)
         k = out_xz.shape[1]
-        out_xz = out_xz.reshape(b, h, k, d * f, w).permute(0, 2, 3, 1, 4)
-        yz = x.permute(0, 4, 1, 2, 3).reshape(b * w, 1, d, h)
-        out_yz = self._apply_planes(yz).reshape(b, w, k, d * f, h).permute(0, 2, 3, 4, 1)
+        out_xz = out_xz.reshape(b, ny, k, d * f, w).permute(0, 2, 3, 1, 4)
+        yz = x[..., cols].permute(0, 4, 1, 2, 3).reshape(b * nx, 1, d, h)
+        out_yz = self._apply_planes(yz).reshape(b, nx, k, d * f, h).permute(0, 2, 3, 4, 1)
+        fused = self._fuse(out_xz[..., cols], out_yz[..., rows, :])
+        if (ny, nx) == (h, w):
+            return fused
+        # Outside the kept box only one pass (or none) was computed. Its values there
+        # are cropped away by the caller; filling them with that pass, not zeros, keeps
+        # the output a plausible picture should anything inspect the padded block.
+        out = out_xz.new_zeros((b, k, d * f, h, w))
+        out[..., rows, :] = out_xz
+        out[..., cols] = out_yz
+        out[..., rows, cols] = fused
+        return out
+
+    def _fuse(self, out_xz, out_yz):
+        """The mean of the two plane passes (CARE isotropic); diffusion pools its stds."""
         fused = (out_xz + out_yz) / 2
         if self.method is not None:
             # Pool the two standard deviations as variances.
@@ -256,58 +291,12 @@ class NetworkRestorer:
         return fused
 
 
-class _Compiled(torch.nn.Module):
-    """``module`` through ``torch.compile``, or as it is once compiling has failed."""
-
-    def __init__(self, module: torch.nn.Module):
-        super().__init__()
-        self.module = module
-        # Frozen weights let inductor prepack them for oneDNN and fold constants.
-        self.compiled = torch.compile(module, options={"freezing": True})
-        self.failed = False
-
-    def forward(self, *args):
-        """Run the compiled module; fall back to the module itself if compiling fails."""
-        if not self.failed:
-            try:
-                return self.compiled(*args)
-            except Exception as exc:
-                from .predict import _is_out_of_memory
-
-                if _is_out_of_memory(exc):
-                    raise
-                warnings.warn(f"torch.compile failed, running the network uncompiled: "
-                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-                              RuntimeWarning, stacklevel=2)
-                self.failed = True
-        return self.module(*args)
-
-
-def _block_bytes_per_voxel(config, net) -> float:
-    """Peak memory of a 3D network pass per output voxel, in bytes (float32).
-
-    From the live activations of each architecture, checked against the resident
-    memory of passes on two block sizes on the CPU (slope, channels-last; measured in
-    brackets): SRUNet's decoder holds its concatenation and convolutions on the output
-    grid, 4 (2 w1 + 4 w0) (small x1 503, default x1 918, small x4 421); the GAN's
-    features live on the input grid until the last upsampling, (16 / f + 4) C
-    (small x1 216, default x1 512, default x4 192); RCAN 24 C (small 292, default 640),
-    on the input grid with sub-pixel upsampling; the diffusion UNet with the sampler's
-    tensors 80 x its first width (small 1170, default 1930); the U-Net (CARE) runs on the
-    output grid, its top level dominating, 24 w0 (small x1 310, default x1 728, small x4 327).
-    """
-    cfg = config.network
-    f = config.z_factor
-    if cfg.family == "srunet":
-        return 4.0 * (2 * cfg.widths[1] + 4 * cfg.widths[0])
-    if cfg.family == "gan":
-        return cfg.channels * (16.0 / f + 4.0)
-    if cfg.family == "unet":
-        return 4.0 * 6 * cfg.widths[0]
-    if cfg.family == "diffusion":
-        return 4.0 * 20 * cfg.base_channels * cfg.channel_mults[0]
-    # RCAN's sub-pixel upsampling keeps the features on the input grid.
-    return 4.0 * cfg.channels * 6 / (f if getattr(net, "shuffle", False) else 1)
+def _kept(keep, axis: int, n: int) -> slice:
+    """The kept range of ``axis`` (length ``n``, same in and out), or all of it."""
+    if keep is None:
+        return slice(0, n)
+    start, stop, _ = keep[axis].indices(n)
+    return slice(start, max(start, stop))
 
 
 def list_restorers() -> list[str]:
