@@ -30,6 +30,25 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_model_library(tmp_path_factory):
+    """Every test process gets its own model library unless a test sets one.
+
+    Tests run in parallel processes (scripts/test.sh): a test that saves a model without
+    the ``library`` fixture must neither meet another process's model of the same name
+    nor write into the user's real library.
+    """
+    import os
+
+    before = os.environ.get("NAPARI_VOLSR_MODELS")
+    os.environ["NAPARI_VOLSR_MODELS"] = str(tmp_path_factory.mktemp("models"))
+    yield
+    if before is None:
+        os.environ.pop("NAPARI_VOLSR_MODELS", None)
+    else:
+        os.environ["NAPARI_VOLSR_MODELS"] = before
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

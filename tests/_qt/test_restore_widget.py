@@ -60,13 +60,28 @@ def test_cancel_adds_nothing_and_panel_recovers(qtbot, viewer_widget, rng):
     viewer.add_image(rng.random((16, 64, 64), dtype=np.float32), name="big", scale=(2, 1, 1))
     widget.model.value = "linear"
     widget._on_run()
-    worker = widget.worker
-    # Cancel right away: GeneratorWorker stops at the next yield (the first block).
-    with qtbot.waitSignal(worker.finished, timeout=60_000):
-        widget._on_cancel()
+    # Cancel right away: GeneratorWorker stops at the next yield (the first block), and a
+    # result that was already finished (a fast restore) is dropped. Waiting on the panel,
+    # not on worker.finished: a signal emitted before waitSignal connects would be missed.
+    widget._on_cancel()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
     assert [layer.name for layer in viewer.layers] == ["big"]
     assert widget.worker is None and widget.run_button.enabled
     assert "cancel" in widget.status.value
+
+
+def test_a_result_arriving_after_cancel_is_dropped(viewer_widget):
+    viewer, widget = viewer_widget
+    viewer.add_image(np.zeros((4, 8, 8), np.float32), name="vol")
+    quits = []
+    widget.worker = type("Worker", (), {"quit": lambda self: quits.append(1)})()
+    widget._on_cancel()
+    # The last block finished just before the click: its result must not become a layer.
+    widget._on_returned(object())
+    assert quits == [1]
+    assert [layer.name for layer in viewer.layers] == ["vol"]
+    assert widget.status.value == "cancelled: nothing was added"
+    widget.worker = None
 
 
 def test_saved_diffusion_model_adds_result_and_uncertainty(qtbot, make_napari_viewer, library,

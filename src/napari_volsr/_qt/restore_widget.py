@@ -57,6 +57,7 @@ class RestoreWidget(Container):
         self.viewer = viewer
         self.worker = None
         self._job = None  # "restore" or "preview" while a worker runs
+        self._cancelled = False  # the user cancelled the running job
         self._source = None
         self._started = None
         self._closed = False
@@ -351,6 +352,7 @@ class RestoreWidget(Container):
 
     def _start(self, generator, job: str):
         self._job = job
+        self._cancelled = False
         self._started = time.monotonic()
         self.actions.start(job, self._source["name"])
         if NO_THREADS:
@@ -379,6 +381,8 @@ class RestoreWidget(Container):
     def _on_cancel(self, _=None):
         if self.worker is not None:
             self.status.value = "cancelling after the current block..."
+            # A result already on its way (the last block finished just before) is dropped.
+            self._cancelled = True
             self.worker.quit()
 
     def _stop_worker(self):
@@ -403,6 +407,9 @@ class RestoreWidget(Container):
 
     def _on_returned(self, result):
         if self._closed:
+            return
+        if self._cancelled:
+            self._on_aborted()
             return
         if self._job == "preview":
             self._show_preview(result)
