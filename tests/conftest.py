@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -38,8 +39,6 @@ def private_model_library(tmp_path_factory):
     the ``library`` fixture must neither meet another process's model of the same name
     nor write into the user's real library.
     """
-    import os
-
     before = os.environ.get("NAPARI_VOLSR_MODELS")
     os.environ["NAPARI_VOLSR_MODELS"] = str(tmp_path_factory.mktemp("models"))
     yield
