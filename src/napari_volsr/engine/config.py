@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, model_serializer,
+                      model_validator)
 
 from .data.blind_spot import BlindSpotConfig, check_self_supervised
 from .degrade import DEFAULT_DEGRADATION, DegradationConfig
@@ -40,6 +41,10 @@ def check_model_name(name: str) -> str:
         raise ValueError(f"'{name}' is not a valid model name: use {MODEL_NAME_RULE} "
                          f"(at most {MODEL_NAME_MAX_LENGTH}).")
     return name
+
+
+# One upsampling factor of one axis (DESIGN 3).
+Factor = Annotated[int, Field(ge=1, le=16)]
 
 
 class StrictModel(BaseModel):
@@ -181,6 +186,9 @@ class ModelConfig(StrictModel):
     in_channels: int = Field(1, ge=1, le=16, description="Input channels of the network.")
     out_channels: int = Field(1, ge=1, le=16, description="Output channels of the network.")
     z_factor: int = Field(1, ge=1, le=16, description="z upsampling factor (1 = same shape).")
+    lateral_factors: tuple[Factor, Factor] = Field(
+        (1, 1), description="y and x upsampling factors (lateral super-resolution; 1, 1 = none).",
+    )
     context_planes: int = Field(
         0, ge=0, le=MAX_CONTEXT_PLANES,
         description="2.5D: neighbouring z planes on each side a 2D same-shape network sees "
@@ -200,20 +208,56 @@ class ModelConfig(StrictModel):
                 f"config version {self.version} is newer than this napari-volsr understands "
                 f"({CONFIG_VERSION}); update napari-volsr"
             )
-        if self.task == "restore" and self.z_factor != 1:
-            raise ValueError("task 'restore' needs z_factor 1; use 'upsample' for z_factor > 1")
+        if self.task == "restore" and self.factors != (1, 1, 1):
+            raise ValueError("task 'restore' needs factors (1, 1, 1); use 'upsample' for "
+                             f"factors {self.factors}")
         if self.task == "isotropic" and self.spatial_dims != 2:
             raise ValueError("task 'isotropic' trains a 2D network (spatial_dims 2)")
+        if self.task == "isotropic" and self.lateral_factors != (1, 1):
+            raise ValueError("task 'isotropic' upsamples z only; lateral factors must be 1, 1")
+        if self.spatial_dims == 2 and self.z_factor > 1 and self.lateral_factors != (1, 1):
+            # A 2D network upsamples z on XZ/YZ planes or y and x on YX planes, not both.
+            raise ValueError(
+                f"a 2D model upsamples z (on XZ and YZ planes) or y and x (on YX planes), "
+                f"not both: factors {self.factors} need spatial_dims 3, or two models "
+                "chained (one for z, one for y and x)")
         check_context(self)
         low, high = self.percentiles
         if not 0 <= low < high <= 100:
             raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}")
         return self
 
+    @model_serializer(mode="wrap")
+    def _without_default_lateral(self, handler):
+        # Models without lateral factors keep the JSON (and config hash) they had before
+        # lateral factors existed.
+        data = handler(self)
+        if tuple(data.get("lateral_factors", ())) == (1, 1):
+            data.pop("lateral_factors")
+        return data
+
     @property
     def family(self) -> str:
         """The model family name."""
         return self.network.family
+
+    @property
+    def factors(self) -> tuple[int, int, int]:
+        """Upsampling per axis (z, y, x) of the volume."""
+        return (self.z_factor, *self.lateral_factors)
+
+    @property
+    def net_factors(self) -> tuple[int, ...]:
+        """The network's own factors, one per its spatial axis.
+
+        3D: the volume's ``(fz, fy, fx)``. 2D: ``(fy, fx)`` on YX planes for lateral
+        super-resolution, else ``(fz, 1)`` (XZ/YZ planes, z first; DESIGN 3).
+        """
+        if self.spatial_dims == 3:
+            return self.factors
+        if self.lateral_factors != (1, 1):
+            return self.lateral_factors
+        return (self.z_factor, 1)
 
 
 def describe_validation_error(exc: ValidationError) -> str:

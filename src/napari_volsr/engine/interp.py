@@ -1,4 +1,4 @@
-"""Interpolation along the first spatial axis on the slab grid (DESIGN 3)."""
+"""Interpolation on the slab grid (DESIGN 3): along z, or separably along every upsampled axis."""
 
 from __future__ import annotations
 
@@ -123,3 +123,38 @@ def _spline_z(x: torch.Tensor, z_factor: int) -> torch.Tensor:
         phases.append(acc)
     out = np.stack(phases, axis=3).reshape(b, c, d * z_factor, *x.shape[3:])
     return torch.from_numpy(out).to(device=x.device, dtype=x.dtype)
+
+
+def upsample(x: torch.Tensor, factors, mode: str = "cubic") -> torch.Tensor:
+    """Upsample every spatial axis of ``x`` by its factor, separably, on the slab grid.
+
+    Each axis is interpolated as :func:`upsample_z` does the first one (the 1D kernels
+    commute, so the order of axes does not change the result beyond rounding).
+
+    Parameters
+    ----------
+    x
+        Tensor (B, C, *S) with two or three spatial axes.
+    factors
+        One int per spatial axis (an int alone: the first axis only, as ``upsample_z``).
+    mode
+        As for :func:`upsample_z`.
+
+    Returns
+    -------
+    torch.Tensor
+        (B, C, *(s * f for s, f in zip(S, factors))), same dtype as ``x``.
+    """
+    spatial = x.ndim - 2
+    if isinstance(factors, int):
+        factors = (factors,) + (1,) * (spatial - 1)
+    factors = tuple(int(f) for f in factors)
+    if len(factors) != spatial:
+        raise ValueError(f"factors {factors} do not match the {spatial} spatial axes of "
+                         f"a tensor of shape {tuple(x.shape)}")
+    for axis, f in enumerate(factors):
+        if f == 1:
+            continue
+        moved = x.movedim(2 + axis, 2)
+        x = upsample_z(moved, f, mode).movedim(2, 2 + axis)
+    return x.contiguous()
