@@ -169,6 +169,9 @@ def network_config(name: str, preset: str = "default", **overrides):
 def build_network(config: ModelConfig):
     """The (untrained) network for ``config``: generator for GANs, UNet for diffusion.
 
+    Its factors are ``config.net_factors``: the volume's (z, y, x) for a 3D network, a 2D
+    network's own two axes otherwise.
+
     A 2.5D model (``context_planes`` c > 0) gets ``in_channels * (2c + 1)`` input
     channels: the plane it restores and its c neighbours on each side.
     """
@@ -181,7 +184,7 @@ def build_network(config: ModelConfig):
         spatial_dims=config.spatial_dims,
         in_channels=config.in_channels * (2 * config.context_planes + 1),
         out_channels=config.out_channels,
-        z_factor=config.z_factor,
+        factors=config.net_factors,
         **params,
     )
 

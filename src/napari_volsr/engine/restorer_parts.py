@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -43,12 +44,14 @@ def block_bytes_per_voxel(config, net) -> float:
     grid, 4 (2 w1 + 4 w0) (small x1 503, default x1 918, small x4 421); the GAN's
     features live on the input grid until the last upsampling, (16 / f + 4) C
     (small x1 216, default x1 512, default x4 192); RCAN 24 C (small 292, default 640),
-    on the input grid with sub-pixel upsampling; the diffusion UNet with the sampler's
+    / f on the input grid with sub-pixel upsampling (f: output voxels per input voxel,
+    the product of the per-axis factors); the diffusion UNet with the sampler's
     tensors 80 x its first width (small 1170, default 1930); the U-Net (CARE) runs on the
     output grid, its top level dominating, 24 w0 (small x1 310, default x1 728, small x4 327).
     """
     cfg = config.network
-    f = config.z_factor
+    # Input-grid activations spread over every output voxel their input voxel covers.
+    f = math.prod(config.factors)
     if cfg.family == "srunet":
         return 4.0 * (2 * cfg.widths[1] + 4 * cfg.widths[0])
     if cfg.family == "gan":

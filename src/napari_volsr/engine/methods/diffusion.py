@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_volsr.engine.interp import INTERPOLATION_MODES, upsample_z
+from napari_volsr.engine.interp import INTERPOLATION_MODES
 from napari_volsr.engine.methods.base import TrainingMethod, backward_step
 from napari_volsr.engine.methods.schedules import ddim_step, linear_beta_schedule
+from napari_volsr.engine.nets._common import to_output_grid
 from napari_volsr.engine.nets.diffusion_unet import DiffusionUNet
 
 SAMPLERS = ("ddim", "ancestral")
@@ -26,8 +27,9 @@ class SamplingCancelled(Exception):
 class DiffusionMethod(TrainingMethod):
     """Train and sample a conditional diffusion model around a noise-predicting UNet.
 
-    The degraded input, interpolated onto the output grid for ``z_factor > 1`` (cubic,
-    slab grid), is concatenated to the noisy target; the network predicts the noise.
+    The degraded input, interpolated onto the output grid when a factor is > 1 (cubic,
+    slab grid, every axis by its factor), is concatenated to the noisy target; the
+    network predicts the noise.
     Training follows SR3/WaveGrad: the network is conditioned on a continuous noise
     level ``gamma = sqrt(alpha_bar)`` drawn uniformly between two consecutive steps of
     the schedule, so any respaced schedule can be used at sampling time.
@@ -37,7 +39,8 @@ class DiffusionMethod(TrainingMethod):
     net
         A :class:`~napari_volsr.engine.nets.diffusion_unet.DiffusionUNet` (or any module
         with the same call signature and attributes ``spatial_dims``, ``in_channels``,
-        ``out_channels``, ``z_factor`` and ``output_divisor``).
+        ``out_channels``, ``z_factor`` and ``output_divisor``; ``factors``, one per
+        spatial axis, when more than the first axis is upsampled).
     num_timesteps
         Schedule length T.
     beta_start, beta_end
@@ -47,7 +50,7 @@ class DiffusionMethod(TrainingMethod):
     lr
         Default Adam learning rate for :meth:`configure_optimizers`.
     interpolation
-        How the condition is brought onto the output grid for ``z_factor > 1``.
+        How the condition is brought onto the output grid when a factor is > 1.
     val_steps
         DDIM steps of the one sample scored at validation and shown in previews.
     """
@@ -102,6 +105,8 @@ class DiffusionMethod(TrainingMethod):
         self.in_channels = int(net.in_channels)
         self.out_channels = int(net.out_channels)
         self.z_factor = int(net.z_factor)
+        self.factors = tuple(int(f) for f in getattr(
+            net, "factors", (self.z_factor,) + (1,) * (self.spatial_dims - 1)))
         self.output_divisor = tuple(int(d) for d in net.output_divisor)
         self.val_steps = int(val_steps)
 
@@ -132,9 +137,9 @@ class DiffusionMethod(TrainingMethod):
         return tuple(self.net.divisor)
 
     def condition(self, x: torch.Tensor) -> torch.Tensor:
-        """Bring the degraded input onto the output grid (identity for ``z_factor`` 1)."""
-        if self.z_factor > 1:
-            return upsample_z(x, self.z_factor, self.interpolation)
+        """Bring the degraded input onto the output grid (identity when every factor is 1)."""
+        if any(f > 1 for f in self.factors):
+            return to_output_grid(x, self.factors, self.interpolation)
         return x
 
     # ------------------------------------------------------------------ training
@@ -188,7 +193,7 @@ class DiffusionMethod(TrainingMethod):
         ----------
         batch
             ``{"input": (B, in_channels, *S_in), "target": (B, out_channels, *S_out)}``
-            with ``S_out`` = ``S_in`` with the first axis times ``z_factor``.
+            with ``S_out`` = ``S_in`` with every axis times its factor.
         noise, noise_level
             Fixed noise (like the target) and noise levels (B,); drawn when omitted.
         generator
@@ -201,11 +206,12 @@ class DiffusionMethod(TrainingMethod):
         """
         x, target = batch["input"], batch["target"]
         self._check_input(x, "batch['input']")
-        expected = (target.shape[0], self.out_channels, x.shape[2] * self.z_factor, *x.shape[3:])
+        expected = (target.shape[0], self.out_channels,
+                    *(s * f for s, f in zip(x.shape[2:], self.factors, strict=True)))
         if tuple(target.shape) != expected:
             raise ValueError(
                 f"batch['target'] has shape {tuple(target.shape)}; for input "
-                f"{tuple(x.shape)} and z_factor {self.z_factor} expected {expected}"
+                f"{tuple(x.shape)} and factors {self.factors} expected {expected}"
             )
         cond = self.condition(x)
         if noise_level is None:

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_volsr.engine.interp import upsample_z
 from napari_volsr.engine.methods.base import TrainingMethod, backward_step
+from napari_volsr.engine.nets._common import to_output_grid
 
 ADVERSARIAL_LOSSES = ("vanilla", "lsgan", "wgangp")
 
@@ -76,7 +76,7 @@ class GANMethod(TrainingMethod):
         Weight of the WGAN gradient penalty.
     d_condition
         Show the discriminator the degraded input, interpolated onto the output grid
-        (cubic), as extra channels.
+        (cubic, every axis by the generator's factor), as extra channels.
     warmup
         Default for the ``warmup`` argument of the steps: content loss only, no
         discriminator update (DESIGN recommends a warm-up phase).
@@ -138,6 +138,8 @@ class GANMethod(TrainingMethod):
         self.warmup = warmup
         self.warmup_steps = int(warmup_steps)
         self.z_factor = int(getattr(generator, "z_factor", 1))
+        # Stand-in generators of tests may only say their z-factor.
+        self.factors = tuple(getattr(generator, "factors", ())) or None
 
     # -- losses -------------------------------------------------------------------------
 
@@ -147,7 +149,8 @@ class GANMethod(TrainingMethod):
         ``learning``: the discriminator's own step (through its replica when distributed).
         """
         if self.d_condition:
-            condition = upsample_z(inputs, self.z_factor, "catmull-rom")
+            factors = self.factors or (self.z_factor,) + (1,) * (inputs.ndim - 3)
+            condition = to_output_grid(inputs, factors, "catmull-rom")
             images = torch.cat([images, condition], dim=1)
         return (self.replica("discriminator") if learning else self.discriminator)(images)
 

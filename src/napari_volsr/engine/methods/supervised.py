@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
-from napari_volsr.engine.interp import upsample_z
 from napari_volsr.engine.methods.base import TrainingMethod, backward_step
+from napari_volsr.engine.nets._common import to_output_grid
 
 LOSSES = ("mae", "mse", "cubic_weighted")
 
 
-def cubic_weights(inputs: torch.Tensor, target: torch.Tensor, z_factor: int) -> torch.Tensor:
+def cubic_weights(inputs: torch.Tensor, target: torch.Tensor,
+                  z_factor: int | Sequence[int]) -> torch.Tensor:
     """Return the weights ``E / (2 max E) + 0.5`` of the cubic-weighted MSE (3D SR U-Net).
 
     ``E`` is the squared error of the cubic-interpolated input against the target, so
@@ -24,19 +27,21 @@ def cubic_weights(inputs: torch.Tensor, target: torch.Tensor, z_factor: int) -> 
     inputs
         Degraded input (B, C, D, ...).
     target
-        Target (B, C, D * z_factor, ...).
+        Target (B, C, *(s * f)): every spatial axis times its factor.
     z_factor
-        Upsampling factor along the first spatial axis (1: ``E`` compares the input itself).
+        Upsampling factor along the first spatial axis, or one factor per spatial axis
+        (all 1: ``E`` compares the input itself).
 
     Returns
     -------
     torch.Tensor
         Weights shaped like ``target``, in [0.5, 1].
     """
-    reference = upsample_z(inputs, z_factor, "catmull-rom")
+    factors = _factors(z_factor, inputs.ndim - 2)
+    reference = to_output_grid(inputs, factors, "catmull-rom")
     if reference.shape[2:] != target.shape[2:]:
         raise ValueError(
-            f"input {tuple(inputs.shape)} upsampled by {z_factor} does not match target "
+            f"input {tuple(inputs.shape)} upsampled by {factors} does not match target "
             f"{tuple(target.shape)}"
         )
     # NaN targets (blind spots) are left out of the loss: weight them 0.5, not NaN.
@@ -44,6 +49,13 @@ def cubic_weights(inputs: torch.Tensor, target: torch.Tensor, z_factor: int) -> 
     peak = error.flatten(1).amax(dim=1).view(-1, *[1] * (error.ndim - 1))
     # Guard the all-zero case: E / max(E) -> 0 there, i.e. weight 0.5.
     return error / (2 * peak.clamp_min(torch.finfo(error.dtype).tiny)) + 0.5
+
+
+def _factors(factors, spatial_dims: int) -> tuple[int, ...]:
+    """Per-axis factors from an int (the first axis's) or a sequence."""
+    if isinstance(factors, Sequence):
+        return tuple(int(f) for f in factors)
+    return (int(factors),) + (1,) * (spatial_dims - 1)
 
 
 class SupervisedMethod(TrainingMethod):
@@ -70,6 +82,8 @@ class SupervisedMethod(TrainingMethod):
         self.net = net
         self.loss = loss
         self.z_factor = int(getattr(net, "z_factor", 1))
+        # Stand-in networks of tests may only say their z-factor.
+        self.factors = tuple(getattr(net, "factors", ())) or None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Return the scalar loss of the net on ``batch`` ({"input", "target"}).
@@ -84,7 +98,7 @@ class SupervisedMethod(TrainingMethod):
         weights = None
         if self.loss == "cubic_weighted":
             with torch.no_grad():
-                weights = cubic_weights(inputs, target, self.z_factor)
+                weights = cubic_weights(inputs, target, self.factors or self.z_factor)
         if partial:
             # Zero, not NaN, where unknown: a NaN would reach the gradient through abs/pow.
             target = torch.where(known, target, 0.0)

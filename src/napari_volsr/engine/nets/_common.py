@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from numbers import Integral
+
+from napari_volsr.engine.interp import upsample, upsample_z
 
 MAX_Z_FACTOR = 16
 
@@ -51,6 +54,50 @@ def check_net_args(spatial_dims, in_channels, out_channels, z_factor) -> None:
     check_int("z_factor", z_factor, 1, MAX_Z_FACTOR)
 
 
+def net_factors(spatial_dims: int, z_factor=1, factors: Sequence[int] | None = None
+                ) -> tuple[int, ...]:
+    """Return a network's upsampling factor per spatial axis.
+
+    Parameters
+    ----------
+    spatial_dims
+        2 or 3.
+    z_factor
+        The shorthand ``(z_factor, 1[, 1])``, used when ``factors`` is None.
+    factors
+        One integer 1..16 per spatial axis; takes precedence over ``z_factor``, which
+        must then be 1 (its default) or equal to ``factors[0]``.
+
+    Returns
+    -------
+    tuple of int
+        ``spatial_dims`` factors, the first axis first.
+    """
+    check_int("z_factor", z_factor, 1, MAX_Z_FACTOR)
+    if factors is None:
+        return (int(z_factor),) + (1,) * (spatial_dims - 1)
+    sized = hasattr(factors, "__len__") and not isinstance(factors, str)
+    if not sized or len(factors) != spatial_dims:
+        raise ValueError(f"factors must be {spatial_dims} integers (one per spatial axis), "
+                         f"got {factors!r}")
+    values = tuple(check_int("factors", f, 1, MAX_Z_FACTOR) for f in factors)
+    if z_factor != 1 and z_factor != values[0]:
+        raise ValueError(f"z_factor {z_factor} disagrees with factors {values}: give one "
+                         "or make z_factor equal to factors[0]")
+    return values
+
+
+def to_output_grid(x, factors: Sequence[int], mode: str = "catmull-rom"):
+    """Interpolate ``x`` (B, C, *S) onto the output grid, every axis by its factor.
+
+    Factors on the first axis alone go through ``upsample_z``, so z-only networks compute
+    exactly what they did before lateral factors existed (same tensor, same memory layout).
+    """
+    if all(f == 1 for f in factors[1:]):
+        return upsample_z(x, factors[0], mode)
+    return upsample(x, tuple(factors), mode)
+
+
 def check_input(x, spatial_dims: int, in_channels: int) -> None:
     """Raise a ValueError if ``x`` is not (B, in_channels, *spatial) for this net."""
     if x.ndim != spatial_dims + 2 or x.shape[1] != in_channels:
@@ -88,3 +135,9 @@ def z_halo(input_radius: int, output_radius: int, z_factor: int) -> int:
     # slices p - r .. p + r, which read input slices (p - r) // f .. (p + r) // f.
     reach = max(max(-((p - output_radius) // f), (p + output_radius) // f) for p in range(f))
     return input_radius + reach
+
+
+def kernel_stride_halo(input_radius: int, output_radius: int, factors: Sequence[int]
+                       ) -> tuple[int, ...]:
+    """:func:`z_halo` of every axis, each with its own factor (1: the radii add up)."""
+    return tuple(z_halo(input_radius, output_radius, f) for f in factors)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_volsr.engine.nets._common import net_factors
 from napari_volsr.engine.nets.blocks import conv
 
 #: Size keyword sets. "default" is DESIGN 4 (widths 32*[1, 2, 4, 8], two residual
@@ -203,9 +204,9 @@ class DiffusionUNet(nn.Module):
     out_channels
         Channels of the target, hence of the noisy input and the predicted noise.
     z_factor
-        Upsampling factor of the first spatial axis (1..16). The UNet itself is
-        same-shape; the factor is stored for the method and for :attr:`halo` and
-        :attr:`divisor`, which are expressed in input voxels.
+        Upsampling factor of the first spatial axis (1..16; shorthand for ``factors``).
+        The UNet itself is same-shape; the factors are stored for the method and for
+        :attr:`halo` and :attr:`divisor`, which are expressed in input voxels.
     base_channels
         Width of the first level.
     channel_mults
@@ -218,14 +219,18 @@ class DiffusionUNet(nn.Module):
         Dropout probability inside residual blocks.
     attention
         Self-attention in the bottleneck.
+    factors
+        Upsampling factor per spatial axis, 1..16 each; takes precedence over ``z_factor``.
 
     Attributes
     ----------
+    factors : tuple of int
+        Upsampling factor per spatial axis (``z_factor`` is the first).
     output_divisor : tuple of int
         Every spatial axis of the output grid must be a multiple of this.
     divisor : tuple of int
-        The same constraint for the degraded input: along the first axis
-        ``d // gcd(d, z_factor)``, so that ``depth * z_factor`` is a multiple of ``d``.
+        The same constraint for the degraded input: along each axis ``d // gcd(d, f)``
+        for its factor ``f``, so that ``size * f`` is a multiple of ``d``.
     receptive_radius : int
         Receptive-field radius of the convolutional path, in output voxels.
     output_halo : tuple of int
@@ -236,8 +241,8 @@ class DiffusionUNet(nn.Module):
         smaller, Luo et al. 2016). Eight bottleneck voxels of context per side is what
         the tiler keeps; its blending hides what remains.
     halo : tuple of int
-        :attr:`output_halo` in input voxels (first axis divided by ``z_factor``,
-        rounded up).
+        :attr:`output_halo` in input voxels (each axis divided by its factor, rounded
+        up).
     """
 
     def __init__(
@@ -252,15 +257,17 @@ class DiffusionUNet(nn.Module):
         groups: int = 8,
         dropout: float = 0.1,
         attention: bool = True,
+        factors: Sequence[int] | None = None,
     ):
         super().__init__()
         _validate(spatial_dims, in_channels, out_channels, z_factor, base_channels,
                   channel_mults, num_res_blocks, groups, dropout)
+        self.factors = net_factors(spatial_dims, int(z_factor), factors)
         channel_mults = tuple(int(m) for m in channel_mults)
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.z_factor = int(z_factor)
+        self.z_factor = self.factors[0]
         self.base_channels = base_channels
         self.channel_mults = channel_mults
         self.num_res_blocks = num_res_blocks
@@ -296,11 +303,11 @@ class DiffusionUNet(nn.Module):
         levels = len(self.channel_mults)
         d = 2 ** (levels - 1)
         self.output_divisor = (d,) * self.spatial_dims
-        self.divisor = (d // math.gcd(d, self.z_factor),) + (d,) * (self.spatial_dims - 1)
+        self.divisor = tuple(d // math.gcd(d, f) for f in self.factors)
         self.receptive_radius = conv_receptive_radius(self.channel_mults, self.num_res_blocks)
         halo_out = min(self.receptive_radius, 4 * 2**levels)
         self.output_halo = (halo_out,) * self.spatial_dims
-        self.halo = (-(-halo_out // self.z_factor),) + (halo_out,) * (self.spatial_dims - 1)
+        self.halo = tuple(-(-halo_out // f) for f in self.factors)
 
     def _encoder(self, widths: list[int], emb_dim: int) -> tuple[nn.ModuleList, list[int]]:
         """The down path, and the widths of the skips it leaves for the decoder."""

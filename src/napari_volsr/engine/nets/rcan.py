@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
-from napari_volsr.engine.interp import upsample_z
-from napari_volsr.engine.nets._common import check_input, check_int, check_net_args
+from napari_volsr.engine.nets._common import (
+    check_input, check_int, check_net_args, net_factors, to_output_grid,
+)
 from napari_volsr.engine.nets.blocks import adaptive_avg_pool, conv
 
 # New models upsample z on features (sub-pixel): on self-supervised x4 EM it trained 2.7x
@@ -86,16 +90,17 @@ def _cubic_support(u: int, z_factor: int) -> tuple[int, int]:
 
 
 class RCAN(nn.Module):
-    """Residual channel-attention network for restoration and z-upsampling.
+    """Residual channel-attention network for restoration and upsampling.
 
     Head conv; ``n_groups`` residual groups of ``n_blocks`` residual channel-attention
     blocks, each group closed by a conv and a skip; a trunk conv with a long skip; a tail
-    conv. No normalisation layers. For ``z_factor > 1`` the network learns a correction
-    of the cubic interpolation (slab convention) of its input. With ``upsampling="input"``
-    (3D-RCAN) it runs on the interpolated input, on the output grid; with ``"features"``
-    (RCAN for super-resolution, Zhang et al. 2018) it runs on the input grid and its tail
-    makes ``z_factor`` values per voxel that a sub-pixel shuffle spreads along z: the
-    same depth for ``z_factor`` times fewer voxels.
+    conv. No normalisation layers. With factors > 1 the network learns a correction of
+    the cubic interpolation (slab convention) of its input, every axis by its factor.
+    With ``upsampling="input"`` (3D-RCAN) it runs on the interpolated input, on the
+    output grid; with ``"features"`` (RCAN for super-resolution, Zhang et al. 2018) it
+    runs on the input grid and its tail makes ``prod(factors)`` values per voxel that a
+    sub-pixel shuffle spreads over the output voxels the input voxel covers: the same
+    depth for ``prod(factors)`` times fewer voxels.
 
     Parameters
     ----------
@@ -105,7 +110,7 @@ class RCAN(nn.Module):
         Channel counts. When equal, the (interpolated) input is added to the output as a
         global residual.
     z_factor
-        Upsampling factor of the first spatial axis, 1..16.
+        Upsampling factor of the first spatial axis, 1..16 (shorthand for ``factors``).
     channels
         Feature width C.
     n_groups
@@ -117,10 +122,14 @@ class RCAN(nn.Module):
     channel_attention
         Turn the attention gates off to make the network strictly local (tests of the halo).
     upsampling
-        ``"input"`` or ``"features"`` (see above); the same for ``z_factor == 1``.
+        ``"input"`` or ``"features"`` (see above); the same when every factor is 1.
+    factors
+        Upsampling factor per spatial axis, 1..16 each; takes precedence over ``z_factor``.
 
     Attributes
     ----------
+    factors : tuple of int
+        Upsampling factor per spatial axis (``z_factor`` is the first).
     halo : tuple of int
         Radius of the convolutions' receptive field per spatial axis, in input voxels.
         Channel attention pools over the whole block, so outputs also depend weakly on
@@ -141,9 +150,11 @@ class RCAN(nn.Module):
         reduction: int = 8,
         channel_attention: bool = True,
         upsampling: str = "input",
+        factors: Sequence[int] | None = None,
     ):
         super().__init__()
         check_net_args(spatial_dims, in_channels, out_channels, z_factor)
+        self.factors = net_factors(spatial_dims, z_factor, factors)
         check_int("channels", channels)
         check_int("n_groups", n_groups)
         check_int("n_blocks", n_blocks)
@@ -154,7 +165,7 @@ class RCAN(nn.Module):
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.z_factor = int(z_factor)
+        self.z_factor = self.factors[0]
         self.global_residual = in_channels == out_channels
 
         sd = spatial_dims
@@ -164,35 +175,39 @@ class RCAN(nn.Module):
             for _ in range(n_groups)
         ]
         self.trunk = nn.Sequential(*groups, conv(sd, channels, channels))
-        self.shuffle = upsampling == "features" and self.z_factor > 1
-        self.tail = conv(sd, channels, out_channels * (self.z_factor if self.shuffle else 1))
+        upsampled = math.prod(self.factors)
+        self.shuffle = upsampling == "features" and upsampled > 1
+        self.tail = conv(sd, channels, out_channels * (upsampled if self.shuffle else 1))
 
         # Every 3-wide conv on the longest path: head, 2 per RCAB + 1 per group, trunk, tail.
         radius = 1 + n_groups * (2 * n_blocks + 1) + 1 + 1
-        # On the input grid the convs reach ``radius`` slices; the cubic skip reaches 2.
-        z_halo = max(radius, 2) if self.shuffle else self._z_halo(radius)
-        self.halo = (z_halo,) + (radius,) * (sd - 1)
+        # On the input grid the convs reach ``radius`` voxels; the cubic skip reaches 2
+        # along every upsampled axis.
+        if self.shuffle:
+            self.halo = tuple(max(radius, 2) if f > 1 else radius for f in self.factors)
+        else:
+            self.halo = tuple(_axis_halo(radius, f) for f in self.factors)
         self.divisor = (1,) * sd
 
-    def _z_halo(self, radius: int) -> int:
-        """Convert an output-grid radius into input slices through the cubic upsampling."""
-        f = self.z_factor
-        if f == 1:
-            return radius
-        return max(
-            max(-_cubic_support(p - radius, f)[0], _cubic_support(p + radius, f)[1])
-            for p in range(f)
-        )
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map (B, in, D, ...) to (B, out, D * z_factor, ...)."""
+        """Map (B, in, *S) to (B, out, *(s * f for each axis's factor f))."""
         check_input(x, self.spatial_dims, self.in_channels)
-        base = upsample_z(x, self.z_factor, "catmull-rom")
+        base = to_output_grid(x, self.factors, "catmull-rom")
         features = self.head(x if self.shuffle else base)
         out = self.tail(features + self.trunk(features))
         if self.shuffle:
-            out = _shuffle_z(out, self.z_factor)
+            out = _shuffle(out, self.factors)
         return out + base if self.global_residual else out
+
+
+def _axis_halo(radius: int, f: int) -> int:
+    """Convert an output-grid radius into input voxels through the cubic upsampling."""
+    if f == 1:
+        return radius
+    return max(
+        max(-_cubic_support(p - radius, f)[0], _cubic_support(p + radius, f)[1])
+        for p in range(f)
+    )
 
 
 def _shuffle_z(x: torch.Tensor, factor: int) -> torch.Tensor:
@@ -201,3 +216,22 @@ def _shuffle_z(x: torch.Tensor, factor: int) -> torch.Tensor:
     c = cf // factor
     x = x.reshape(b, c, factor, d, *rest).transpose(2, 3)
     return x.reshape(b, c, d * factor, *rest)
+
+
+def _shuffle(x: torch.Tensor, factors: Sequence[int]) -> torch.Tensor:
+    """Sub-pixel shuffle of every axis: (B, C * prod(f), *S) -> (B, C, *(s * f)).
+
+    Channel ``c * prod(f) + k``, with ``k`` the row-major index of the offsets
+    ``(k_0, k_1, ...)`` (``k_i < f_i``), becomes output voxel ``s_i * f_i + k_i``. With
+    only the first axis upsampled this is :func:`_shuffle_z`.
+    """
+    if all(f == 1 for f in factors[1:]):
+        return _shuffle_z(x, factors[0])
+    b, cf, *sizes = x.shape
+    n = len(sizes)
+    c = cf // math.prod(factors)
+    x = x.reshape(b, c, *factors, *sizes)
+    # (B, C, f_0.., s_0..) -> (B, C, s_0, f_0, s_1, f_1, ...)
+    order = [0, 1] + [axis for i in range(n) for axis in (2 + n + i, 2 + i)]
+    x = x.permute(*order)
+    return x.reshape(b, c, *(s * f for s, f in zip(sizes, factors, strict=True)))

@@ -1,11 +1,15 @@
-"""GAN networks: ResNet generator with learned z-upsampling and a PatchGAN discriminator."""
+"""GAN networks: ResNet generator with learned upsampling and a PatchGAN discriminator."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from napari_volsr.engine.nets._common import check_input, check_int, check_net_args, z_halo
+from napari_volsr.engine.nets._common import (
+    check_input, check_int, check_net_args, kernel_stride_halo, net_factors,
+)
 from napari_volsr.engine.nets.blocks import conv, conv_transpose, instance_norm
 
 PRESETS: dict[str, dict] = {
@@ -55,11 +59,11 @@ class _ResBlock(nn.Module):
 
 
 class ResNetGenerator(nn.Module):
-    """ResNet generator (SRGAN style) with learned upsampling along z.
+    """ResNet generator (SRGAN style) with learned upsampling.
 
     Conv + LeakyReLU(0.2); ``n_blocks`` residual blocks; a conv + norm closed by a
-    global skip from the first features; for ``z_factor > 1`` a transposed conv with
-    kernel = stride = (f, 1, 1) + LeakyReLU; an output conv.
+    global skip from the first features; when a factor is > 1 a transposed conv with
+    kernel = stride = factors (fz, fy, fx) + LeakyReLU; an output conv.
 
     Parameters
     ----------
@@ -68,7 +72,7 @@ class ResNetGenerator(nn.Module):
     in_channels, out_channels
         Channel counts.
     z_factor
-        Upsampling factor of the first spatial axis, 1..16.
+        Upsampling factor of the first spatial axis, 1..16 (shorthand for ``factors``).
     channels
         Feature width.
     n_blocks
@@ -77,9 +81,13 @@ class ResNetGenerator(nn.Module):
         ``"batch"`` (default), ``"instance"`` or ``"none"``. Batch norm in eval mode is a
         fixed per-channel affine map, so tiled inference is exact and ``halo`` honest;
         instance norm normalises over each block, making outputs depend on the tiling.
+    factors
+        Upsampling factor per spatial axis, 1..16 each; takes precedence over ``z_factor``.
 
     Attributes
     ----------
+    factors : tuple of int
+        Upsampling factor per spatial axis (``z_factor`` is the first).
     halo : tuple of int
         Receptive-field radius per spatial axis, in input voxels.
     divisor : tuple of int
@@ -95,9 +103,11 @@ class ResNetGenerator(nn.Module):
         channels: int = 32,
         n_blocks: int = 4,
         norm: str = "batch",
+        factors: Sequence[int] | None = None,
     ):
         super().__init__()
         check_net_args(spatial_dims, in_channels, out_channels, z_factor)
+        self.factors = net_factors(spatial_dims, z_factor, factors)
         check_int("channels", channels)
         check_int("n_blocks", n_blocks, 0)
         if norm not in NORMS:
@@ -105,7 +115,7 @@ class ResNetGenerator(nn.Module):
         self.spatial_dims = sd = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.z_factor = f = int(z_factor)
+        self.z_factor = self.factors[0]
 
         self.head = nn.Sequential(conv(sd, in_channels, channels), _lrelu())
         self.trunk = nn.Sequential(
@@ -113,8 +123,8 @@ class ResNetGenerator(nn.Module):
             conv(sd, channels, channels),
             _norm(norm, sd, channels),
         )
-        if f > 1:
-            kernel = (f,) + (1,) * (sd - 1)
+        if any(f > 1 for f in self.factors):
+            kernel = self.factors
             self.upsample: nn.Module = nn.Sequential(
                 conv_transpose(sd, channels, channels, kernel, kernel), _lrelu()
             )
@@ -124,11 +134,11 @@ class ResNetGenerator(nn.Module):
 
         # Head, 2 per block and the trunk conv on the input grid; the output conv after.
         before = 2 + 2 * n_blocks
-        self.halo = (z_halo(before, 1, f),) + (before + 1,) * (sd - 1)
+        self.halo = kernel_stride_halo(before, 1, self.factors)
         self.divisor = (1,) * sd
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map (B, in, D, ...) to (B, out, D * z_factor, ...)."""
+        """Map (B, in, *S) to (B, out, *(s * f for each axis's factor f))."""
         check_input(x, self.spatial_dims, self.in_channels)
         features = self.head(x)
         features = features + self.trunk(features)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from napari_volsr.engine.nets._common import check_input, check_int, check_net_args, z_halo
+from napari_volsr.engine.nets._common import check_input, check_int, check_net_args, net_factors
 from napari_volsr.engine.nets.blocks import conv, conv_transpose, max_pool
 
 PRESETS: dict[str, dict] = {
@@ -27,44 +28,63 @@ def _conv_stack(spatial_dims: int, in_ch: int, out_ch: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _lateral_halo() -> int:
-    """Return the receptive-field radius along a pooled axis, in input voxels.
+def _axis_halo(f: int, pool: int) -> int:
+    """Return the receptive-field radius along one axis, in input voxels (worst phase).
 
-    A feature at position q of a grid with stride s reads input voxels
-    ``s*q + a .. s*q + b``; track (s, a, b) through the layers, taking the worst phase.
+    Exact, not a bound: runs of positions are followed back from an output voxel through
+    the decoder, the kernel = stride upsamplings (output ``u`` reads ``u // k``), the
+    poolings and the convolutions, as :func:`napari_volsr.engine.nets.unet.receptive_span`
+    does; spans repeat with period ``pool**2 * f`` in the output position.
+
+    Parameters
+    ----------
+    f
+        The axis's upsampling factor.
+    pool
+        Its pooling factor: 2 laterally, 1 along the first axis.
     """
+    reach = _CONVS_PER_LEVEL
 
-    def convs(s, a, b):
-        return s, a - _CONVS_PER_LEVEL * s, b + _CONVS_PER_LEVEL * s
+    def enc0(lo, hi):  # input read by the first level's features lo..hi
+        return lo - reach, hi + reach
 
-    def pool(s, a, b):  # q' covers q = 2q', 2q'+1
-        return 2 * s, a, b + s
+    def pooled(lo, hi):
+        return pool * lo, pool * hi + pool - 1
 
-    def up(s, a, b):  # q reads q // 2 of the coarser grid (stride 2 -> stride s // 2)
-        return s // 2, a - s // 2, b
+    def enc1(lo, hi):
+        return enc0(*pooled(lo - reach, hi + reach))
+
+    def bottom(lo, hi):
+        return enc1(*pooled(lo - reach, hi + reach))
 
     def union(left, right):
-        return left[0], min(left[1], right[1]), max(left[2], right[2])
+        return min(left[0], right[0]), max(left[1], right[1])
 
-    skip0 = convs(1, 0, 0)
-    skip1 = convs(*pool(*skip0))
-    bottom = convs(*pool(*skip1))
-    dec1 = convs(*union(up(*bottom), skip1))
-    dec0 = convs(*union(up(*dec1), skip0))
-    return max(-dec0[1], dec0[2])
+    def dec1(lo, hi):  # the deep up-convolution strides pool * f, the skip f
+        lo, hi = lo - reach, hi + reach
+        k = pool * f
+        return union(bottom(lo // k, hi // k), enc1(lo // f, hi // f))
+
+    halo = 0
+    for q in range(pool * pool * f):
+        lo, hi = q - reach, q + reach
+        first, last = union(dec1(lo // pool, hi // pool), enc0(lo // f, hi // f))
+        halo = max(halo, q // f - first, last - q // f)
+    return halo
 
 
 class SRUNet(nn.Module):
-    """Three-level U-Net that pools only laterally and upsamples z by transposed convs.
+    """Three-level U-Net that pools only laterally and upsamples by transposed convs.
 
-    Each level has three 3x3(x3) conv + ReLU. The first spatial axis (z) is never pooled.
-    The z-upsampling is split between the skip paths and the deep path: each skip is
-    upsampled along z by a transposed conv with kernel = stride = (f, 1, 1), and the
-    bottleneck's lateral up-convolution, kernel = stride = (f, 2, 2), upsamples z too,
-    so the whole decoder runs on the output grid. This works for every integer f,
-    odd or prime included; for f = 1 the skips pass through unchanged. The decoder
-    concatenates and convolves back to ``out_channels``; no output activation, no
-    normalisation layers.
+    Each level has three 3x3(x3) conv + ReLU. The first spatial axis (z) is never pooled;
+    the encoder runs on the input grid. The upsampling is split between the skip paths
+    and the deep path: each skip is upsampled by a transposed conv with kernel = stride =
+    factors (fz, fy, fx), and the bottleneck's up-convolution, kernel = stride =
+    (fz, 2 fy, 2 fx), upsamples on top of undoing the pooling, so the whole decoder runs
+    on the output grid (its second up-convolution undoes the first pooling). This works
+    for every integer factor, odd or prime included; with every factor 1 the skips pass
+    through unchanged. The decoder concatenates and convolves back to ``out_channels``;
+    no output activation, no normalisation layers.
 
     Parameters
     ----------
@@ -73,16 +93,21 @@ class SRUNet(nn.Module):
     in_channels, out_channels
         Channel counts.
     z_factor
-        Upsampling factor of the first spatial axis, 1..16.
+        Upsampling factor of the first spatial axis, 1..16 (shorthand for ``factors``).
     widths
         Feature widths of the three levels, finest first.
+    factors
+        Upsampling factor per spatial axis, 1..16 each; takes precedence over ``z_factor``.
 
     Attributes
     ----------
+    factors : tuple of int
+        Upsampling factor per spatial axis (``z_factor`` is the first).
     halo : tuple of int
         Receptive-field radius per spatial axis, in input voxels (worst pooling phase).
     divisor : tuple of int
-        Lateral sizes must be multiples of 4 (two 2x poolings); z is free.
+        Lateral input sizes must be multiples of 4 (two 2x poolings on the input grid,
+        whatever the factors); z is free.
     """
 
     def __init__(
@@ -92,9 +117,11 @@ class SRUNet(nn.Module):
         out_channels: int = 1,
         z_factor: int = 1,
         widths: tuple[int, int, int] = (32, 64, 128),
+        factors: Sequence[int] | None = None,
     ):
         super().__init__()
         check_net_args(spatial_dims, in_channels, out_channels, z_factor)
+        self.factors = net_factors(spatial_dims, z_factor, factors)
         widths = tuple(widths) if isinstance(widths, list | tuple) else (widths,)
         if len(widths) != 3:
             raise ValueError(f"widths must have 3 entries (one per level), got {widths}")
@@ -103,7 +130,7 @@ class SRUNet(nn.Module):
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.z_factor = f = int(z_factor)
+        self.z_factor = self.factors[0]
 
         sd = spatial_dims
         w0, w1, w2 = widths
@@ -112,19 +139,20 @@ class SRUNet(nn.Module):
         self.enc0 = _conv_stack(sd, in_channels, w0)
         self.enc1 = _conv_stack(sd, w0, w1)
         self.bottom = _conv_stack(sd, w1, w2)
-        # Up-convolutions keep the width (3D U-Net style); the deep one also upsamples z.
-        self.up1 = conv_transpose(sd, w2, w2, (f, *lateral), (f, *lateral))
+        # Up-convolutions keep the width (3D U-Net style); the deep one also upsamples.
+        deep = tuple(p * f for p, f in zip((1, *lateral), self.factors, strict=True))
+        self.up1 = conv_transpose(sd, w2, w2, deep, deep)
         self.up0 = conv_transpose(sd, w1, w1, (1, *lateral), (1, *lateral))
-        self.skip1_z = self._z_up(w1)
-        self.skip0_z = self._z_up(w0)
+        # Named for z, where they began; they upsample every axis by its factor.
+        self.skip1_z = self._skip_up(w1)
+        self.skip0_z = self._skip_up(w0)
         self.dec1 = _conv_stack(sd, w2 + w1, w1)
         self.dec0 = _conv_stack(sd, w1 + w0, w0)
         self.out = conv(sd, w0, out_channels, kernel_size=1)
         self._init_weights()
 
-        # z: 3 levels of convs on the input grid, then 2 levels on the output grid.
-        z_radius = z_halo(3 * _CONVS_PER_LEVEL, 2 * _CONVS_PER_LEVEL, f)
-        self.halo = (z_radius,) + (_lateral_halo(),) * (sd - 1)
+        pools = (1, *lateral)
+        self.halo = tuple(_axis_halo(f, p) for f, p in zip(self.factors, pools, strict=True))
         self.divisor = (1,) + (4,) * (sd - 1)
 
     def _init_weights(self) -> None:
@@ -139,14 +167,13 @@ class SRUNet(nn.Module):
                 nn.init.normal_(m.weight, std=math.sqrt(2 / m.in_channels))
                 nn.init.zeros_(m.bias)
 
-    def _z_up(self, channels: int) -> nn.Module:
-        if self.z_factor == 1:
+    def _skip_up(self, channels: int) -> nn.Module:
+        if all(f == 1 for f in self.factors):
             return nn.Identity()
-        kernel = (self.z_factor,) + (1,) * (self.spatial_dims - 1)
-        return conv_transpose(self.spatial_dims, channels, channels, kernel, kernel)
+        return conv_transpose(self.spatial_dims, channels, channels, self.factors, self.factors)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map (B, in, D, ...) to (B, out, D * z_factor, ...); lateral sizes % 4 == 0."""
+        """Map (B, in, *S) to (B, out, *(s * f)); lateral input sizes % 4 == 0."""
         check_input(x, self.spatial_dims, self.in_channels)
         lateral = x.shape[3:]
         if any(n % 4 for n in lateral):

@@ -8,13 +8,15 @@ checkerboard artefacts of blind-spot training.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_volsr.engine.interp import upsample_z
-from napari_volsr.engine.nets._common import check_input, check_int, check_net_args
+from napari_volsr.engine.nets._common import (
+    check_input, check_int, check_net_args, net_factors, to_output_grid,
+)
 from napari_volsr.engine.nets.blocks import conv, max_pool
 from napari_volsr.engine.nets.rcan import _cubic_support
 
@@ -113,15 +115,15 @@ def receptive_span(q: int, levels: int, blur_pool: bool, top_skip: bool) -> tupl
 
 
 class UNet(nn.Module):
-    """CARE's restoration U-Net: same-shape denoising, optionally after z-interpolation.
+    """CARE's restoration U-Net: same-shape denoising, optionally after interpolation.
 
     Every level has two 3x3(x3) conv + ReLU; each coarser level follows a 2x pooling of
     every spatial axis. The decoder upsamples by nearest neighbour, concatenates the
     skip connection and convolves; as in CARE, the last conv of each level below the top
     gives the width of the level above. A 1x1 conv makes the output; no normalisation.
-    For ``z_factor > 1`` the input is first upsampled along z by Catmull-Rom
-    interpolation (slab convention, as RCAN's ``upsampling="input"``) and the U-Net runs
-    on the output grid. Inputs of any size work: they are padded at the end (edge
+    With factors > 1 the input is first upsampled, every axis by its factor, by
+    Catmull-Rom interpolation (slab convention, as RCAN's ``upsampling="input"``) and the
+    U-Net runs on the output grid. Inputs of any size work: they are padded at the end (edge
     replicated) to a multiple of the pooling and cropped back.
 
     Parameters
@@ -131,7 +133,7 @@ class UNet(nn.Module):
     in_channels, out_channels
         Channel counts.
     z_factor
-        Upsampling factor of the first spatial axis, 1..16.
+        Upsampling factor of the first spatial axis, 1..16 (shorthand for ``factors``).
     widths
         Feature widths of the 2..4 levels, finest first; the last is the bottleneck.
     residual
@@ -147,16 +149,20 @@ class UNet(nn.Module):
         With one output channel, the input channel the residual adds (the centre plane
         of a 2.5D input, whose other channels are its neighbours); None: the residual
         needs ``in_channels == out_channels``. Adds no weights.
+    factors
+        Upsampling factor per spatial axis, 1..16 each; takes precedence over ``z_factor``.
 
     Attributes
     ----------
+    factors : tuple of int
+        Upsampling factor per spatial axis (``z_factor`` is the first).
     halo : tuple of int
         Receptive-field radius per spatial axis, in input voxels (worst pooling phase):
         tiles with this much context and origins on the ``divisor`` grid give exactly
         the whole-volume result.
     divisor : tuple of int
         Input size multiple per axis that avoids internal padding (the pooling grid;
-        along z divided by what the z-upsampling already supplies).
+        along each axis divided by what its upsampling already supplies).
     """
 
     def __init__(
@@ -170,9 +176,11 @@ class UNet(nn.Module):
         blur_pool: bool = False,
         top_skip: bool = True,
         residual_channel: int | None = None,
+        factors: Sequence[int] | None = None,
     ):
         super().__init__()
         check_net_args(spatial_dims, in_channels, out_channels, z_factor)
+        self.factors = net_factors(spatial_dims, z_factor, factors)
         widths = tuple(widths) if isinstance(widths, list | tuple) else (widths,)
         if not MIN_LEVELS <= len(widths) <= MAX_LEVELS:
             raise ValueError(f"widths must have {MIN_LEVELS}..{MAX_LEVELS} entries (one per "
@@ -181,7 +189,7 @@ class UNet(nn.Module):
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.z_factor = f = int(z_factor)
+        self.z_factor = self.factors[0]
         self.widths = widths
         if residual_channel is not None and not (
                 out_channels == 1 and 0 <= residual_channel < in_channels):
@@ -197,9 +205,9 @@ class UNet(nn.Module):
 
         self.multiple = m = 2 ** (len(widths) - 1)
         lateral = max(max(q - lo, hi - q) for q, (lo, hi) in enumerate(map(self._span, range(m))))
-        self.halo = (self._z_halo() if f > 1 else lateral,) + (lateral,) * (spatial_dims - 1)
-        # Block origins must land on the pooling grid after the z-upsampling too.
-        self.divisor = (m // math.gcd(m, f),) + (m,) * (spatial_dims - 1)
+        self.halo = tuple(self._axis_halo(f) if f > 1 else lateral for f in self.factors)
+        # Block origins must land on the pooling grid after the upsampling too.
+        self.divisor = tuple(m // math.gcd(m, f) for f in self.factors)
 
     def _build(self, widths: tuple[int, ...]) -> None:
         sd = self.spatial_dims
@@ -235,9 +243,9 @@ class UNet(nn.Module):
     def _span(self, q: int) -> tuple[int, int]:
         return receptive_span(q, len(self.widths), self.blur_pool, self.top_skip)
 
-    def _z_halo(self) -> int:
-        """Input slices read around the owner of an output slice, through the interpolation."""
-        f, m = self.z_factor, self.multiple
+    def _axis_halo(self, f: int) -> int:
+        """Input voxels read around an output voxel's owner, along an axis upsampled by f."""
+        m = self.multiple
         # Output slice u = c * f + p belongs to input slice c and reads interpolated
         # slices lo..hi, which read input slices by the cubic's support. Spans repeat with
         # period m in u, so c = 0..m-1 meets every case.
@@ -249,9 +257,9 @@ class UNet(nn.Module):
         return halo
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map (B, in, D, ...) to (B, out, D * z_factor, ...); any spatial size."""
+        """Map (B, in, *S) to (B, out, *(s * f for each axis's factor f)); any size."""
         check_input(x, self.spatial_dims, self.in_channels)
-        base = upsample_z(x, self.z_factor, "catmull-rom")
+        base = to_output_grid(x, self.factors, "catmull-rom")
         sizes = base.shape[2:]
         pads = [(-n) % self.multiple for n in sizes]
         h = base
