@@ -10,7 +10,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, model_seria
 
 from .data.blind_spot import BlindSpotConfig, check_self_supervised
 from .degrade import DEFAULT_DEGRADATION, DegradationConfig
-from .training_config import MAX_CONTEXT_PLANES, check_context
+from .training_config import MAX_CONTEXT_PLANES, check_context, check_training
 
 # Version 2 moved the method-specific training fields into TrainingConfig.method.
 CONFIG_VERSION = 2
@@ -484,48 +484,8 @@ class TrainingConfig(StrictModel):
         if self.source == "isotropic" and self.model.task != "isotropic":
             raise ValueError("source 'isotropic' trains a model with task 'isotropic'")
         check_self_supervised(self)
-        if self.patch_shape is not None:
-            if len(self.patch_shape) != self.model.spatial_dims:
-                raise ValueError(
-                    f"patch_shape {self.patch_shape} needs {self.model.spatial_dims} values "
-                    f"for a {self.model.spatial_dims}D model"
-                )
-            if any(p < 4 for p in self.patch_shape):
-                raise ValueError(f"patch_shape values must be >= 4, got {self.patch_shape}")
-        self._check_method()
-        self._check_degradation()
+        check_training(self)  # patch, method, context, GAN patch, degradation
         return self
-
-    def _check_method(self) -> None:
-        expected = method_kind(self.model.family)
-        if self.method.kind != expected:
-            raise ValueError(
-                f"a {self.model.family} model trains with the '{expected}' method, not "
-                f"'{self.method.kind}': set method.kind to '{expected}' or leave it out"
-            )
-        check_context(self.model, getattr(self.method, "loss", None))
-        network = self.model.network
-        if isinstance(network, GANConfig):
-            target = list(self.resolved_patch_shape())
-            target[0] *= self.model.z_factor
-            need = network.min_target_patch
-            if min(target) < need:
-                raise ValueError(
-                    f"the GAN discriminator ({network.disc_layers} layers) needs target patches "
-                    f"of at least {need} voxels per axis, got {tuple(target)}: enlarge "
-                    "patch_shape or lower network.disc_layers"
-                )
-
-    def _check_degradation(self) -> None:
-        degradation = self.degradation
-        if (self.source == "synthetic" and self.model.z_factor == 1
-                and max(degradation.blur_sigma) == 0 and degradation.poisson_peak is None
-                and max(degradation.gaussian_sigma) == 0):
-            raise ValueError(
-                "with z-factor 1 and no blur or noise the simulated input equals the target: "
-                "set a degradation (blur_sigma, poisson_peak or gaussian_sigma) or a z-factor "
-                "above 1"
-            )
 
     def resolved_patch_shape(self) -> tuple[int, ...]:
         """The patch shape on the input grid, with a default per source and dimensionality."""
@@ -533,4 +493,4 @@ class TrainingConfig(StrictModel):
 
         if self.patch_shape is not None:
             return tuple(self.patch_shape)
-        return default_patch_shape(self.source, self.model.spatial_dims, self.model.z_factor)
+        return default_patch_shape(self.source, self.model.spatial_dims, self.model.factors)

@@ -65,6 +65,53 @@ def slab_downsample(volume, z_factor: int, axis: int = 0) -> np.ndarray:
     return cropped.reshape(split).mean(axis=axis + 1, dtype=np.float64).astype(np.float32)
 
 
+def downsample(volume, factors) -> np.ndarray:
+    """Area (slab) downsampling: the mean of each block of ``factors`` voxels.
+
+    :func:`slab_downsample` applied to every axis whose factor is above 1: output voxel
+    ``i`` along an axis with factor ``f`` covers input voxels ``i*f .. i*f+f-1`` (the slab
+    convention of DESIGN 3 on every upsampled axis). Trailing voxels that do not fill a
+    whole block are cropped off the end of each axis.
+
+    Parameters
+    ----------
+    volume
+        Array-like with one axis per factor.
+    factors
+        One integer ``>= 1`` per axis of ``volume``, e.g. ``(fz, fy, fx)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, ``n // f`` entries along each axis.
+
+    Raises
+    ------
+    ValueError
+        If the factors do not match the axes, are not positive integers, or an axis is
+        shorter than one block.
+    """
+    data = np.asarray(volume)
+    factors = tuple(factors)
+    if len(factors) != data.ndim:
+        raise ValueError(f"factors {factors} need one value per axis of an array with "
+                         f"{data.ndim} dimensions")
+    for f in factors:
+        if isinstance(f, bool) or int(f) != f or f < 1:
+            raise ValueError(f"factors must be integers >= 1, got {factors}")
+    factors = tuple(int(f) for f in factors)
+    counts = tuple(n // f for n, f in zip(data.shape, factors, strict=True))
+    for axis, (n, f) in enumerate(zip(data.shape, factors, strict=True)):
+        if n < f:
+            raise ValueError(f"axis {axis} has {n} entries, fewer than one block of {f}")
+    cropped = data[tuple(slice(0, c * f) for c, f in zip(counts, factors, strict=True))]
+    split = tuple(v for c, f in zip(counts, factors, strict=True) for v in (c, f))
+    # One mean over every block, accumulated in float64 as slab_downsample does (exact
+    # for a few float32 values, so flips commute with it).
+    blocks = tuple(range(1, 2 * data.ndim, 2))
+    return cropped.reshape(split).mean(axis=blocks, dtype=np.float64).astype(np.float32)
+
+
 def blur(volume, sigma) -> np.ndarray:
     """Gaussian blur (float32), ``sigma`` in voxels, a scalar or one value per axis.
 
@@ -131,8 +178,9 @@ class DegradationConfig(BaseModel):
 
     blur_sigma: tuple[_Sigma, _Sigma] = Field(
         (0.0, 0.0),
-        description="Gaussian sigma (target voxels) along the degraded axis, applied "
-        "before slab averaging: the axial PSF beyond the slab itself.",
+        description="Gaussian sigma (target voxels) along the degraded axis (every axis "
+        "with a factor above 1), applied before slab averaging: the PSF beyond the slab "
+        "itself.",
     )
     lateral_blur_sigma: tuple[_Sigma, _Sigma] = Field(
         (0.0, 0.0),
@@ -201,7 +249,7 @@ def _draw(value_range, rng: np.random.Generator) -> float:
 
 def degrade(
     target,
-    z_factor: int,
+    z_factor,
     config: DegradationConfig,
     rng: np.random.Generator,
     axis: int = 0,
@@ -210,14 +258,18 @@ def degrade(
 
     Draws this patch's parameters from ``config``, then blurs (``blur_sigma`` along
     ``axis``, ``lateral_blur_sigma`` along the others), slab-averages ``z_factor``
-    slices along ``axis`` (:func:`slab_downsample`) and adds Poisson then Gaussian noise.
+    slices along ``axis`` (:func:`slab_downsample`), or area-averages every axis by its
+    factor (:func:`downsample`), and adds Poisson then Gaussian noise.
 
     Parameters
     ----------
     target
         Normalised clean patch (2D or 3D).
     z_factor
-        Slab thickness ``f``; the result has ``n // f`` entries along ``axis``.
+        Slab thickness ``f``: the result has ``n // f`` entries along ``axis``. Or one
+        factor per axis of ``target`` (e.g. ``(fz, fy, fx)``): each axis is
+        area-averaged by its own, ``blur_sigma`` blurs the axes with a factor above 1
+        and ``lateral_blur_sigma`` the others.
     config
         Parameter ranges.
     rng
@@ -239,6 +291,13 @@ def degrade(
 
     sigmas = [sigma_lateral] * data.ndim
     sigmas[axis] = sigma_axial
+    if isinstance(z_factor, (tuple, list)) and max(z_factor) > 1:
+        # The PSF beyond the slab belongs to every degraded axis: y and x for lateral
+        # super-resolution, not a z that the model is not asked to upsample.
+        sigmas = [sigma_axial if f > 1 else sigma_lateral for f in z_factor]
     blurred = blur(data, sigmas) if any(sigmas) else data
-    low_res = slab_downsample(blurred, z_factor, axis=axis)
+    if isinstance(z_factor, (tuple, list)):
+        low_res = downsample(blurred, z_factor)
+    else:
+        low_res = slab_downsample(blurred, z_factor, axis=axis)
     return add_noise(low_res, rng, poisson_peak=peak, gaussian_sigma=noise_sigma or None)

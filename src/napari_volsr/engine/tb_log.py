@@ -163,7 +163,9 @@ class TrainingLog:
 def about_text(config, validation_label: str) -> str:
     """The run's description for TensorBoard's Text tab (markdown)."""
     model = config.model
-    lines = [f"**{model.name}**: {model.family} {model.task} x{model.z_factor}, "
+    from .geometry import describe_factors
+
+    lines = [f"**{model.name}**: {model.family} {model.task} {describe_factors(model.factors)}, "
              f"{model.spatial_dims}D, {config.source} data"]
     if validation_label:
         lines.append(f"val_psnr, val_ssim: validation {validation_label}")

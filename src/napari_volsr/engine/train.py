@@ -85,8 +85,8 @@ class TrainProgress:
 
 def _steps_per_epoch(config: TrainingConfig, data: TrainingData) -> int:
     voxels = data.summary.get("train_voxels")
-    out_patch = list(config.resolved_patch_shape())
-    out_patch[0] *= config.model.z_factor
+    out_patch = [p * f for p, f in zip(config.resolved_patch_shape(), data.factors,
+                                       strict=False)]
     if not voxels:
         return 100
     return max(1, math.ceil(voxels / (config.batch_size * math.prod(out_patch))))
@@ -229,6 +229,9 @@ def _setup(config: TrainingConfig, data: TrainingData, output_dir, resume: bool,
             f"training data is {data.spatial_dims}D with z-factor {data.z_factor}, but the "
             f"model is {model_cfg.spatial_dims}D with z-factor {model_cfg.z_factor}"
         )
+    if tuple(data.factors) != tuple(model_cfg.net_factors):
+        raise ValueError(f"training data upsamples its axes by {tuple(data.factors)}, but the "
+                         f"model's network by {tuple(model_cfg.net_factors)}")
     folder = Path(output_dir)
     if folder.exists() and not (resume or overwrite):  # saved by another run meanwhile
         raise ModelError(name_exists_message(folder))
@@ -462,6 +465,7 @@ def _save_final(run: _Run, voxel_spacing) -> LoadedModel:
     training = {
         "summary": f"{config.source} data, {run.step} steps{val_text}",
         "source": config.source,
+        "factors": list(config.model.factors),
         "data": run.data.summary,
         "validation_label": label,
         "voxel_spacing": list(voxel_spacing) if voxel_spacing is not None else None,

@@ -40,7 +40,7 @@ def default_context_planes(source: str, spatial_dims: int, z_factor,
     ``CONTEXT_FAMILIES`` can take them; the others get 0, never a refusal. With the
     thinnest training volume's ``depth`` known, no more than its planes allow.
     """
-    if source == "isotropic" or spatial_dims != 2 or z_factor not in (None, 1):
+    if source == "isotropic" or spatial_dims != 2 or not _same_shape(z_factor):
         return 0
     if family is not None and family not in CONTEXT_FAMILIES:
         return 0
@@ -71,7 +71,7 @@ def check_context(model, loss: str | None = None) -> None:
     c = model.context_planes
     if not c:
         return
-    if model.spatial_dims != 2 or model.z_factor != 1 or model.task == "isotropic":
+    if model.spatial_dims != 2 or tuple(model.factors) != (1, 1, 1) or model.task == "isotropic":
         raise ValueError(f"context_planes {c} needs a 2D same-shape model (spatial_dims 2, "
                          "z_factor 1, task restore), where neighbouring planes become input "
                          "channels")
@@ -84,11 +84,65 @@ def check_context(model, loss: str | None = None) -> None:
                          "voxel, which context planes do not allow: use mae or mse")
 
 
+def _same_shape(z_factor) -> bool:
+    """Whether a z-factor (None, an int, or the factors (fz, fy, fx)) upsamples nothing."""
+    return z_factor in (None, 1) or (isinstance(z_factor, (tuple, list))
+                                     and all(f == 1 for f in z_factor))
+
+
 def default_spatial_dims(source: str, z_factor) -> int:
-    """The model's dimensionality when neither the door nor a config file sets it."""
+    """The model's dimensionality when neither the door nor a config file sets it.
+
+    Upsampling (any factor above 1, ``z_factor`` may be the factors) trains in 3D.
+    """
     if source == "isotropic":
         return 2
-    return SAME_SHAPE_SPATIAL_DIMS if z_factor in (None, 1) else 3
+    return SAME_SHAPE_SPATIAL_DIMS if _same_shape(z_factor) else 3
+
+
+def check_training(config) -> None:
+    """Raise ValueError when a TrainingConfig's patch, method or degradation cannot work.
+
+    The GAN discriminator needs target patches (the patch times the network's factors)
+    of ``min_target_patch`` voxels per axis; the synthetic source at factors 1 needs
+    some blur or noise, or its inputs equal their targets.
+    """
+    from .config import GANConfig, method_kind
+
+    model, patch = config.model, config.patch_shape
+    if patch is not None:
+        if len(patch) != model.spatial_dims:
+            raise ValueError(f"patch_shape {patch} needs {model.spatial_dims} values for a "
+                             f"{model.spatial_dims}D model")
+        if any(p < 4 for p in patch):
+            raise ValueError(f"patch_shape values must be >= 4, got {patch}")
+    expected = method_kind(model.family)
+    if config.method.kind != expected:
+        raise ValueError(
+            f"a {model.family} model trains with the '{expected}' method, not "
+            f"'{config.method.kind}': set method.kind to '{expected}' or leave it out"
+        )
+    check_context(model, getattr(config.method, "loss", None))
+    network = model.network
+    if isinstance(network, GANConfig):
+        target = tuple(p * f for p, f in zip(config.resolved_patch_shape(), model.net_factors,
+                                             strict=False))
+        need = network.min_target_patch
+        if min(target) < need:
+            raise ValueError(
+                f"the GAN discriminator ({network.disc_layers} layers) needs target patches "
+                f"of at least {need} voxels per axis, got {target}: enlarge "
+                "patch_shape or lower network.disc_layers"
+            )
+    degradation = config.degradation
+    if (config.source == "synthetic" and tuple(model.factors) == (1, 1, 1)
+            and max(degradation.blur_sigma) == 0 and degradation.poisson_peak is None
+            and max(degradation.gaussian_sigma) == 0):
+        raise ValueError(
+            "with z-factor 1 and no blur or noise the simulated input equals the target: "
+            "set a degradation (blur_sigma, poisson_peak or gaussian_sigma) or a z-factor "
+            "above 1"
+        )
 
 
 # Network values a source brings for a family, under the file's and the door's: N2V2
@@ -107,8 +161,11 @@ class TrainingRequestError(ValueError):
 
 
 def default_family(source: str, z_factor) -> str:
-    """The family a request trains when neither the door nor a config file names one."""
-    if source != "isotropic" and z_factor in (None, 1):
+    """The family a request trains when neither the door nor a config file names one.
+
+    ``z_factor`` may be the factors ``(fz, fy, fx)``: any above 1 upsamples.
+    """
+    if source != "isotropic" and _same_shape(z_factor):
         return SAME_SHAPE_FAMILY
     return DEFAULT_FAMILY
 
@@ -158,19 +215,73 @@ def _asked_loss(values: dict, overrides: dict) -> str | None:
     return None
 
 
+def _lateral(factors, z_factor, section: dict) -> tuple[int, int]:
+    """Lateral factors (fy, fx): from ``factors``, else the file's model section, else (1, 1).
+
+    ``factors`` must agree with ``z_factor`` on z.
+    """
+    from .geometry import resolve_factors
+
+    if factors is not None:
+        try:
+            z = z_factor if isinstance(z_factor, int) and not isinstance(z_factor, bool) else None
+            return tuple(resolve_factors(z, factors)[1:])
+        except ValueError as exc:
+            raise TrainingRequestError(f"model.factors: {exc}") from None
+    given = section.get("lateral_factors")
+    if isinstance(given, (list, tuple)) and len(given) == 2:
+        return tuple(given)
+    return (1, 1)
+
+
+def _model_values(section: dict, values: dict, overrides: dict, *, source, name, family,
+                  preset, z_factor, lateral, spatial_dims, context_planes, network, depth):
+    """The model section of a new model: the file's, completed by the door's arguments."""
+    upsampling = (z_factor if lateral == (1, 1) else
+                  (z_factor if isinstance(z_factor, int) else 1, *lateral))
+    family = family or default_family(source, upsampling)
+    # A patch given with 2 or 3 values says the dimensionality meant, when nothing else does.
+    patch = overrides.get("patch_shape") or values.get("patch_shape")
+    implied = len(patch) if isinstance(patch, (list, tuple)) and len(patch) in (2, 3) else None
+    dims = 2 if source == "isotropic" else int(
+        spatial_dims or section.get("spatial_dims") or implied
+        or default_spatial_dims(source, upsampling))
+    z_up = isinstance(z_factor, int) and z_factor > 1
+    task = ("isotropic" if source == "isotropic" else
+            "upsample" if z_up or lateral != (1, 1) else "restore")
+    if dims == 2 and task == "upsample" and z_up:
+        raise TrainingRequestError(
+            "a 2D network restores slice by slice (z-factor 1); to upsample z use a 3D "
+            "network, or the self-supervised isotropic source for one anisotropic volume")
+    if context_planes is None:
+        context_planes = section.get("context_planes")
+    if context_planes is None:
+        context_planes = default_context_planes(source, dims, upsampling, family, depth)
+        if _asked_loss(values, overrides) == "cubic_weighted":
+            context_planes = 0  # that loss needs one plane in: a default never refuses
+    section.update(name=name, z_factor=z_factor, task=task, spatial_dims=dims,
+                   context_planes=context_planes,
+                   network=network_values(family, preset, network, values, source))
+    if lateral != (1, 1) or "lateral_factors" in section:
+        section["lateral_factors"] = list(lateral)
+    return section
+
+
 def build_training_config(file_values: dict | None = None, *, source: str, name: str,
                           model=None, family: str | None = None, preset: str | None = None,
                           z_factor: int = 1, spatial_dims: int | None = None,
                           context_planes: int | None = None, network: dict | None = None,
-                          overrides: dict | None = None, depth: int | None = None):
+                          overrides: dict | None = None, depth: int | None = None,
+                          factors=None):
     """The one builder of TrainingConfig: file values, then arguments, validated.
 
     ``model`` (a ModelConfig, e.g. a checkpoint's) is used as it is; otherwise the model
-    is built from the family, preset, network overrides and z-factor, and its task
-    follows the source (isotropic) and the z-factor (upsample or restore); its
-    dimensionality defaults to the source's (``default_spatial_dims``), its context
-    planes to ``default_context_planes`` (at most what ``depth``, the thinnest training
-    volume's planes, allows).
+    is built from the family, preset, network overrides and z-factor (or ``factors``
+    ``(fz, fy, fx)``, whose z must agree with it), and its task follows the source
+    (isotropic) and the factors (upsample or restore); its dimensionality defaults to
+    the source's (``default_spatial_dims``), its context planes to
+    ``default_context_planes`` (at most what ``depth``, the thinnest training volume's
+    planes, allows).
     """
     from pydantic import ValidationError
 
@@ -182,29 +293,13 @@ def build_training_config(file_values: dict | None = None, *, source: str, name:
         values["model"] = model.model_dump(mode="json")
     else:
         section = dict(model_section(values))
-        family = family or default_family(source, z_factor)
-        # A patch given with 2 or 3 values says the dimensionality meant, when nothing else does.
-        patch = (overrides or {}).get("patch_shape") or values.get("patch_shape")
-        implied = len(patch) if isinstance(patch, (list, tuple)) and len(patch) in (2, 3) else None
-        dims = 2 if source == "isotropic" else int(
-            spatial_dims or section.get("spatial_dims") or implied
-            or default_spatial_dims(source, z_factor))
-        task = ("isotropic" if source == "isotropic" else
-                "upsample" if isinstance(z_factor, int) and z_factor > 1 else "restore")
-        if dims == 2 and task == "upsample":
-            raise TrainingRequestError(
-                "a 2D network restores slice by slice (z-factor 1); to upsample z use a 3D "
-                "network, or the self-supervised isotropic source for one anisotropic volume")
-        if context_planes is None:
-            context_planes = section.get("context_planes")
-        if context_planes is None:
-            context_planes = default_context_planes(source, dims, z_factor, family, depth)
-            if _asked_loss(values, overrides or {}) == "cubic_weighted":
-                context_planes = 0  # that loss needs one plane in: a default never refuses
-        section.update(name=name, z_factor=z_factor, task=task, spatial_dims=dims,
-                       context_planes=context_planes,
-                       network=network_values(family, preset, network, values, source))
-        values["model"] = section
+        if factors is not None and z_factor in (None, 1):
+            z_factor = factors[0] if isinstance(factors, (list, tuple)) and factors else z_factor
+        values["model"] = _model_values(
+            section, values, overrides or {}, source=source, name=name, family=family,
+            preset=preset, z_factor=z_factor, lateral=_lateral(factors, z_factor, section),
+            spatial_dims=spatial_dims, context_planes=context_planes, network=network,
+            depth=depth)
     values["source"] = source
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     if any(k in given for k in BUDGET_FIELDS) and "steps" not in given and "steps" not in values:

@@ -9,7 +9,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .data.blind_spot import SELF_SUPERVISED_SOURCES
 from .training_config import (
     default_family,
     TrainingRequestError,
@@ -18,12 +17,20 @@ from .training_config import (
     build_training_config,
     file_network,
 )
+# The pair and factor rules live beside; doors import them from here too.
+from .training_factors import (  # noqa: F401
+    check_pair,
+    pair_factors,
+    pair_z_factor,
+    resolve_request_factors,
+)
 
 SOURCE_ROLES = {"paired": ("raw", "target"), "synthetic": ("target",), "isotropic": ("volume",),
                 "noise2void": ("volume",), "noise2noise": ("volume",)}
 SOURCES = tuple(SOURCE_ROLES)
 # Model settings a request may name; on resume they must agree with the checkpoint.
-MODEL_OPTIONS = ("family", "preset", "z_factor", "spatial_dims", "context_planes", "network")
+MODEL_OPTIONS = ("family", "preset", "z_factor", "factors", "spatial_dims", "context_planes",
+                 "network")
 ROLE_WORDS = {"raw": "a raw (degraded) volume", "target": "a target volume",
               "volume": "an anisotropic volume"}
 # What a role holds for a source, where it differs from ROLE_WORDS.
@@ -119,8 +126,8 @@ class TrainingRequest:
 
 def resolve_training(*, source: str | None = None, raw=None, target=None, volume=None,
                      family: str | None = None, preset: str | None = None,
-                     z_factor: int | None = None, spatial_dims: int | None = None,
-                     context_planes: int | None = None,
+                     z_factor: int | None = None, factors=None,
+                     spatial_dims: int | None = None, context_planes: int | None = None,
                      network: dict | None = None, name: str | None = None,
                      resume: bool = False, overwrite: bool = False, output_dir=None,
                      file_values: dict | None = None, **overrides) -> TrainingRequest:
@@ -138,6 +145,10 @@ def resolve_training(*, source: str | None = None, raw=None, target=None, volume
         Model settings; None means the default (from the data for the z-factor: target
         depth / raw depth, the z/x spacing ratio, or 1). On resume, the checkpoint's
         settings are used and any given here must agree with them.
+    factors
+        Upsampling per axis ``(fz, fy, fx)``, each 1..16; ``z_factor`` is the shorthand
+        ``(z_factor, 1, 1)`` (both given: they must agree). None: from the data, as the
+        z-factor is (a pair's per-axis shape ratios).
     name
         Library name; default ``<first input>-<family>``, unique in the folder.
     resume, overwrite
@@ -171,21 +182,17 @@ def resolve_training(*, source: str | None = None, raw=None, target=None, volume
     inputs = {role: inputs[role] for role in SOURCE_ROLES[source]}
     parent = Path(output_dir) if output_dir is not None else library_dir()
     family = family or network_section(file_values).get("family")
-    z_factor = z_factor if z_factor is not None else file_model.get("z_factor")
-    if not resume:  # the default family follows the task, which the z-factor sets
-        z_factor = _resolve_z_factor(source, inputs, z_factor)
+    z_factor, factors = _request_factors(source, inputs, z_factor, factors, file_model, resume)
     name = _resolve_name(name or file_model.get("name"), inputs[SOURCE_ROLES[source][0]][0],
-                         family or default_family(source, z_factor), parent, resume)
+                         family or default_family(source, factors or z_factor), parent, resume)
     folder = parent / name
     options = dict(family=family, preset=preset, spatial_dims=spatial_dims, network=network,
-                   z_factor=z_factor, context_planes=context_planes)
+                   z_factor=z_factor, factors=factors, context_planes=context_planes)
     start_step, history, model = 0, [], None
     _check_name_free(folder, resume or overwrite)
     if resume:
         model, start_step, history = read_checkpoint(folder)
         _check_resumable(model, source, options, file_values)
-    if model is None:
-        options["z_factor"] = _resolve_z_factor(source, inputs, options["z_factor"])
     config = build_training_config(file_values, source=source, name=name, model=model,
                                    overrides=overrides, depth=_thinnest(inputs, source),
                                    **options)
@@ -263,13 +270,14 @@ def _fit_patch(config, inputs: dict, file_values: dict, overrides: dict):
             fit = check_patch_shape(config.source, model.spatial_dims, model.z_factor, shapes,
                                     config.patch_shape, n_val=config.n_val,
                                     val_fraction=config.val_fraction, names=names,
-                                    context_planes=model.context_planes)
+                                    context_planes=model.context_planes, factors=model.factors)
         else:
             fit = fit_patch_shape(
                 config.source, model.spatial_dims, model.z_factor, shapes,
                 divisor=network_divisor(model), names=names, n_val=config.n_val,
                 min_target=getattr(network, "min_target_patch", 1),
-                val_fraction=config.val_fraction, context_planes=model.context_planes)
+                val_fraction=config.val_fraction, context_planes=model.context_planes,
+                factors=model.factors)
     except PatchFitError as exc:
         raise TrainingRequestError(str(exc)) from None
     if fit.n_val is None and fit.patch_shape == config.patch_shape:
@@ -353,72 +361,6 @@ def _resolve_name(name, first: VolumeInput, family: str, parent: Path, resume: b
         raise TrainingRequestError(str(exc)) from None
 
 
-def pair_z_factor(raw_shape, target_shape) -> int | None:
-    """Target depth / raw depth when the pair's Y, X agree and it is a whole number."""
-    raw_shape, target_shape = tuple(raw_shape), tuple(target_shape)
-    if len(raw_shape) != 3 or len(target_shape) != 3 or raw_shape[1:] != target_shape[1:]:
-        return None
-    if raw_shape[0] == 0 or target_shape[0] % raw_shape[0]:
-        return None
-    return target_shape[0] // raw_shape[0]
-
-
-def check_pair(raw_shape, target_shape, z_factor: int, raw_name="raw", target_name="target"):
-    """Raise TrainingRequestError with the fix when a pair does not fit ``z_factor``."""
-    raw_shape, target_shape = tuple(raw_shape), tuple(target_shape)
-    if raw_shape[1:] != target_shape[1:]:
-        raise TrainingRequestError(
-            f"raw '{raw_name}' {raw_shape} and target '{target_name}' {target_shape} differ in "
-            "Y/X: a pair must show the same field of view on the same pixel grid; register and "
-            "crop them to the same Y, X size first")
-    expected = (raw_shape[0] * z_factor, *raw_shape[1:])
-    if target_shape != expected:
-        ratio = pair_z_factor(raw_shape, target_shape)
-        hint = (f"set the z-factor to {ratio}" if ratio else
-                "the target depth must be the raw depth times the z-factor")
-        raise TrainingRequestError(
-            f"with z-factor {z_factor} the target should be {expected}, but '{target_name}' is "
-            f"{target_shape} for raw '{raw_name}' {raw_shape}: {hint}")
-
-
-def _resolve_z_factor(source: str, inputs: dict, z_factor) -> int:
-    """The z-factor given, else the one the data implies."""
-    if z_factor is not None:
-        if isinstance(z_factor, bool) or not isinstance(z_factor, int):
-            raise TrainingRequestError(f"model.z_factor: expected an integer from 1 to 16, got "
-                                       f"{z_factor!r}")
-        if source in SELF_SUPERVISED_SOURCES and z_factor != 1:
-            raise TrainingRequestError(
-                f"the {source} source denoises on the volume's own grid, so its z-factor is 1 "
-                f"(got {z_factor}): leave the z-factor unset, or upsample z with the isotropic "
-                "source")
-        if source == "isotropic" and z_factor < 2:
-            raise TrainingRequestError("z-factor 1 leaves nothing to make isotropic: set it to "
-                                       "the volume's z spacing / x spacing")
-        return z_factor
-    if source == "paired":
-        raw, target = inputs["raw"][0], inputs["target"][0]
-        factor = pair_z_factor(raw.shape, target.shape)
-        if factor is None:
-            check_pair(raw.shape, target.shape, 1, raw.name or "raw", target.name or "target")
-        return factor
-    if source == "isotropic":
-        from .geometry import default_z_factor
-
-        volume = inputs["volume"][0]
-        label = volume.name or "the volume"
-        if volume.spacing is None:
-            raise TrainingRequestError(f"{label} has no voxel spacing: set the z-factor, the "
-                                       "ratio of z spacing to x spacing")
-        factor = default_z_factor(volume.spacing)
-        if factor < 2:
-            spacing = " x ".join(f"{s:g}" for s in volume.spacing)
-            raise TrainingRequestError(f"{label} looks isotropic (spacing {spacing}): set the "
-                                       "z-factor, the ratio of z spacing to x spacing")
-        return factor
-    return 1
-
-
 def _check_inputs(config, inputs: dict) -> None:
     if config.source == "noise2noise":
         first = inputs["volume"][0]
@@ -430,7 +372,7 @@ def _check_inputs(config, inputs: dict) -> None:
                     f"is {first.shape}; register and crop them to the same field of view")
     if config.source == "paired":
         for raw, target in zip(inputs["raw"], inputs["target"], strict=True):
-            check_pair(raw.shape, target.shape, config.model.z_factor, raw.name or "raw",
+            check_pair(raw.shape, target.shape, config.model.factors, raw.name or "raw",
                        target.name or "target")
 
 
@@ -470,6 +412,16 @@ def _check_resumable(model, source: str, options: dict, file_values: dict) -> No
         differences.append(f"family {model.family} (not {options['family']})")
     if options["z_factor"] is not None and options["z_factor"] != model.z_factor:
         differences.append(f"z-factor {model.z_factor} (not {options['z_factor']})")
+    given = options.get("factors")
+    if given is not None:
+        from .geometry import validate_factors
+
+        try:
+            given = validate_factors(given)
+        except ValueError as exc:
+            raise TrainingRequestError(f"model.factors: {exc}") from None
+    if given is not None and given != tuple(model.factors):
+        differences.append(f"factors {_listed(model.factors)} (not {_listed(given)})")
     if options["spatial_dims"] is not None and options["spatial_dims"] != model.spatial_dims:
         differences.append(f"{model.spatial_dims}D (not {options['spatial_dims']}D)")
     context = options.get("context_planes")
@@ -486,3 +438,31 @@ def _check_resumable(model, source: str, options: dict, file_values: dict) -> No
         raise TrainingRequestError(
             f"'{model.name}' was trained with {', '.join(differences)}: resume it with its own "
             "settings (leave family, preset and z-factor unset) or train a new model")
+
+
+def _listed(factors) -> str:
+    return ",".join(str(f) for f in factors)
+
+
+def _request_factors(source: str, inputs: dict, z_factor, factors, file_model: dict,
+                     resume: bool):
+    """``(z_factor, factors)`` for the model options: given (door, then file) or implied.
+
+    A new model's are resolved now, since the default family follows the task the
+    factors set; ``factors`` is then None for z alone (the z-factor says it all, and the
+    model config names a bad one). On resume they stay as given, to compare.
+    """
+    z_factor = z_factor if z_factor is not None else file_model.get("z_factor")
+    factors = factors if factors is not None else _file_factors(file_model, z_factor)
+    if resume:
+        return z_factor, factors
+    factors = resolve_request_factors(source, inputs, z_factor, factors)
+    return factors[0], (factors if factors[1:] != (1, 1) else None)
+
+
+def _file_factors(file_model: dict, z_factor):
+    """``(fz, fy, fx)`` when a config file's model section sets lateral factors, else None."""
+    lateral = file_model.get("lateral_factors")
+    if not isinstance(lateral, (list, tuple)) or tuple(lateral) == (1, 1):
+        return None
+    return (1 if z_factor is None else z_factor, *lateral)

@@ -73,10 +73,12 @@ def check_self_supervised(config: Any) -> None:
     if source not in SELF_SUPERVISED_SOURCES:
         return
     if model.task != "restore":
+        lateral = tuple(model.factors[1:]) != (1, 1)
         raise ValueError(
             f"source '{source}' denoises on the volume's own grid: it trains a model with "
-            f"task 'restore' and z_factor 1, not task '{model.task}' with z_factor "
-            f"{model.z_factor}"
+            f"task 'restore' and z_factor 1{', lateral factors 1, 1' if lateral else ''}, "
+            f"not task '{model.task}' with "
+            + (f"factors {tuple(model.factors)}" if lateral else f"z_factor {model.z_factor}")
         )
     if method_kind(model.family) != "supervised":
         pixel = ", ".join(f for f in family_names() if method_kind(f) == "supervised")

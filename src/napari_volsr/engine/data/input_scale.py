@@ -35,18 +35,19 @@ def _middle(config: DegradationConfig) -> DegradationConfig:
     return config.model_copy(update=values)
 
 
-def _sample(volume: NormalizedVolume, z_factor: int) -> np.ndarray:
-    """A central crop of at most ``_SAMPLE_VOXELS`` voxels, whole slabs deep."""
+def _sample(volume: NormalizedVolume, factors: tuple[int, int, int]) -> np.ndarray:
+    """A central crop of at most ``_SAMPLE_VOXELS`` voxels, whole blocks along every axis."""
     shape = np.array(volume.data.shape)
     scale = min(1.0, (_SAMPLE_VOXELS / shape.prod()) ** (1 / 3))
     size = np.maximum(np.round(shape * scale).astype(int), 1)
-    size[0] = max(z_factor, size[0] // z_factor * z_factor)
+    for axis, f in enumerate(factors):
+        size[axis] = max(f, size[axis] // f * f)
     size = np.minimum(size, shape)
     start = (shape - size) // 2
     return volume.crop(start, size)
 
 
-def degraded_scale(volume: NormalizedVolume, z_factor: int, degradation: DegradationConfig,
+def degraded_scale(volume: NormalizedVolume, z_factor, degradation: DegradationConfig,
                    percentiles, seed: int = 0) -> tuple[float, float]:
     """Percentiles ``(low, high)``, in the volume's normalised units, of its degraded copy.
 
@@ -55,7 +56,7 @@ def degraded_scale(volume: NormalizedVolume, z_factor: int, degradation: Degrada
     volume
         A clean volume with its normalisation.
     z_factor
-        Slab thickness of the degradation along z.
+        Slab thickness of the degradation along z, or its factors ``(fz, fy, fx)``.
     degradation
         Ranges of blur and noise; their middle values are used.
     percentiles
@@ -68,10 +69,12 @@ def degraded_scale(volume: NormalizedVolume, z_factor: int, degradation: Degrada
     tuple of float
         ``(0.0, 1.0)`` when the degraded copy is flat.
     """
-    sample = _sample(volume, z_factor)
-    if sample.shape[0] < z_factor:
+    factors = (tuple(int(f) for f in z_factor) if isinstance(z_factor, (tuple, list))
+               else (int(z_factor), 1, 1))
+    sample = _sample(volume, factors)
+    if any(n < f for n, f in zip(sample.shape, factors, strict=True)):
         return 0.0, 1.0
-    degraded = degrade(sample, z_factor, _middle(degradation), np.random.default_rng(seed))
+    degraded = degrade(sample, factors, _middle(degradation), np.random.default_rng(seed))
     low, high = (float(v) for v in np.percentile(degraded, percentiles))
     if not high - low > 1e-6:
         return 0.0, 1.0

@@ -35,19 +35,36 @@ class PatchFit:
     note: str = ""
 
 
-def default_patch_shape(source: str, spatial_dims: int, z_factor: int) -> tuple[int, ...]:
+def model_factors(z_factor, factors=None) -> tuple[int, int, int]:
+    """``(fz, fy, fx)`` from a z-factor (an int, or already the factors) and/or ``factors``.
+
+    As :func:`~napari_volsr.engine.geometry.resolve_factors`: given both, they agree on z.
+    """
+    from ..geometry import resolve_factors, validate_factors
+
+    if factors is None:
+        return validate_factors(z_factor)
+    return resolve_factors(None if isinstance(z_factor, (tuple, list)) else z_factor, factors)
+
+
+def default_patch_shape(source: str, spatial_dims: int, z_factor,
+                        factors: Sequence[int] | None = None) -> tuple[int, ...]:
     """The patch (input grid) a model trains on when its volumes are large enough.
 
-    Upsampling patches keep their target size: 3D ones span 32 output slices, isotropic
-    ones a 64 x 64 target plane (e.g. 16 x 64 inputs at x4, the recipe measured best on
-    the EM volume in 10 CPU minutes); slice-wise 2D patches are 64 x 64. The denoising
-    sources (noise2void, noise2noise) restore at z-factor 1: 32 x 64 x 64 or 64 x 64.
+    Upsampling patches keep their target size: 3D ones span 32 output slices and 64 x 64
+    target pixels (inputs 64 // f laterally), isotropic ones a 64 x 64 target plane
+    (e.g. 16 x 64 inputs at x4, the recipe measured best on the EM volume in 10 CPU
+    minutes); slice-wise 2D patches are 64 x 64 target pixels. The denoising sources
+    (noise2void, noise2noise) restore at factors 1: 32 x 64 x 64 or 64 x 64.
+    ``z_factor`` may be the model's factors ``(fz, fy, fx)``, or ``factors`` given.
     """
+    fz, fy, fx = model_factors(z_factor, factors)
     if source == "isotropic":
-        return (max(MIN_PATCH, DEFAULT_LATERAL // z_factor), DEFAULT_LATERAL)
+        return (max(MIN_PATCH, DEFAULT_LATERAL // fz), DEFAULT_LATERAL)
+    lateral = (max(MIN_PATCH, DEFAULT_LATERAL // fy), max(MIN_PATCH, DEFAULT_LATERAL // fx))
     if spatial_dims == 2:
-        return (DEFAULT_LATERAL, DEFAULT_LATERAL)
-    return (max(MIN_PATCH, DEFAULT_TARGET_DEPTH // z_factor), DEFAULT_LATERAL, DEFAULT_LATERAL)
+        return lateral
+    return (max(MIN_PATCH, DEFAULT_TARGET_DEPTH // fz), *lateral)
 
 
 def _training_rows(rows: int, val_fraction: float, validation: bool) -> int:
@@ -64,24 +81,28 @@ def _round_down(value: int, step: int) -> int:
     return value // step * step
 
 
-def _limits(source: str, spatial_dims: int, z_factor: int, shape: Sequence[int],
-            val_fraction: float, validation: bool) -> tuple[int, ...]:
-    """The largest patch (input grid) one volume holds, per axis of the patch."""
+def _limits(source: str, spatial_dims: int, factors: tuple[int, int, int],
+            shape: Sequence[int], val_fraction: float, validation: bool) -> tuple[int, ...]:
+    """The largest patch (input grid) one volume holds, per axis of the patch.
+
+    Paired shapes are the raws' (the input grid); the other sources' volumes are on the
+    target grid, so each axis holds its length // factor input voxels. Validation bands
+    split the rows the sampler crops from (raw rows for pairs, target rows otherwise).
+    """
     depth, rows, cols = (int(n) for n in shape)
     rows = _training_rows(rows, val_fraction, validation)
     if source == "isotropic":  # (y, x) on the input grid; the target is (y * f, x)
-        return (rows // z_factor, cols)
-    if spatial_dims == 2:
-        return (rows, cols)
-    depth = depth if source == "paired" else depth // z_factor
-    return (depth, rows, cols)
+        return (rows // factors[0], cols)
+    if source != "paired":
+        depth, rows, cols = (n // f for n, f in zip((depth, rows, cols), factors, strict=True))
+    return (rows, cols) if spatial_dims == 2 else (depth, rows, cols)
 
 
-def _minimum(spatial_dims: int, z_factor: int, divisor: Sequence[int], min_target: int,
-             isotropic: bool) -> tuple[int, ...]:
+def _minimum(spatial_dims: int, factors: tuple[int, int, int], divisor: Sequence[int],
+             min_target: int, isotropic: bool) -> tuple[int, ...]:
     """The smallest patch the network and the config accept, per axis of the patch."""
-    upsampled = (z_factor,) + (1,) * (spatial_dims - 1) if (isotropic or spatial_dims == 3) \
-        else (1,) * spatial_dims
+    upsampled = ((factors[0], 1) if isotropic else
+                 factors if spatial_dims == 3 else factors[1:])
     sizes = []
     for f, step in zip(upsampled, divisor, strict=True):
         low = max(MIN_PATCH, math.ceil(min_target / f))
@@ -89,10 +110,11 @@ def _minimum(spatial_dims: int, z_factor: int, divisor: Sequence[int], min_targe
     return tuple(sizes)
 
 
-def fit_patch_shape(source: str, spatial_dims: int, z_factor: int,
+def fit_patch_shape(source: str, spatial_dims: int, z_factor,
                     shapes: Sequence[Sequence[int]], *, divisor: Sequence[int] | None = None,
                     min_target: int = 1, n_val: int = 8, val_fraction: float = 0.1,
-                    names: Sequence[str] | None = None, context_planes: int = 0) -> PatchFit:
+                    names: Sequence[str] | None = None, context_planes: int = 0,
+                    factors: Sequence[int] | None = None) -> PatchFit:
     """The default patch, shrunk until every volume holds it beside its validation band.
 
     Parameters
@@ -101,7 +123,7 @@ def fit_patch_shape(source: str, spatial_dims: int, z_factor: int,
         ``paired``, ``synthetic``, ``isotropic``, ``noise2void`` or ``noise2noise`` (the
         last two denoise at z-factor 1: their patches are those of a same-shape restore).
     spatial_dims, z_factor
-        Of the model.
+        Of the model; ``z_factor`` may be its factors ``(fz, fy, fx)``.
     shapes
         ZYX shapes of the volumes patches are cut from: the raw volumes (paired), the
         clean targets (synthetic), the anisotropic volumes (isotropic), the noisy
@@ -117,6 +139,8 @@ def fit_patch_shape(source: str, spatial_dims: int, z_factor: int,
         Names of the volumes, for messages.
     context_planes
         Of a 2.5D model: every volume needs ``2c + 1`` z planes.
+    factors
+        The model's ``(fz, fy, fx)``, when lateral axes upsample too.
 
     Raises
     ------
@@ -124,12 +148,13 @@ def fit_patch_shape(source: str, spatial_dims: int, z_factor: int,
         When not even the smallest patch fits; names the smallest usable volume.
     """
     _check_context(shapes, context_planes, names)
+    f = model_factors(z_factor, factors)
     dims = 2 if source == "isotropic" else spatial_dims
     divisor = tuple(divisor or (1,) * dims)
-    want = default_patch_shape(source, dims, z_factor)
-    least = _minimum(dims, z_factor, divisor, min_target, source == "isotropic")
+    want = default_patch_shape(source, dims, f)
+    least = _minimum(dims, f, divisor, min_target, source == "isotropic")
     for validation in ((True, False) if n_val else (False,)):
-        limits = [_limits(source, spatial_dims, z_factor, s, val_fraction, validation)
+        limits = [_limits(source, spatial_dims, f, s, val_fraction, validation)
                   for s in shapes]
         room = tuple(min(axis) for axis in zip(*limits, strict=True))
         patch = tuple(_round_down(min(w, r), d) for w, r, d in zip(want, room, divisor,
@@ -137,13 +162,14 @@ def fit_patch_shape(source: str, spatial_dims: int, z_factor: int,
         if all(p >= low for p, low in zip(patch, least, strict=True)):
             patch = tuple(max(p, low) for p, low in zip(patch, least, strict=True))
             return _described(patch, want, validation, n_val)
-    raise PatchFitError(_too_small(source, spatial_dims, z_factor, shapes, least, names))
+    raise PatchFitError(_too_small(source, spatial_dims, f, shapes, least, names))
 
 
-def check_patch_shape(source: str, spatial_dims: int, z_factor: int,
+def check_patch_shape(source: str, spatial_dims: int, z_factor,
                       shapes: Sequence[Sequence[int]], patch_shape: Sequence[int], *,
                       n_val: int = 8, val_fraction: float = 0.1,
-                      names: Sequence[str] | None = None, context_planes: int = 0) -> PatchFit:
+                      names: Sequence[str] | None = None, context_planes: int = 0,
+                      factors: Sequence[int] | None = None) -> PatchFit:
     """A given patch checked against the volumes, dropping validation when it must.
 
     Parameters are those of :func:`fit_patch_shape`; ``patch_shape`` is on the input
@@ -161,24 +187,20 @@ def check_patch_shape(source: str, spatial_dims: int, z_factor: int,
         When a volume cannot hold the patch at all; names the volume and what it needs.
     """
     _check_context(shapes, context_planes, names)
+    f = model_factors(z_factor, factors)
     dims = 2 if source == "isotropic" else spatial_dims
     patch = tuple(int(p) for p in patch_shape)
     if len(patch) != dims:
         return PatchFit(patch)  # the config's own check names the length
     for validation in ((True, False) if n_val else (False,)):
-        fits = [all(p <= r for p, r in zip(patch, _limits(source, spatial_dims, z_factor, s,
+        fits = [all(p <= r for p, r in zip(patch, _limits(source, spatial_dims, f, s,
                                                            val_fraction, validation),
                                             strict=True)) for s in shapes]
         if all(fits):
             return _described(patch, patch, validation, n_val)
     worst = fits.index(False)
     name = names[worst] if names else f"volume {worst}"
-    if source == "isotropic":
-        need = (1, patch[0] * z_factor, patch[1])
-    elif dims == 2:
-        need = (1, *patch)
-    else:
-        need = (patch[0] * (1 if source == "paired" else z_factor), *patch[1:])
+    need = _volume_for(source, dims, f, patch)
     raise PatchFitError(f"patch shape {patch} needs a volume of at least {need} voxels "
                         f"(z, y, x) but '{name}' is {tuple(shapes[worst])}; use a smaller patch")
 
@@ -205,14 +227,24 @@ def _described(patch, want, validation: bool, n_val: int) -> PatchFit:
     return PatchFit(patch)
 
 
-def _too_small(source, spatial_dims, z_factor, shapes, least, names) -> str:
-    """'x' (shape) is too small ...: the smallest volume that trains, in (z, y, x)."""
+def _volume_for(source: str, dims: int, factors: tuple[int, int, int],
+                patch: tuple[int, ...]) -> tuple[int, ...]:
+    """The (z, y, x) a volume needs to hold ``patch`` (input grid), validation aside.
+
+    Paired volumes are the raws (the input grid); the others hold target-grid crops.
+    """
     if source == "isotropic":
-        need = (1, least[0] * z_factor, least[1])
-    elif spatial_dims == 2:
-        need = (1, *least)
-    else:
-        need = (least[0] * (1 if source == "paired" else z_factor), least[1], least[2])
+        return (1, patch[0] * factors[0], patch[1])
+    if source == "paired":
+        return (1, *patch) if dims == 2 else tuple(patch)
+    if dims == 2:  # one z plane, upsampled in Y and X only
+        return (1, patch[0] * factors[1], patch[1] * factors[2])
+    return tuple(p * f for p, f in zip(patch, factors, strict=True))
+
+
+def _too_small(source, spatial_dims, factors, shapes, least, names) -> str:
+    """'x' (shape) is too small ...: the smallest volume that trains, in (z, y, x)."""
+    need = _volume_for(source, spatial_dims, factors, least)
     worst = min(range(len(shapes)), key=lambda i: min(
         s / n for s, n in zip(shapes[i], need, strict=True)))
     name = names[worst] if names else f"volume {worst}"

@@ -1,15 +1,17 @@
-"""Patch samplers with foreground rejection, the validation split, and TrainingData."""
+"""Patch samplers with foreground rejection, the validation split, and build_training_data."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..degrade import DegradationConfig, degrade
 from .normalization import Normalization
+# TrainingData lives in its own module; the sources and tests import it from here too.
+from .training_data import DEFAULT_VALIDATION_LABEL, TrainingData, _with_channels  # noqa: F401
 
 # A target voxel counts as foreground above this normalised intensity (3D-RCAN's rule).
 FOREGROUND_LEVEL = 0.2
@@ -19,97 +21,6 @@ _N_PROBE = 16
 # and [s, k, 0] are the same stream; the fixed sets use a non-zero third word instead.
 _VALIDATION_KEY = (0, 1)
 _PROBE_KEY = (0, 2)
-# Completes "validation PSNR ...": the sources with clean targets compare with them.
-DEFAULT_VALIDATION_LABEL = "against the target"
-
-
-@dataclass
-class TrainingData:
-    """Fixed validation pairs plus a deterministic source of augmented training batches.
-
-    Attributes
-    ----------
-    spatial_dims
-        3 for volumetric patches, 2 for planes (isotropic reconstruction or slice-wise
-        restoration).
-    z_factor
-        Upsampling factor along the first spatial axis.
-    patch_shape
-        Patch shape on the input grid, ``len == spatial_dims``.
-    validation
-        Fixed (input, target) pairs, float32 normalised, shapes ``(C, *patch_shape)`` and
-        ``(1, *target_patch_shape)``; cropped from a region no training patch touches.
-        ``C`` is 1, or ``2c + 1`` planes for a 2.5D model (``context_planes`` c).
-    warnings
-        Sentences for the user (misaligned pairs, little foreground).
-    summary
-        JSON-able description of the data, saved with the model.
-    seed
-        Seed of the training stream.
-    validation_label
-        What the validation PSNR compares, for people (blind-spot sources compare noisy
-        values, not clean ones).
-    """
-
-    spatial_dims: int
-    z_factor: int
-    patch_shape: tuple[int, ...]
-    validation: list[tuple[np.ndarray, np.ndarray]]
-    warnings: list[str]
-    summary: dict
-    seed: int = 0
-    validation_label: str = DEFAULT_VALIDATION_LABEL
-    _sample: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]] | None = field(
-        default=None, repr=False, compare=False
-    )
-
-    @property
-    def target_patch_shape(self) -> tuple[int, ...]:
-        """Patch shape on the target grid: the first axis times ``z_factor``."""
-        return (self.patch_shape[0] * self.z_factor, *self.patch_shape[1:])
-
-    def batch(self, step: int, batch_size: int, rank: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Augmented training pairs for one step.
-
-        The random stream is ``np.random.default_rng([seed, step])``: the same step
-        always gives the same arrays, so resuming needs no saved RNG state and a
-        prefetch thread may compute later steps ahead. Data-parallel replicas other
-        than rank 0 draw from ``[seed, step, rank]``, so each sees different pairs.
-
-        Parameters
-        ----------
-        step
-            Training step, ``>= 0``.
-        batch_size
-            Number of pairs, ``>= 1``.
-        rank
-            Data-parallel replica (0 when training in one process).
-
-        Returns
-        -------
-        tuple of numpy.ndarray
-            Inputs ``(B, C, *patch_shape)`` (C as in ``validation``) and targets
-            ``(B, 1, *target_patch_shape)``, float32.
-        """
-        if self._sample is None:
-            raise RuntimeError("this TrainingData has no sampler; build it with paired_data, "
-                               "synthetic_data or isotropic_data")
-        if int(step) != step or step < 0:
-            raise ValueError(f"step must be an integer >= 0, got {step}")
-        if int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size}")
-        key = [self.seed, int(step)] + ([int(rank)] if rank else [])
-        rng = np.random.default_rng(key)
-        pairs = [self._sample(rng) for _ in range(int(batch_size))]
-        sd = self.spatial_dims
-        inputs = np.stack([_with_channels(inp, sd) for inp, _ in pairs])
-        targets = np.stack([_with_channels(tgt, sd) for _, tgt in pairs])
-        return inputs.astype(np.float32, copy=False), targets.astype(np.float32, copy=False)
-
-
-def _with_channels(array: np.ndarray, spatial_dims: int) -> np.ndarray:
-    """``array`` with a leading channel axis, unless it has one (2.5D inputs)."""
-    return array if array.ndim == spatial_dims + 1 else array[None]
 
 
 @dataclass(frozen=True)
@@ -179,11 +90,14 @@ class _Sampler:
     context = 0
 
     def __init__(self, z_factor: int, patch_shape: tuple[int, ...], foreground: float,
-                 max_tries: int):
+                 max_tries: int, factors: tuple[int, ...] | None = None):
         self.z_factor = z_factor
         self.patch_shape = patch_shape
         self.foreground = foreground
         self.max_tries = max_tries
+        # One factor per axis of patch_shape; the z-factor alone means (f, 1, ...).
+        self.factors = (tuple(int(f) for f in factors) if factors is not None
+                        else (int(z_factor),) + (1,) * (len(patch_shape) - 1))
 
     def propose(self, rng, split):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -195,6 +109,11 @@ class _Sampler:
     def output_patch_shape(self) -> tuple[int, ...]:
         """Input patch shape of the pairs handed out: the last ``spatial_dims`` axes."""
         return self.patch_shape[len(self.patch_shape) - self.spatial_dims:]
+
+    @property
+    def output_factors(self) -> tuple[int, ...]:
+        """Factors of the axes handed out (slice-wise pairs: ``(fy, fx)``)."""
+        return self.factors[len(self.factors) - self.spatial_dims:]
 
     def as_output(self, inp: np.ndarray, tgt: np.ndarray):
         """A drawn pair with the axes the network sees (subclasses may drop some)."""
@@ -224,12 +143,16 @@ class _Sampler:
         return self.finish(key, target, rng)
 
     def augment(self, rng: np.random.Generator, inp: np.ndarray, tgt: np.ndarray):
-        """Flips of Y and X, and 90-degree turns in YX for square patches; z untouched."""
+        """Flips of Y and X, and 90-degree turns in YX for square patches; z untouched.
+
+        Targets hold whole blocks of every factor, so flips keep input and target voxels
+        over each other. Turns swap Y and X: only when their factors agree.
+        """
         flips = rng.random(2) < 0.5
         axes = tuple(ax for ax, flip in zip((1, 2), flips, strict=True) if flip)
         if axes:
             inp, tgt = np.flip(inp, axes), np.flip(tgt, axes)
-        if self.patch_shape[1] == self.patch_shape[2]:
+        if self.patch_shape[1] == self.patch_shape[2] and self.factors[1] == self.factors[2]:
             k = int(rng.integers(4))
             inp, tgt = np.rot90(inp, k, axes=(1, 2)), np.rot90(tgt, k, axes=(1, 2))
         return np.ascontiguousarray(inp), np.ascontiguousarray(tgt)
@@ -290,21 +213,29 @@ class _VolumeSampler(_Sampler):
             return inp, tgt[self.context]
         return (inp[0], tgt[0]) if self.slice_wise else (inp, tgt)
 
-    def _target_start(self, rng, split, depth_step: int):
-        """Random (volume, start) of a target crop; z starts on multiples of ``depth_step``."""
+    def _target_start(self, rng, split, depth_step=1):
+        """Random (volume, start) of a target crop, starting on multiples of ``depth_step``.
+
+        ``depth_step`` is z's step, or one step per axis (z, y, x); rows step from the
+        band's first row, which then must lie on the same grid.
+        """
+        steps = tuple(depth_step) if isinstance(depth_step, tuple) else (depth_step, 1, 1)
         i = _choose(rng, self.weights[split])
         lo, hi = self.rows[split][i]
-        _, py, px = self.patch_shape
+        tz, ty, tx = self.target_shape()
         depth, _, width = self.targets[i].data.shape
-        z0 = int(rng.integers(0, (depth - self.target_shape()[0]) // depth_step + 1)) * depth_step
-        y0 = int(rng.integers(lo, hi - py + 1))
-        x0 = int(rng.integers(0, width - px + 1))
+        z0 = int(rng.integers(0, (depth - tz) // steps[0] + 1)) * steps[0]
+        if steps[1] == 1:
+            y0 = int(rng.integers(lo, hi - ty + 1))
+        else:
+            y0 = lo + int(rng.integers(0, (hi - lo - ty) // steps[1] + 1)) * steps[1]
+        x0 = int(rng.integers(0, (width - tx) // steps[2] + 1)) * steps[2]
         return i, (z0, y0, x0)
 
     def target_shape(self) -> tuple[int, ...]:
-        """Target crop shape: ``(pz * z_factor, py, px)``, plus the context slices."""
-        pz, py, px = self.patch_shape
-        return (pz * self.z_factor + 2 * self.context, py, px)
+        """Target crop shape: ``(pz * fz, py * fy, px * fx)``, plus the context slices."""
+        (pz, py, px), (fz, fy, fx) = self.patch_shape, self.factors
+        return (pz * fz + 2 * self.context, py * fy, px * fx)
 
     def input_shape(self) -> tuple[int, ...]:
         """Input crop shape: ``(pz, py, px)``, plus the context slices."""
@@ -313,7 +244,10 @@ class _VolumeSampler(_Sampler):
 
 
 class PairedSampler(_VolumeSampler):
-    """Raw and target crops at the same place; target z starts on slab boundaries."""
+    """Raw and target crops at the same place; target starts on block boundaries.
+
+    Splits (and so the bands' first rows) are on the target grid, multiples of ``fy``.
+    """
 
     def __init__(self, raws: list[NormalizedVolume], targets: list[NormalizedVolume],
                  splits: list[int], **kwargs):
@@ -321,14 +255,15 @@ class PairedSampler(_VolumeSampler):
         self.raws = raws
 
     def propose(self, rng, split):
-        """A target crop in ``split`` whose z start lies on the raw's slab grid."""
-        i, start = self._target_start(rng, split, depth_step=self.z_factor)
+        """A target crop in ``split`` whose start lies on the raw's block grid."""
+        i, start = self._target_start(rng, split, depth_step=self.factors)
         return (i, start), self.targets[i].crop(start, self.target_shape())
 
     def finish(self, key, target, rng):
         """The raw crop under the accepted target crop."""
-        i, (z0, y0, x0) = key
-        raw = self.raws[i].crop((z0 // self.z_factor, y0, x0), self.input_shape())
+        i, start = key
+        raw = self.raws[i].crop(tuple(s // f for s, f in zip(start, self.factors, strict=True)),
+                                self.input_shape())
         return raw, target
 
 
@@ -348,8 +283,11 @@ class SyntheticSampler(_VolumeSampler):
         return (i, start), self.targets[i].crop(start, self.target_shape())
 
     def finish(self, key, target, rng):
-        """The target's synthetic degradation along z, both on the restore's scale."""
-        inp = degrade(target, self.z_factor, self.degradation, rng, axis=0)
+        """The target's synthetic degradation (per axis), both on the restore's scale."""
+        if self.factors[1:] == (1, 1):  # z alone: the slab degradation along z
+            inp = degrade(target, self.z_factor, self.degradation, rng, axis=0)
+        else:
+            inp = degrade(target, self.factors, self.degradation, rng, axis=0)
         if self.input_scales is None:
             return inp, target
         from .input_scale import rescale
@@ -486,8 +424,11 @@ def build_training_data(sampler: _Sampler, *, n_val: int, seed: int, warnings: l
         summary["slice_wise"] = True
     if sampler.context:
         summary["context_planes"] = sampler.context
+    if any(f > 1 for f in sampler.factors[1:]):
+        summary["factors"] = list(sampler.factors)
     return TrainingData(
         spatial_dims=sampler.spatial_dims,
+        factors=sampler.output_factors,
         z_factor=sampler.z_factor,
         patch_shape=sampler.output_patch_shape,
         validation=validation,

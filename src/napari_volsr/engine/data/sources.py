@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..degrade import DegradationConfig
+from ..degrade import DegradationConfig, downsample
+from ..geometry import describe_factors, resolve_factors
 from ..nets._common import MAX_Z_FACTOR, check_int
 from .input_scale import degraded_scale
 from .normalization import DEFAULT_PERCENTILES, percentile_normalization, read_finite
@@ -40,9 +41,22 @@ def _load(array, what: str, percentiles) -> NormalizedVolume:
     return NormalizedVolume(data, percentile_normalization(data, percentiles))
 
 
+def source_factors(z_factor, factors=None) -> tuple[int, int, int]:
+    """``(fz, fy, fx)`` of a source from its ``z_factor`` and/or ``factors``.
+
+    ``z_factor`` is an int or already the three factors; ``factors`` given with an int
+    must agree with it on z.
+    """
+    if factors is None and not isinstance(z_factor, (tuple, list)):
+        return (check_int("z_factor", z_factor, 1, MAX_Z_FACTOR), 1, 1)
+    if factors is None:
+        z_factor, factors = None, z_factor
+    return resolve_factors(z_factor, factors)
+
+
 def _check_common(z_factor, patch_shape, spatial_dims, n_val, val_fraction, foreground,
-                  max_tries, seed) -> tuple[int, tuple[int, ...]]:
-    f = check_int("z_factor", z_factor, 1, MAX_Z_FACTOR)
+                  max_tries, seed, factors=None) -> tuple[tuple[int, int, int], tuple[int, ...]]:
+    f = source_factors(z_factor, factors)
     patch = tuple(int(p) for p in patch_shape)
     if len(patch) != spatial_dims or any(p < 1 for p in patch) or patch != tuple(patch_shape):
         raise ValueError(
@@ -58,21 +72,23 @@ def _check_common(z_factor, patch_shape, spatial_dims, n_val, val_fraction, fore
     return f, patch
 
 
-def _check_volume_patch(z_factor, patch_shape, spatial_dims, *checks) -> tuple[int, tuple]:
-    """z-factor and 3D patch of the paired and synthetic sources.
+def _check_volume_patch(z_factor, patch_shape, spatial_dims, *checks,
+                        factors=None) -> tuple[tuple[int, int, int], tuple]:
+    """Factors ``(fz, fy, fx)`` and 3D patch of the paired and synthetic sources.
 
     Slice-wise (``spatial_dims == 2``) patches ``(py, px)`` become one-slice-thick 3D
-    patches ``(1, py, px)``; their z axis is dropped when pairs are handed out.
+    patches ``(1, py, px)``; their z axis is dropped when pairs are handed out. They
+    may upsample Y and X (lateral super-resolution on YX planes), never z.
     """
     if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-    f, patch = _check_common(z_factor, patch_shape, spatial_dims, *checks)
+    f, patch = _check_common(z_factor, patch_shape, spatial_dims, *checks, factors=factors)
     if spatial_dims == 3:
         return f, patch
-    if f != 1:
+    if f[0] != 1:
         raise ValueError(
-            f"slice-wise pairs (spatial_dims 2) need z_factor 1, got {f}: to upsample z use "
-            "3D patches, or the isotropic source for one anisotropic volume"
+            f"slice-wise pairs (spatial_dims 2) need z_factor 1, got {f[0]}: to upsample z "
+            "use 3D patches, or the isotropic source for one anisotropic volume"
         )
     return f, (1, *patch)
 
@@ -133,20 +149,25 @@ def _central_slab(volume: NormalizedVolume, start: int, stop: int) -> np.ndarray
 
 
 def _lateral_shift(raw: NormalizedVolume, target: NormalizedVolume,
-                   z_factor: int) -> tuple[float, float] | None:
+                   factors: tuple[int, int, int]) -> tuple[float, float] | None:
     """Lateral displacement (dy, dx) of ``target`` relative to ``raw``, or None if flat.
 
     Compares the mean of a central slab of at most 8 raw slices with the mean of the
-    target slices covering the same depth, so it stays cheap for big volumes.
+    target slices covering the same depth, so it stays cheap for big volumes. With
+    lateral factors the target's image is area-averaged onto the raw's pixel grid
+    first (as a raw pixel covers its block), so the shift is in raw pixels.
     """
     from skimage.registration import phase_cross_correlation
 
+    fz, fy, fx = factors
     depth = raw.data.shape[0]
     start = max(0, depth // 2 - 4)
     stop = min(depth, start + 8)
+    target_image = _central_slab(target, start * fz, stop * fz)
+    if (fy, fx) != (1, 1):
+        target_image = downsample(target_image, (fy, fx))
     images = []
-    for image in (_central_slab(raw, start, stop),
-                  _central_slab(target, start * z_factor, stop * z_factor)):
+    for image in (_central_slab(raw, start, stop), target_image):
         image = image - image.mean()
         if not np.any(image):
             return None
@@ -164,10 +185,10 @@ def _lateral_shift(raw: NormalizedVolume, target: NormalizedVolume,
 
 
 def _alignment_warnings(raws: list[NormalizedVolume], targets: list[NormalizedVolume],
-                        z_factor: int) -> list[str]:
+                        factors: tuple[int, int, int]) -> list[str]:
     warnings = []
     for i, (raw, target) in enumerate(zip(raws, targets, strict=True)):
-        shift = _lateral_shift(raw, target, z_factor)
+        shift = _lateral_shift(raw, target, factors)
         if shift is not None and math.hypot(*shift) > 1.0:
             warnings.append(
                 f"pair {i}: the target looks shifted by (dy, dx) = ({shift[0]:.1f}, "
@@ -177,26 +198,35 @@ def _alignment_warnings(raws: list[NormalizedVolume], targets: list[NormalizedVo
     return warnings
 
 
-def _pair_splits(raws: list[NormalizedVolume], targets: list[NormalizedVolume], f: int,
-                 patch: tuple[int, ...], n_val: int, val_fraction: float) -> list[int]:
-    """Check each pair's shapes against the z-factor and patch; its validation row split."""
+def _pair_splits(raws: list[NormalizedVolume], targets: list[NormalizedVolume],
+                 f: tuple[int, int, int], patch: tuple[int, ...], n_val: int,
+                 val_fraction: float) -> list[int]:
+    """Check each pair's shapes against the factors and patch; its validation row split.
+
+    Splits are target rows: the raw's split times ``fy``, so both bands start on a
+    block boundary of the raw grid.
+    """
     splits = []
     for i, (raw, target) in enumerate(zip(raws, targets, strict=True)):
-        depth, height, width = raw.data.shape
-        expected = (depth * f, height, width)
+        expected = tuple(n * k for n, k in zip(raw.data.shape, f, strict=True))
         if target.data.shape != expected:
+            rule = ("same Y and X, depth = raw depth x z_factor" if f[1:] == (1, 1) else
+                    "each axis = the raw's x its factor (z, y, x)")
+            with_factor = (f"z_factor {f[0]}" if f[1:] == (1, 1)
+                           else f"factors {describe_factors(f)[1:]}")
             raise ValueError(
                 f"pair {i}: target shape {target.data.shape} does not match raw shape "
-                f"{raw.data.shape} with z_factor {f}; expected {expected} (same Y and X, "
-                "depth = raw depth x z_factor)"
+                f"{raw.data.shape} with {with_factor}; expected {expected} ({rule})"
             )
         _check_fits(raw.data.shape, patch, f"raw {i}", str(patch))
-        splits.append(split_rows(height, patch[1], n_val, val_fraction, f"raw {i}", str(patch)))
+        splits.append(f[1] * split_rows(raw.data.shape[1], patch[1], n_val, val_fraction,
+                                        f"raw {i}", str(patch)))
     return splits
 
 
-def paired_data(raws, targets, z_factor: int, patch_shape: Sequence[int], *,
-                spatial_dims: int = 3, context_planes: int = 0, percentiles=DEFAULT_PERCENTILES, n_val: int = 8,
+def paired_data(raws, targets, z_factor, patch_shape: Sequence[int], *,
+                factors: Sequence[int] | None = None, spatial_dims: int = 3,
+                context_planes: int = 0, percentiles=DEFAULT_PERCENTILES, n_val: int = 8,
                 val_fraction: float = 0.1, foreground: float = 0.0, seed: int = 0,
                 max_tries: int = 100) -> TrainingData:
     """Training pairs from registered raw and target volumes.
@@ -205,15 +235,19 @@ def paired_data(raws, targets, z_factor: int, patch_shape: Sequence[int], *,
     ----------
     raws, targets
         ZYX arrays (numpy or dask), or lists of them, pair by pair. Each target has the
-        raw's shape (``z_factor=1``) or ``z_factor`` times its depth.
+        raw's shape times the factors on every axis (the raw's shape at factors 1).
     z_factor
-        Upsampling factor along z, 1..16.
+        Upsampling factor along z, 1..16 (or the factors ``(fz, fy, fx)``; None when
+        ``factors`` is given).
     patch_shape
-        ``(pz, py, px)`` on the raw grid; target patches are ``(pz * f, py, px)``.
-        ``(py, px)`` when ``spatial_dims`` is 2.
+        ``(pz, py, px)`` on the raw grid; target patches are ``(pz * fz, py * fy,
+        px * fx)``, starting on the raw's block grid. ``(py, px)`` when ``spatial_dims``
+        is 2.
+    factors
+        Upsampling per axis ``(fz, fy, fx)``, each 1..16; default ``(z_factor, 1, 1)``.
     spatial_dims
         3: volumetric pairs. 2: slice-wise pairs, single z slices with the z axis
-        dropped, for a 2D restoration network (``z_factor`` must be 1).
+        dropped, for a 2D network (``fz`` must be 1; ``fy``, ``fx`` may upsample).
     context_planes
         2.5D (slice-wise only): inputs are ``2c + 1`` slices as channels, the target
         their centre slice; every volume needs ``2c + 1`` slices.
@@ -243,7 +277,7 @@ def paired_data(raws, targets, z_factor: int, patch_shape: Sequence[int], *,
         validation band, or no foreground in any crop.
     """
     f, patch = _check_volume_patch(z_factor, patch_shape, spatial_dims, n_val, val_fraction,
-                                   foreground, max_tries, seed)
+                                   foreground, max_tries, seed, factors=factors)
     raw_list, target_list = _as_list(raws), _as_list(targets)
     if len(raw_list) != len(target_list) or not raw_list:
         raise ValueError(f"need one target per raw volume, got {len(raw_list)} raw and "
@@ -254,10 +288,10 @@ def paired_data(raws, targets, z_factor: int, patch_shape: Sequence[int], *,
     check_context_depth([r.data.shape for r in raw_vols], context_planes,
                         [f"raw {i}" for i in range(len(raw_vols))])
     warnings = _alignment_warnings(raw_vols, target_vols, f)
-    sampler = PairedSampler(raw_vols, target_vols, splits, z_factor=f, patch_shape=patch,
-                            foreground=foreground, max_tries=max_tries,
+    sampler = PairedSampler(raw_vols, target_vols, splits, z_factor=f[0], factors=f,
+                            patch_shape=patch, foreground=foreground, max_tries=max_tries,
                             slice_wise=spatial_dims == 2, context=context_planes)
-    summary = _base_summary("paired", target_vols, f, patch, sampler.target_shape(), splits,
+    summary = _base_summary("paired", target_vols, f[0], patch, sampler.target_shape(), splits,
                             n_val=n_val, val_fraction=val_fraction, percentiles=percentiles,
                             seed=seed)
     summary["raw_shapes"] = [list(r.data.shape) for r in raw_vols]
@@ -265,15 +299,17 @@ def paired_data(raws, targets, z_factor: int, patch_shape: Sequence[int], *,
     return build_training_data(sampler, n_val=n_val, seed=seed, warnings=warnings, summary=summary)
 
 
-def synthetic_data(targets, z_factor: int, patch_shape: Sequence[int],
-                   degradation: DegradationConfig, *, spatial_dims: int = 3,
-                   context_planes: int = 0, percentiles=DEFAULT_PERCENTILES, n_val: int = 8,
+def synthetic_data(targets, z_factor, patch_shape: Sequence[int],
+                   degradation: DegradationConfig, *, factors: Sequence[int] | None = None,
+                   spatial_dims: int = 3, context_planes: int = 0,
+                   percentiles=DEFAULT_PERCENTILES, n_val: int = 8,
                    val_fraction: float = 0.1, foreground: float = 0.0, seed: int = 0,
                    max_tries: int = 100) -> TrainingData:
     """Training pairs from clean volumes alone, each input a fresh synthetic degradation.
 
-    A target patch ``(pz * f, py, px)`` is cropped and its input ``(pz, py, px)`` made by
-    :func:`~napari_volsr.engine.degrade.degrade` with parameters drawn per patch; both
+    A target patch ``(pz * fz, py * fy, px * fx)`` is cropped and its input ``(pz, py,
+    px)`` made by :func:`~napari_volsr.engine.degrade.degrade` (blocks of the factors
+    area-averaged) with parameters drawn per patch; both
     are then mapped to the intensity scale a restore of a degraded volume normalises to
     (:func:`~napari_volsr.engine.data.input_scale.degraded_scale`).
     Keyword arguments are those of :func:`paired_data`.
@@ -283,14 +319,16 @@ def synthetic_data(targets, z_factor: int, patch_shape: Sequence[int],
     targets
         Clean (ideally isotropic) ZYX volumes, numpy or dask, or a list of them.
     z_factor
-        Upsampling factor along z, 1..16.
+        Upsampling factor along z, 1..16 (or the factors; None when ``factors`` is given).
     patch_shape
         ``(pz, py, px)`` on the input grid; ``(py, px)`` when ``spatial_dims`` is 2.
     degradation
         Ranges of blur and noise.
+    factors
+        Upsampling per axis ``(fz, fy, fx)``; default ``(z_factor, 1, 1)``.
     spatial_dims
         3: volumetric pairs. 2: slice-wise pairs (one-slice crops, z axis dropped,
-        ``z_factor`` 1).
+        ``fz`` 1; ``fy``, ``fx`` may upsample).
     context_planes
         2.5D: the whole ``2c + 1``-slice crop is degraded (noise per voxel) and handed
         out as channels; the target is its clean centre slice.
@@ -301,22 +339,24 @@ def synthetic_data(targets, z_factor: int, patch_shape: Sequence[int],
         Pairs with ``spatial_dims`` axes.
     """
     f, patch = _check_volume_patch(z_factor, patch_shape, spatial_dims, n_val, val_fraction,
-                                   foreground, max_tries, seed)
+                                   foreground, max_tries, seed, factors=factors)
     volumes = [_load(t, f"target {i}", percentiles) for i, t in enumerate(_as_list(targets))]
-    target_patch = (patch[0] * f, *patch[1:])
+    target_patch = tuple(p * k for p, k in zip(patch, f, strict=True))
     splits = []
     for i, volume in enumerate(volumes):
         desc = f"{patch} (target {target_patch})"
         _check_fits(volume.data.shape, target_patch, f"target {i}", desc)
-        splits.append(split_rows(volume.data.shape[1], patch[1], n_val, val_fraction,
+        splits.append(split_rows(volume.data.shape[1], target_patch[1], n_val, val_fraction,
                                  f"target {i}", desc))
     check_context_depth([v.data.shape for v in volumes], context_planes,
                         [f"target {i}" for i in range(len(volumes))])
-    scales = [degraded_scale(v, f, degradation, percentiles, seed) for v in volumes]
-    sampler = SyntheticSampler(volumes, splits, degradation, input_scales=scales, z_factor=f,
-                               patch_shape=patch, foreground=foreground, max_tries=max_tries,
-                               slice_wise=spatial_dims == 2, context=context_planes)
-    summary = _base_summary("synthetic", volumes, f, patch, target_patch, splits, n_val=n_val,
+    degraded = f[0] if f[1:] == (1, 1) else f
+    scales = [degraded_scale(v, degraded, degradation, percentiles, seed) for v in volumes]
+    sampler = SyntheticSampler(volumes, splits, degradation, input_scales=scales, z_factor=f[0],
+                               factors=f, patch_shape=patch, foreground=foreground,
+                               max_tries=max_tries, slice_wise=spatial_dims == 2,
+                               context=context_planes)
+    summary = _base_summary("synthetic", volumes, f[0], patch, target_patch, splits, n_val=n_val,
                             val_fraction=val_fraction, percentiles=percentiles, seed=seed)
     summary["degradation"] = degradation.model_dump(mode="json")
     # Pairs sit on the scale a restore of a degraded volume sees (data/input_scale.py).
@@ -352,8 +392,14 @@ def isotropic_data(volumes, z_factor: int, patch_shape: Sequence[int],
     TrainingData
         2D pairs (``spatial_dims == 2``).
     """
-    f, patch = _check_common(z_factor, patch_shape, 2, n_val, val_fraction, foreground,
-                             max_tries, seed)
+    factors, patch = _check_common(z_factor, patch_shape, 2, n_val, val_fraction, foreground,
+                                   max_tries, seed)
+    if factors[1:] != (1, 1):
+        raise ValueError(
+            "the isotropic source upsamples z only (the lateral planes are its reference), "
+            f"not factors {describe_factors(factors)[1:]}: for lateral super-resolution use "
+            "the paired or synthetic source")
+    f = factors[0]
     vols = [_load(v, f"volume {i}", percentiles) for i, v in enumerate(_as_list(volumes))]
     target_patch = (patch[0] * f, patch[1])
     splits = []
@@ -421,7 +467,9 @@ def make_training_data(config: TrainingConfig, *, raws=None, targets=None,
     if config.source == "paired":
         if raws is None or targets is None:
             raise ValueError("the paired source needs raw and target volumes")
-        return paired_data(raws, targets, model.z_factor, patch, **common)
+        return paired_data(raws, targets, model.z_factor, patch, factors=model.factors,
+                           **common)
     if targets is None:
         raise ValueError("the synthetic source needs clean target volumes")
-    return synthetic_data(targets, model.z_factor, patch, config.degradation, **common)
+    return synthetic_data(targets, model.z_factor, patch, config.degradation,
+                          factors=model.factors, **common)
