@@ -85,6 +85,9 @@ def architecture(config: ModelConfig) -> tuple[str, str, dict]:
     params = config.network.model_dump(mode="json", exclude=set(entry.not_net_args))
     kwargs = {"spatial_dims": config.spatial_dims, "in_channels": config.in_channels,
               "out_channels": config.out_channels, "z_factor": config.z_factor, **params}
+    if config.lateral_factors != (1, 1):
+        # Written only when lateral: packages of z-only models keep their architecture.
+        kwargs["factors"] = list(config.net_factors)
     return ctx.wrap_architecture(config, f"{NETS_PACKAGE}.{entry.net_module}", entry.net_class,
                                  kwargs)
 
@@ -164,6 +167,8 @@ def _cover(x: np.ndarray, out: np.ndarray, volume: bool, path: Path) -> None:
         a, b = x[0, 0, x.shape[2] // 2], out[0, 0, out.shape[2] // 2]
     else:
         a, b = x[x.shape[0] // 2, 0], out[out.shape[0] // 2, 0]
+    # Lateral factors: the input's pixels repeated onto the output's grid, side by side.
+    a = a.repeat(b.shape[0] // a.shape[0], axis=0).repeat(b.shape[1] // a.shape[1], axis=1)
 
     def grey(img):
         lo, hi = np.percentile(img, (0.5, 99.5))
@@ -238,49 +243,6 @@ def _card(config: ModelConfig, authors, license, cite):
     return people, license or card.get("license") or DEFAULT_LICENSE, cites
 
 
-def _readme(config: ModelConfig, license: str, notes: list[str]) -> str:
-    """The package's documentation page (README.md)."""
-    low, high = config.percentiles
-    f = config.z_factor
-    card = config.training or {}
-    val = card.get("final_validation") or {}
-    metrics = ", ".join(f"{k} {v:.4g}" for k, v in val.items() if isinstance(v, int | float))
-    axes = ("(batch, channel, z, y, x)" if ctx.volumetric(config) else
-            "(batch, channel, y, x): a 2D network run slice by slice; give the z-slices of "
-            "one volume as the batch (the percentiles are taken over all of them)")
-    lines = [
-        f"# {config.name}", "",
-        f"A napari-volsr {family_entry(config.family).display_name} model, task "
-        f"'{config.task}', z-factor {f}. {card.get('summary', '')}", "",
-        "## Inputs and outputs", "",
-        f"- Input `{INPUT_ID}`: float32, axes {axes}.",
-        f"- Preprocessing: `scale_range`, percentiles {low} and {high} of each volume and "
-        "channel mapped to 0 and 1.",
-        f"- Output `{OUTPUT_ID}`: float32 in those normalised units. napari-volsr maps it back "
-        f"to input units (`out * (p{high} - p{low}) + p{low}`); the Model Zoo's postprocessing "
-        "cannot express this inverse (`scale_range` maps forward only, `scale_linear` has fixed "
-        "values), so apply it yourself if you need input units.",
-        *ctx.readme_lines(config),
-    ]
-    if f > 1:
-        lines.append(
-            f"- z-factor {f}: the output has {f} z-slices per input slice (output z scale 1/{f}). "
-            "On napari-volsr's slab grid the output's z origin is the input's minus "
-            f"{(f - 1) / 2}/{f} of an input slice (`translate_z - (f - 1) / 2 * scale_z / f`); "
-            "Model Zoo axes carry no origin, so place the result yourself.")
-    if config.family == "rcan":
-        lines.append("- RCAN's channel attention pools over the whole tile: tile with large "
-                     "tiles and overlap.")
-    lines += ["", "## Validation", "",
-              f"Final validation on held-out patches of the training data: {metrics or 'none'}. "
-              "Validate on your own unseen data (PSNR/SSIM against a reference) before use.", "",
-              "## License", "",
-              f"Weights: {license}, chosen at export (`license=`); the weights are their "
-              "trainer's, change it if it does not fit.", ""]
-    lines += [f"Note: {n}" for n in notes]
-    return "\n".join(lines) + "\n"
-
-
 def _environment() -> str:
     from .. import __version__
 
@@ -330,13 +292,13 @@ def describe(loaded, folder: Path, *, authors=None, license=None, cite=None,
     files = _write_files(config, net, folder, sample, notes)
     people, license, cites = _card(config, authors, license, cite)
     readme = folder / "README.md"
-    readme.write_text(_readme(config, license, notes))
+    readme.write_text(ctx.readme(config, license, notes, INPUT_ID, OUTPUT_ID))
     inp, out = _tensors(config, net, files)
-    kind = "super-resolution" if config.z_factor > 1 else "denoising"
+    kind = "super-resolution" if max(config.factors) > 1 else "denoising"
     return m.ModelDescr(
         name=re.sub(r"[^A-Za-z0-9 _().-]", "-", config.name).rjust(5, "_"),  # 5 at least
         description=f"napari-volsr {family_entry(config.family).display_name} "
-                    f"{config.task} model (z-factor {config.z_factor})",
+                    f"{config.task} model ({ctx.factors_text(config)})",
         authors=people, cite=cites, license=license,
         documentation=m.FileDescr(source=readme), covers=[m.FileDescr(source=files["cover"])], attachments=[m.FileDescr(source=files["config"])],
         tags=["napari-volsr", kind, ctx.dims_tag(config), config.family, "pytorch"],
@@ -438,6 +400,10 @@ def _config_from(descr, package: Path, name: str | None) -> ModelConfig:
         if step.id == "scale_range":
             percentiles = (step.kwargs.min_percentile, step.kwargs.max_percentile)
     z_factor = int(kwargs.pop("z_factor", 1))
+    net_factors = [int(f) for f in kwargs.pop("factors", None) or ()]
+    lateral = tuple(net_factors[-2:]) if net_factors else (1, 1)
+    if len(net_factors) == 3:
+        z_factor = net_factors[0]
     fields = {
         **stored, "spatial_dims": kwargs.pop("spatial_dims", 3), "z_factor": z_factor,
         "in_channels": kwargs.pop("in_channels", 1), "out_channels": kwargs.pop("out_channels", 1),
@@ -445,7 +411,9 @@ def _config_from(descr, package: Path, name: str | None) -> ModelConfig:
         "network": {**(stored.get("network") or {}), **kwargs, "family": family},
         "name": name or stored.get("name") or re.sub(r"[^A-Za-z0-9._ +-]", "-", descr.name),
     }
-    fields.setdefault("task", "restore" if z_factor == 1 else "upsample")
+    if lateral != (1, 1):
+        fields["lateral_factors"] = lateral
+    fields.setdefault("task", "restore" if z_factor == 1 and lateral == (1, 1) else "upsample")
     if percentiles is not None:
         fields["percentiles"] = tuple(percentiles)
     fields.pop("package_version", None)

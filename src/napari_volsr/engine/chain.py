@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .devices import memory_budget, resolve_device
 from .dtypes import DEFAULT_OUTPUT_DTYPE, check_output_dtype
-from .geometry import default_z_factor, output_geometry, validate_z_factor
+from .geometry import default_z_factor, output_geometry, resolve_factors, validate_z_factor
 from .models import LoadedModel
 from .predict import (
     RestoreProgress,
@@ -25,8 +25,9 @@ from .predict import (
     check_result_fits,
     iter_restore,
 )
+from .restore_factors import axes_text, resolve_restore_factors, tuple_text
 from .restorers import BASELINES, get_restorer, iter_load, resolve_z_factor, restorer_geometry
-from .tiling import BlockPlan, RestorerGeometry, plan_restore
+from .tiling import BlockPlan, RestorerGeometry, factors_of, plan_restore
 
 THEN = " then "  # joins the models' names: ``stack [n2v then iso x2]``
 NOT_DISTRIBUTED = ("a chain of models runs in this process, stage by stage: restore without "
@@ -55,34 +56,50 @@ def chain_label(names: Sequence[str]) -> str:
     return THEN.join(names)
 
 
-def _own_factor(model) -> int | None:
-    """A trained model's z-factor, from its config alone; None for a baseline."""
+def _own_factors(model) -> tuple[int, int, int] | None:
+    """A trained model's (fz, fy, fx), from its config alone; None for a baseline."""
     if isinstance(model, LoadedModel):
-        return model.config.z_factor
+        return tuple(model.config.factors)
     if _is_baseline(model):
         return None
-    return restorer_geometry(str(model)).z_factor
+    return restorer_geometry(str(model)).factors
 
 
-def _baseline_factor(model: str, trained: int, z_factor, spacing, label: str) -> int:
-    """What the one baseline of a chain upsamples: what the trained models leave."""
-    if z_factor is not None:
+def _baseline_factors(model: str, trained, z_factor, factors, spacing, label: str
+                      ) -> tuple[int, int, int]:
+    """What the one baseline of a chain upsamples, per axis: what the trained models leave.
+
+    Given ``factors`` are the whole job's on every axis; ``z_factor`` alone, or the
+    spacing, speak for z only (the baseline leaves y and x as the models give them).
+    """
+    if factors is not None:
+        total = resolve_factors(z_factor, factors)
+        if any(t % m for t, m in zip(total, trained, strict=True)):
+            raise ValueError(f"the models of the chain {label} upsample by "
+                             f"{tuple_text(trained)}, so its factors must be multiples of "
+                             f"those on every axis, not {tuple_text(total)}")
+        filled = tuple(t // m for t, m in zip(total, trained, strict=True))
+        why = f" (factors {tuple_text(total)}, of which the models give {tuple_text(trained)})"
+    elif z_factor is not None:
         total = validate_z_factor(z_factor)
-        if total % trained:
-            raise ValueError(f"the models of the chain {label} upsample z by {trained}, so "
-                             f"its z-factor must be a multiple of {trained}, not {total}")
-        factor, why = total // trained, f" (z-factor {total}, of which the models give x{trained})"
+        if total % trained[0]:
+            raise ValueError(f"the models of the chain {label} upsample z by {trained[0]}, so "
+                             f"its z-factor must be a multiple of {trained[0]}, not {total}")
+        filled = (total // trained[0], 1, 1)
+        why = f" (z-factor {total}, of which the models give x{trained[0]})"
     else:
-        rest = None if spacing is None else (float(spacing[-3]) / trained, *spacing[-2:])
-        factor = resolve_z_factor(model, None, rest)
+        # The result's voxels as the models leave them: the baseline makes those isotropic.
+        rest = None if spacing is None else tuple(
+            float(s) / t for s, t in zip(spacing[-3:], trained, strict=True))
+        filled = (resolve_z_factor(model, None, rest), 1, 1)
         why = (" (no voxel spacing was given)" if spacing is None else
                f" (the voxel spacing asks for x{default_z_factor(spacing)} and the models "
-               f"give x{trained})")
-    if factor == 1:
+               f"give x{trained[0]})")
+    if filled == (1, 1, 1):
         raise ValueError(f"{model} interpolation in the chain {label} would have z-factor 1 "
                          f"and change nothing{why}: leave it out of the chain, or give a "
                          "larger z-factor")
-    return factor
+    return filled
 
 
 def _is_baseline(model) -> bool:
@@ -100,50 +117,62 @@ def _one_baseline(models: Sequence) -> list[int]:
     return baselines
 
 
-def stage_factors(models: Sequence, z_factor: int | None = None, spacing=None) -> list[int]:
-    """The z-factor of each model of a chain: the rule every door's chains follow.
+def stage_factors(models: Sequence, z_factor: int | None = None, spacing=None, *,
+                  factors=None) -> list[tuple[int, int, int]]:
+    """The (fz, fy, fx) of each model of a chain: the rule every door's chains follow.
 
-    Trained models keep their own factor. One interpolation baseline may join a chain:
-    it upsamples what the models leave of ``z_factor`` (the whole job's), or without
-    one, of the spacing's anisotropy. Several upsampling stages are allowed, since the
-    slab grid composes (x2 of x2 is the slab grid of x4), up to 16 in all.
+    Trained models keep their own factors. One interpolation baseline may join a chain:
+    it upsamples what the models leave of the whole job's ``factors`` on every axis, or
+    of its ``z_factor`` (z only), or without either, of the spacing's anisotropy (z
+    only). Several upsampling stages are allowed, since the slab grid composes (x2 of x2
+    is the slab grid of x4), up to 16 in all per axis.
 
     Parameters
     ----------
     models
         Baseline names, model names or folders, or LoadedModels, in the order they run.
-    z_factor
-        The job's z-factor (None: the models' own, and the spacing for a baseline).
+    z_factor, factors
+        The job's z-factor, or its factors (z, y, x); None: the models' own, and the
+        spacing for a baseline. ``z_factor`` alone constrains z only.
     spacing
         Voxel spacing of the job's input.
 
     Raises
     ------
     ValueError
-        One sentence: two baselines, a z-factor the models do not give, a baseline
-        left with nothing to do, more than 16 in all, or an unusable model.
+        One sentence: two baselines, factors the models do not give, a baseline left
+        with nothing to do, more than 16 in all, or an unusable model.
     """
     names = [stage_name(m) for m in models]
     label = chain_label(names)
-    factors = [_own_factor(m) for m in models]
+    found = [_own_factors(m) for m in models]
     baselines = _one_baseline(models)
-    trained = math.prod(f for f in factors if f is not None)
+    trained = tuple(math.prod(f[a] for f in found if f is not None) for a in range(3))
     if baselines:
         i = baselines[0]
-        factors[i] = _baseline_factor(models[i], trained, z_factor, spacing, label)
-    elif z_factor is not None and validate_z_factor(z_factor) != trained:
-        steps = " x ".join(map(str, factors))
-        raise ValueError(f"the chain {label} upsamples z by {steps} = {trained}, not "
-                         f"{z_factor}: leave the z-factor out or choose {trained}")
-    total = math.prod(factors)
-    if total > 16:
-        raise ValueError(f"the chain {label} upsamples z by {' x '.join(map(str, factors))} "
-                         f"= {total}, beyond 16: leave out an upsampling model")
-    return factors
+        found[i] = _baseline_factors(models[i], trained, z_factor, factors, spacing, label)
+    elif factors is not None and resolve_factors(z_factor, factors) != trained:
+        steps = " x ".join(tuple_text(f) for f in found)
+        asked = resolve_factors(z_factor, factors)
+        raise ValueError(f"the chain {label} upsamples by {steps} = {tuple_text(trained)}, "
+                         f"not {tuple_text(asked)}: leave the factors out or choose "
+                         f"{tuple_text(trained)}")
+    elif factors is None and z_factor is not None and validate_z_factor(z_factor) != trained[0]:
+        steps = " x ".join(str(f[0]) for f in found)
+        raise ValueError(f"the chain {label} upsamples z by {steps} = {trained[0]}, not "
+                         f"{z_factor}: leave the z-factor out or choose {trained[0]}")
+    for axis, name in enumerate("zyx"):
+        total = math.prod(f[axis] for f in found)
+        if total > 16:
+            steps = " x ".join(str(f[axis]) for f in found)
+            raise ValueError(f"the chain {label} upsamples {name} by {steps} = {total}, "
+                             "beyond 16: leave out an upsampling model")
+    return found
 
 
 def stage_geometries(models, z_factor: int | None = None, spacing=None,
-                     diffusion_samples: int | None = None) -> list[RestorerGeometry]:
+                     diffusion_samples: int | None = None, *, factors=None
+                     ) -> list[RestorerGeometry]:
     """Planning geometry of each model of a job (one model, or a chain), from configs only.
 
     A single model is planned as today (:func:`~.restorers.restorer_geometry`); a chain
@@ -151,28 +180,28 @@ def stage_geometries(models, z_factor: int | None = None, spacing=None,
     """
     models = model_list(models)
     if len(models) == 1:
-        factor = resolve_z_factor(models[0], z_factor, spacing) or 1
-        return [restorer_geometry(models[0], factor, diffusion_samples)]
-    factors = stage_factors(models, z_factor, spacing)
-    return [restorer_geometry(str(m), f, diffusion_samples) for m, f in zip(models, factors)]
+        chosen = resolve_restore_factors(models[0], z_factor, factors, spacing)
+        return [restorer_geometry(models[0], 1, diffusion_samples, factors=chosen)]
+    found = stage_factors(models, z_factor, spacing, factors=factors)
+    return [restorer_geometry(str(m), 1, diffusion_samples, factors=f)
+            for m, f in zip(models, found)]
 
 
 def chain_geometry(geometries: Sequence) -> RestorerGeometry:
-    """One geometry for a whole chain: its z-factor, and the context in input voxels a
+    """One geometry for a whole chain: its factors, and the context in input voxels a
     region needs so that every stage sees its own halo (a preview's read region)."""
     if len(geometries) == 1:
         return geometries[0]
-    halo, before = [0, 0, 0], 1
+    halo, before = [0, 0, 0], [1, 1, 1]
     for g in geometries:
-        # A later stage's z halo is in voxels already upsampled by the stages before it.
-        halo = [halo[0] + math.ceil(g.halo[0] / before), halo[1] + g.halo[1],
-                halo[2] + g.halo[2]]
-        before *= g.z_factor
+        # A later stage's halo is in voxels already upsampled by the stages before it.
+        halo = [h + math.ceil(gh / b) for h, gh, b in zip(halo, g.halo, before, strict=True)]
+        before = [b * f for b, f in zip(before, factors_of(g), strict=True)]
     return RestorerGeometry(
-        name=chain_label([g.name for g in geometries]), z_factor=before, halo=tuple(halo),
+        name=chain_label([g.name for g in geometries]), z_factor=before[0], halo=tuple(halo),
         divisor=(1, 1, 1), overlap=(0, 0, 0),
         bytes_per_voxel=max(g.bytes_per_voxel for g in geometries),
-        outputs=tuple(geometries[-1].outputs))
+        outputs=tuple(geometries[-1].outputs), factors=tuple(before))
 
 
 def plan_chain(shape: Sequence[int], geometries: Sequence, block_shape="auto",
@@ -191,34 +220,36 @@ def chain_notes(names: Sequence[str], stages: Sequence) -> list[str]:
     for (a, first), (b, then) in zip(zip(names, stages), zip(names[1:], stages[1:])):
         if "uncertainty" in first.outputs:
             notes.append(f"{a} passes its mean to {b}; its uncertainty is not kept")
-        if first.z_factor > 1 and then.z_factor == 1:
-            notes.append(f"{a} upsamples z before {b} restores: same-shape models usually go "
-                         "first, on the voxels they were trained on")
+        up, same = factors_of(first), factors_of(then)
+        if max(up) > 1 and max(same) == 1:
+            notes.append(f"{a} upsamples {axes_text(up)} before {b} restores: same-shape "
+                         "models usually go first, on the voxels they were trained on")
     return notes
 
 
-def get_chain(models, z_factor: int | None = None, *, spacing=None, cache: bool = False,
-              allow_identity: bool = False, **options) -> list:
+def get_chain(models, z_factor: int | None = None, *, factors=None, spacing=None,
+              cache: bool = False, allow_identity: bool = False, **options) -> list:
     """Restorers for one model (:func:`~.restorers.get_restorer`) or a chain of them."""
     models = model_list(models)
     if len(models) == 1:
-        return [get_restorer(models[0], z_factor, spacing=spacing, cache=cache,
-                             allow_identity=allow_identity, **options)]
-    factors = stage_factors(models, z_factor, spacing)
+        return [get_restorer(models[0], z_factor, factors=factors, spacing=spacing,
+                             cache=cache, allow_identity=allow_identity, **options)]
+    found = stage_factors(models, z_factor, spacing, factors=factors)
     # A baseline left at z-factor 1 was refused above, in the chain's words.
-    return [get_restorer(m, f, cache=cache, allow_identity=True, **options)
-            for m, f in zip(models, factors)]
+    return [get_restorer(m, factors=f, cache=cache, allow_identity=True, **options)
+            for m, f in zip(models, found)]
 
 
-def check_models(model, z_factor: int | None = None, *, allow_identity: bool = False) -> None:
+def check_models(model, z_factor: int | None = None, *, factors=None,
+                 allow_identity: bool = False) -> None:
     """Refuse, before any volume is read, what does not depend on its spacing.
 
     Trained models are loaded into the cache, where each file's restore finds them. A
     baseline's automatic z-factor follows each volume's spacing: checked per volume.
     """
     models = model_list(model)
-    if z_factor is not None or not any(_is_baseline(m) for m in models):
-        get_chain(models, z_factor, cache=True, allow_identity=allow_identity)
+    if z_factor is not None or factors is not None or not any(_is_baseline(m) for m in models):
+        get_chain(models, z_factor, factors=factors, cache=True, allow_identity=allow_identity)
         return
     _one_baseline(models)
     for m in models:
@@ -226,17 +257,18 @@ def check_models(model, z_factor: int | None = None, *, allow_identity: bool = F
             get_restorer(m, cache=True)
 
 
-def iter_load_chain(model, z_factor: int | None = None, *, spacing=None, **options
-                    ) -> Generator[RestoreProgress, None, list]:
+def iter_load_chain(model, z_factor: int | None = None, *, factors=None, spacing=None,
+                    **options) -> Generator[RestoreProgress, None, list]:
     """Cached restorers for one model or a chain, yielding a ``load`` stage around them."""
     models = model_list(model)
     if len(models) == 1:
-        return [(yield from iter_load(models[0], z_factor, spacing=spacing, **options))]
-    factors = stage_factors(models, z_factor, spacing)
+        return [(yield from iter_load(models[0], z_factor, factors=factors, spacing=spacing,
+                                      **options))]
+    found = stage_factors(models, z_factor, spacing, factors=factors)
     restorers = []
-    for i, (m, f) in enumerate(zip(models, factors, strict=True)):
+    for i, (m, f) in enumerate(zip(models, found, strict=True)):
         yield RestoreProgress("load", i, len(models), f"loading {stage_name(m)}")
-        restorers.append(get_restorer(m, f, cache=True, allow_identity=True, **options))
+        restorers.append(get_restorer(m, factors=f, cache=True, allow_identity=True, **options))
     yield RestoreProgress("load", len(models), len(models),
                           "; then ".join(getattr(r, "description", r.name) for r in restorers))
     return restorers
@@ -257,7 +289,7 @@ def _planned_blocks(volume, restorers, stores, output_dtype, block_shape, overla
     for k, (restorer, store) in enumerate(zip(restorers, stores, strict=True)):
         last = k == len(restorers) - 1
         if store is None:
-            check_result_fits(shape, restorer.z_factor, restorer.outputs,
+            check_result_fits(shape, factors_of(restorer), restorer.outputs,
                               output_dtype if last else "float32", volume.dtype)
         plan = plan_restore(shape[1:], restorer, block_shape, budget, overlap)
         counts.append(len(plan))
@@ -313,8 +345,8 @@ def iter_restore_chain(data, restorers: Sequence, *, spacing=None, origin=None,
     Returns
     -------
     RestoreResult
-        On the composed grid (:func:`~.geometry.output_geometry` of the product of the
-        z-factors); ``settings`` name the chain (``model``: ``a then b``) and hold each
+        On the composed grid (:func:`~.geometry.output_geometry` of the per-axis product
+        of the factors); ``settings`` name the chain (``model``: ``a then b``) and hold each
         stage's settings under ``chain``.
     """
     run = dict(block_shape=block_shape, overlap=overlap, **restore_kwargs)
@@ -343,13 +375,14 @@ def iter_restore_chain(data, restorers: Sequence, *, spacing=None, origin=None,
             current, where = result.data, (result.spacing, result.origin)
             del result
     yield RestoreProgress("finalise", 1, 1, "done")
-    total = math.prod(r.z_factor for r in restorers)
+    total = tuple(math.prod(f) for f in zip(*(factors_of(r) for r in restorers), strict=True))
     spacing_out, origin_out = output_geometry(spacing if spacing is not None else (1.0,) * 3,
                                               origin, total)
     label = chain_label(names)
-    settings = {"method": label, "model": label, "models": names, "z_factor": total,
+    settings = {"method": label, "model": label, "models": names, "z_factor": total[0],
+                "factors": list(total),
                 **{key: result.settings[key] for key in ("percentiles", "device", "precision")},
                 "chain": stages, "notes": chain_notes(names, restorers)}
     plan = "; ".join(f"{name}: {s['plan']}" for name, s in zip(names, stages))
-    return RestoreResult(result.outputs, spacing_out, origin_out, total, plan,
-                         result.normalization, settings)
+    return RestoreResult(result.outputs, spacing_out, origin_out, total[0], plan,
+                         result.normalization, settings, total)

@@ -52,8 +52,8 @@ class RestorerSpec:
     ----------
     model
         A baseline name (``cubic``...) or a model folder path every worker can read.
-    z_factor
-        As for :func:`~napari_volsr.engine.restorers.get_restorer`.
+    z_factor, factors
+        As for :func:`~napari_volsr.engine.restorers.get_restorer` (``factors``: z, y, x).
     device, precision
         Resolved on each worker (``auto``: its GPU if it has one).
     torch_threads
@@ -68,12 +68,18 @@ class RestorerSpec:
     precision: str = "auto"
     torch_threads: int | None = None
     options: tuple[tuple[str, Any], ...] = ()
+    factors: tuple[int, int, int] | None = None
+
+    def __post_init__(self):
+        if self.factors is not None:  # a tuple: workers cache restorers by (hashable) spec
+            object.__setattr__(self, "factors", tuple(int(f) for f in self.factors))
 
     def build(self):
         """Load the restorer (on the calling process)."""
         from .restorers import get_restorer
 
-        return get_restorer(self.model, self.z_factor, **dict(self.options))
+        return get_restorer(self.model, self.z_factor, factors=self.factors,
+                            **dict(self.options))
 
 
 @functools.lru_cache(maxsize=4)
@@ -235,7 +241,7 @@ def iter_restore_to_zarr(
                            n_channels)
     restored = assemble(merged, plan, restorer.outputs, norms, output_dtype, data.dtype,
                         channels=volume.channel_axis is not None)["restored"]
-    spacing, origin = output_geometry(volume.spacing, volume.origin, plan.z_factor)
+    spacing, origin = output_geometry(volume.spacing, volume.origin, plan.factors)
     out = with_ngff_version(volume.with_data(restored, spacing=spacing, origin=origin),
                             ngff_version)
     where = f"{plan.describe()} on {_n_workers(client)} workers"
@@ -243,11 +249,12 @@ def iter_restore_to_zarr(
     yield RestoreProgress("finalise", 1, 1, "done")
     written = da.from_zarr(str(path), component="0")
     settings = {"method": restorer.name, "z_factor": plan.z_factor,
-                "block_shape": list(plan.block_shape), "halo": list(plan.halo),
+                "factors": list(plan.factors), "block_shape": list(plan.block_shape),
+                "halo": list(plan.halo),
                 "percentiles": list(percentiles), "workers": _n_workers(client),
                 **getattr(restorer, "metadata", {})}
     return RestoreResult({"restored": written}, spacing, origin, plan.z_factor, plan.describe(),
-                         norms, settings)
+                         norms, settings, plan.factors)
 
 
 def _write_on_workers(client, path: Path, out, message: str):
@@ -369,11 +376,13 @@ def torch_threads_per_worker(n_workers: int) -> int:
 
 
 def model_spec(model: str, z_factor: int | None, device: str = "auto", precision: str = "auto",
-               torch_threads: int | None = None, options: dict | None = None) -> RestorerSpec:
+               torch_threads: int | None = None, options: dict | None = None, *,
+               factors=None) -> RestorerSpec:
     """A spec that names the model by its absolute folder, so workers need no library.
 
     ``options`` are :class:`~napari_volsr.engine.restorers.NetworkRestorer` options
-    (``flips``...), ignored by baselines.
+    (``flips``...), ignored by baselines. ``factors`` (z, y, x): beside or instead of
+    ``z_factor``, as for :func:`~napari_volsr.engine.restorers.get_restorer`.
     """
     from .models import resolve_model_path
     from .restorers import BASELINES
@@ -381,4 +390,4 @@ def model_spec(model: str, z_factor: int | None, device: str = "auto", precision
     if model not in BASELINES:
         model = str(Path(resolve_model_path(model)).resolve())
     pairs = tuple(sorted((options or {}).items())) if model not in BASELINES else ()
-    return RestorerSpec(model, z_factor, device, precision, torch_threads, pairs)
+    return RestorerSpec(model, z_factor, device, precision, torch_threads, pairs, factors)

@@ -16,8 +16,8 @@ def check_same_shape(result_shape, reference_shape, what: str = "result") -> Non
     if result_shape != reference_shape:
         raise ValueError(
             f"{what} {result_shape} and reference {reference_shape} differ in shape: compare "
-            "volumes on the same voxel grid (restore with the z-factor that gives the "
-            "reference's depth)"
+            "volumes on the same voxel grid (restore with the factors that give the "
+            "reference's shape: its depth for the z-factor)"
         )
 
 
@@ -136,19 +136,21 @@ def validation_scores(predictions, pairs) -> dict[str, float]:
 def baseline_validation(data) -> dict[str, float] | None:
     """The interpolation baseline's scores on a TrainingData's validation patches.
 
-    ``cubic`` (the prefiltered B-spline on the slab grid) along the upsampled axis (z,
-    or the first axis of isotropic planes) at the data's z-factor; at z-factor 1 the
-    input itself. A model is worth its training when it scores above this. None when
-    the data has no validation patches.
+    ``cubic`` (the prefiltered B-spline on the slab grid) along every upsampled axis of
+    the patches (z, y and x of volumes, the first axis of isotropic planes, y and x of
+    lateral planes) at the data's factors; without upsampling the input itself. A model
+    is worth its training when it scores above this. None when the data has no
+    validation patches.
     """
     import torch
 
-    from .interp import upsample_z
+    from .interp import upsample
 
     if not data.validation:
         return None
     inputs = torch.from_numpy(np.stack([pair[0] for pair in data.validation]))
     centre = inputs.shape[1] // 2  # 2.5D inputs: the plane restored sits between its neighbours
     inputs = inputs[:, centre : centre + 1]
-    return validation_scores(upsample_z(inputs, data.z_factor, "cubic").numpy(),
-                             data.validation)
+    # Data without per-axis factors upsamples the first axis by its z-factor.
+    factors = getattr(data, "factors", None) or data.z_factor
+    return validation_scores(upsample(inputs, factors, "cubic").numpy(), data.validation)

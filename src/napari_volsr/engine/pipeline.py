@@ -14,6 +14,7 @@ import numpy as np
 
 from .chain import NOT_DISTRIBUTED, get_chain, iter_load_chain, iter_restore_chain, model_list
 from .io import format_suffix, read_volume, remove_tree, with_ngff_version, write_volume
+from .geometry import describe_factors
 from .predict import (
     DEFAULT_OUTPUT_DTYPE,
     RestoreProgress,
@@ -21,11 +22,13 @@ from .predict import (
     as_volume_array,
     to_output_dtype,
 )
-from .restorers import release, resolve_z_factor
+from .restore_factors import resolve_z_factor
+from .restorers import release
+from .tiling import factors_of
 
 
-def iter_restore_job(data, model, z_factor: int | None = None, *, restorer_options=None,
-                     spacing=None, origin=None, **restore_kwargs
+def iter_restore_job(data, model, z_factor: int | None = None, *, factors=None,
+                     restorer_options=None, spacing=None, origin=None, **restore_kwargs
                      ) -> Generator[RestoreProgress, None, RestoreResult]:
     """Restore ``data`` with a model named by the user; yields a ``load`` stage first.
 
@@ -36,15 +39,15 @@ def iter_restore_job(data, model, z_factor: int | None = None, *, restorer_optio
     ----------
     data
         ZYX or CZYX numpy or dask array.
-    model, z_factor, restorer_options
-        As for :func:`~.restorers.get_restorer`; with ``z_factor`` None, baselines
-        follow ``spacing`` and models use their own factor. A list of models is a
-        chain, applied one after the other (:mod:`~.chain`; ``z_factor`` is the whole
-        job's).
+    model, z_factor, factors, restorer_options
+        As for :func:`~.restorers.get_restorer`; with neither ``z_factor`` nor
+        ``factors`` (z, y, x), baselines follow ``spacing`` (z only) and models use
+        their own factors. A list of models is a chain, applied one after the other
+        (:mod:`~.chain`; ``z_factor`` and ``factors`` are the whole job's).
     spacing, origin, **restore_kwargs
         As for :func:`~.predict.iter_restore`.
     """
-    restorers = yield from iter_load_chain(model, z_factor, spacing=spacing,
+    restorers = yield from iter_load_chain(model, z_factor, factors=factors, spacing=spacing,
                                            **(restorer_options or {}))
     try:
         return (yield from iter_restore_chain(data, restorers, spacing=spacing, origin=origin,
@@ -79,7 +82,7 @@ class WrittenVolume:
         where = f" on {workers} dask workers" if workers is not None else ""
         unit = f" {self.unit}" if self.unit else ""
         return (f"wrote {self.path}: {self.shape} {self.dtype}, spacing {spacing}{unit} "
-                f"({result.settings['method']} x{result.z_factor}; "
+                f"({result.settings['method']} {describe_factors(result.factors)}; "
                 f"{result.plan}{where}{self.note})")
 
 
@@ -114,9 +117,9 @@ def check_output_path(input_path, output_path, ngff_version: str | None = None) 
 
 
 def iter_restore_file(input_path, output_path, model="cubic",
-                      z_factor: int | None = None, *, reference=None, overwrite: bool = False,
-                      restorer_options=None, client=None, spec=None, **restore_kwargs
-                      ) -> Generator[RestoreProgress, None, WrittenVolume]:
+                      z_factor: int | None = None, *, factors=None, reference=None,
+                      overwrite: bool = False, restorer_options=None, client=None, spec=None,
+                      **restore_kwargs) -> Generator[RestoreProgress, None, WrittenVolume]:
     """Read a volume file, restore it and write the result atomically.
 
     Zarr outputs are streamed: blocks merge into a scratch store beside the output
@@ -129,9 +132,10 @@ def iter_restore_file(input_path, output_path, model="cubic",
     input_path, output_path
         Volume files; the output format follows the suffix. An output inside the
         input (a zarr store), or one holding it, is refused (:func:`check_output_path`).
-    model, z_factor, restorer_options
+    model, z_factor, factors, restorer_options
         As for :func:`~.restorers.get_restorer` (cached: a batch loads a model once).
-        With ``z_factor`` None, baselines follow the file's spacing. A list of models
+        With neither ``z_factor`` nor ``factors``, baselines follow the file's spacing
+        (z only). A list of models
         is a chain (:func:`~.chain.iter_restore_chain`): one read, one write; with a
         zarr output each stage streams into a scratch store beside it.
     reference
@@ -155,8 +159,7 @@ def iter_restore_file(input_path, output_path, model="cubic",
         from .dask_restore import iter_restore_to_zarr
 
         check_distributable(model)
-        spec = dataclasses.replace(spec, z_factor=resolve_z_factor(spec.model, spec.z_factor,
-                                                                   volume.spacing))
+        spec = _resolved_spec(spec, volume.spacing)
         run = {k: v for k, v in restore_kwargs.items() if k not in ("device", "precision")}
         result = yield from iter_restore_to_zarr(input_path, spec, output_path, client,
                                                  overwrite=overwrite, ngff_version=ngff_version,
@@ -164,10 +167,10 @@ def iter_restore_file(input_path, output_path, model="cubic",
         return WrittenVolume(output_path, result, tuple(result.data.shape), result.data.dtype,
                              volume.unit)
     # Interpolation at z-factor 1 changes nothing, unless the result is fitted to a reference.
-    restorers = get_chain(model, z_factor, spacing=volume.spacing, cache=True,
+    restorers = get_chain(model, z_factor, factors=factors, spacing=volume.spacing, cache=True,
                           allow_identity=reference is not None, **(restorer_options or {}))
-    ground_truth = _reference_volume(reference, volume,
-                                     math.prod(r.z_factor for r in restorers), input_path)
+    total = [math.prod(f) for f in zip(*(factors_of(r) for r in restorers), strict=True)]
+    ground_truth = _reference_volume(reference, volume, total, input_path)
     output_dtype = restore_kwargs.pop("output_dtype", DEFAULT_OUTPUT_DTYPE)
     scratch = []
     if is_zarr(output_path) and ground_truth is None:
@@ -194,15 +197,27 @@ def iter_restore_file(input_path, output_path, model="cubic",
     return WrittenVolume(output_path, result, tuple(data.shape), data.dtype, volume.unit, note)
 
 
-def _reference_volume(reference, volume, z_factor: int, input_path: Path):
-    """The ground truth to fit to (lazy), checked against the output shape; None without one."""
+def _resolved_spec(spec, spacing):
+    """``spec`` with a baseline's automatic z-factor from the file's ``spacing``."""
+    if spec.factors is not None:
+        return spec
+    return dataclasses.replace(spec, z_factor=resolve_z_factor(spec.model, spec.z_factor,
+                                                               spacing))
+
+
+def _reference_volume(reference, volume, factors, input_path: Path):
+    """The ground truth to fit to (lazy), checked against the output shape; None without one.
+
+    ``factors``: the job's (z, y, x).
+    """
     if reference is None:
         return None
     from .evaluate import check_same_shape
 
     ground_truth = read_volume(reference, lazy=True)
     shape = list(volume.data.shape)
-    shape[-3] *= z_factor
+    for axis, f in zip((-3, -2, -1), factors, strict=True):
+        shape[axis] *= f
     check_same_shape(shape, ground_truth.data.shape, what=f"the result of {input_path.name}")
     return ground_truth
 

@@ -26,9 +26,18 @@ from .dtypes import (  # noqa: F401  (OUTPUT_DTYPES, output_dtype_for: used from
     output_dtype_of,
     to_output_dtype,
 )
-from .geometry import output_geometry, validate_z_factor
+from .geometry import output_geometry, validate_factors
 from .text import format_bytes
-from .tiling import ArrayMerger, Block, BlockPlan, ZarrMerger, plan_restore, read_block
+from .tiling import (
+    ArrayMerger,
+    Block,
+    BlockPlan,
+    ZarrMerger,
+    factors_of,
+    plan_restore,
+    read_block,
+)
+from .volume_array import as_volume_array  # noqa: F401  (imported from here by callers)
 
 # Small blocks go through the network several at a time, up to this many padded input
 # voxels per call (blocks_per_call).
@@ -64,6 +73,8 @@ class RestoreResult:
         when the input had channels), numpy or dask (zarr-backed) arrays.
     spacing, origin
         Voxel spacing and first-voxel position of the outputs (slab convention).
+    z_factor, factors
+        The upsampling of z, and of every axis (z, y, x; default ``(z_factor, 1, 1)``).
     """
 
     outputs: dict[str, Any]
@@ -73,6 +84,12 @@ class RestoreResult:
     plan: str
     normalization: list[Normalization] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    factors: tuple[int, int, int] | None = None
+
+    def __post_init__(self):
+        if self.factors is None:
+            self.factors = (int(self.z_factor), 1, 1)
+        self.factors = validate_factors(self.factors)
 
     @property
     def data(self):
@@ -84,7 +101,9 @@ class Restorer(Protocol):
     """What the tiled predictor needs from a model (or a baseline).
 
     ``__call__`` maps a normalised float tensor (B, 1, D, H, W) to
-    (B, len(outputs), D * z_factor, H, W) on the same device. A restorer that sets
+    (B, len(outputs), D * fz, H * fy, W * fx) on the same device, ``factors`` being
+    ``(fz, fy, fx)`` (a restorer without it upsamples z by ``z_factor`` only, as
+    :func:`~.tiling.factors_of` reads it). A restorer that sets
     ``batchable = True`` gives each batch item the result it would give alone, so
     small blocks may share a call (:func:`blocks_per_call`). A restorer class that sets
     ``accepts_keep = True`` is called as ``restorer(x, keep=...)`` with the output
@@ -93,6 +112,7 @@ class Restorer(Protocol):
 
     name: str
     z_factor: int
+    factors: tuple[int, int, int]
     halo: tuple[int, int, int]
     divisor: tuple[int, int, int]
     overlap: tuple[int, int, int]
@@ -103,44 +123,6 @@ class Restorer(Protocol):
         """Move weights to ``device``; ``dtype`` is the autocast precision or None."""
 
     def __call__(self, x): ...
-
-
-def as_volume_array(data):
-    """Check that ``data`` is a ZYX or CZYX array; return it with a channel axis first.
-
-    Raises
-    ------
-    ValueError
-        For 2-D images, 5-D data, non-numeric or complex arrays.
-    """
-    if type(data).__module__.split(".")[0] == "torch":  # a tensor: its values, on the CPU
-        data = data.detach().cpu().numpy()
-    if not hasattr(data, "ndim") or not hasattr(data, "shape"):
-        data = np.asarray(data)  # nested lists and other array-likes
-    dtype = np.dtype(data.dtype)
-    if dtype.kind not in "buif":
-        raise ValueError(f"cannot restore data of type {dtype}; expected a numeric image")
-    if data.ndim == 2:
-        raise ValueError(
-            f"restoration needs a 3D volume (Z, Y, X); got a 2D image of shape {tuple(data.shape)}"
-        )
-    if 0 in data.shape:
-        raise ValueError(f"the volume is empty (shape {tuple(data.shape)}); nothing to restore")
-    if data.ndim == 3:
-        return data[None]
-    if data.ndim == 4 and data.shape[-1] in (3, 4):
-        raise ValueError(
-            f"the last axis of {tuple(data.shape)} has {data.shape[-1]} values: an RGB(A) "
-            "volume? Restoration takes channels first (C, Z, Y, X): move the colour axis "
-            "first (numpy.moveaxis(data, -1, 0)) or convert to grayscale"
-        )
-    if data.ndim == 4:
-        return data
-    raise ValueError(
-        f"restoration needs a 3D volume (Z, Y, X) or channels first (C, Z, Y, X); "
-        f"got {data.ndim} dimensions {tuple(data.shape)}: restore one time point or "
-        "position at a time (e.g. data[t])"
-    )
 
 
 def to_output_units(values: np.ndarray, *, norm: Normalization, output: str, output_dtype: str,
@@ -245,7 +227,7 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     )
 
 
-def check_result_fits(shape, z_factor: int, outputs: Sequence[str], output_dtype: str,
+def check_result_fits(shape, z_factor, outputs: Sequence[str], output_dtype: str,
                       input_dtype) -> None:
     """Refuse, before any work, a result that cannot be held in the RAM available.
 
@@ -256,15 +238,17 @@ def check_result_fits(shape, z_factor: int, outputs: Sequence[str], output_dtype
     ----------
     shape
         CZYX shape of the input.
+    z_factor
+        The upsampling: an int (z only) or ``(fz, fy, fx)``.
     """
-    channels, depth, *rest = (int(n) for n in shape)
-    voxels = channels * depth * z_factor * math.prod(rest)
+    channels, *spatial = (int(n) for n in shape)
+    out_spatial = tuple(n * f for n, f in zip(spatial, validate_factors(z_factor), strict=True))
+    voxels = channels * math.prod(out_spatial)
     per_voxel = sum(4 + output_dtype_of(name, output_dtype, input_dtype).itemsize
                     for name in outputs)
     need, free = float(voxels) * per_voxel, host_memory()
     if need > free:
-        out_shape = (depth * z_factor, *rest) if channels == 1 else (channels, depth * z_factor,
-                                                                     *rest)
+        out_shape = out_spatial if channels == 1 else (channels, *out_spatial)
         raise ValueError(
             f"the result, {out_shape} voxels, needs about {format_bytes(need)} of memory but "
             f"{format_bytes(free)} is available: write it to a zarr store instead (e.g. volsr "
@@ -347,12 +331,12 @@ def iter_restore(
     bound_heap_growth()
     volume = as_volume_array(data)
     spacing = _check_options(output_dtype, spacing)
-    z_factor = validate_z_factor(restorer.z_factor)
+    factors = factors_of(restorer)
     torch_device = resolve_device(device)
     input_dtype = volume.dtype if input_dtype is None else np.dtype(input_dtype)
     autocast_dtype = resolve_precision(precision, torch_device)
     if out_store is None:  # before reading anything: a lazy input may be huge
-        check_result_fits(volume.shape, z_factor, restorer.outputs, output_dtype, input_dtype)
+        check_result_fits(volume.shape, factors, restorer.outputs, output_dtype, input_dtype)
     percentiles = model_percentiles(restorer, percentiles)
     yield RestoreProgress("normalise", 0, volume.shape[0], "computing percentiles")
     norms = [percentile_normalization(volume[c], percentiles) for c in range(volume.shape[0])]
@@ -366,14 +350,21 @@ def iter_restore(
     outputs = assemble(merged, plan, restorer.outputs, norms, output_dtype, input_dtype,
                        channels=np.ndim(data) == 4)
     yield RestoreProgress("finalise", 1, 1, "done")
-    spacing_out, origin_out = output_geometry(spacing, origin, z_factor)
-    settings = {
-        "method": restorer.name, "z_factor": z_factor, "block_shape": list(plan.block_shape),
-        "halo": list(plan.halo), "percentiles": list(percentiles), "device": str(torch_device),
+    spacing_out, origin_out = output_geometry(spacing, origin, factors)
+    settings = _settings(restorer, plan, percentiles, torch_device, autocast_dtype)
+    return RestoreResult(outputs, spacing_out, origin_out, factors[0], plan.describe(), norms,
+                         settings, factors)
+
+
+def _settings(restorer: Restorer, plan: BlockPlan, percentiles, device, autocast_dtype) -> dict:
+    """How a restore ran, for the result's metadata."""
+    return {
+        "method": restorer.name, "z_factor": plan.factors[0], "factors": list(plan.factors),
+        "block_shape": list(plan.block_shape), "halo": list(plan.halo),
+        "percentiles": list(percentiles), "device": str(device),
         "precision": "fp32" if autocast_dtype is None else str(autocast_dtype).removeprefix("torch."),
         **getattr(restorer, "metadata", {}),
     }
-    return RestoreResult(outputs, spacing_out, origin_out, z_factor, plan.describe(), norms, settings)
 
 
 def iter_blocks(volume, restorer: Restorer, norms: list[Normalization], device, autocast_dtype,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Generator, Sequence
+from numbers import Integral
 
 from .data import Normalization, percentile_normalization
 from .geometry import region_geometry
@@ -58,13 +59,14 @@ def expand_region(region: Sequence[slice], halo: Sequence[int],
                  for r, h, n in zip(region, halo, shape, strict=True))
 
 
-def trim_slices(read: Sequence[slice], keep: Sequence[slice], z_factor: int) -> tuple[slice, ...]:
-    """Where ``keep`` lies in the restored ``read`` region (z scaled by ``z_factor``)."""
-    out = []
-    for axis, (r, k) in enumerate(zip(read, keep, strict=True)):
-        s = z_factor if axis == 0 else 1
-        out.append(slice((k.start - r.start) * s, (k.stop - r.start) * s))
-    return tuple(out)
+def trim_slices(read: Sequence[slice], keep: Sequence[slice], z_factor) -> tuple[slice, ...]:
+    """Where ``keep`` lies in the restored ``read`` region.
+
+    ``z_factor``: an int scales z only; ``(fz, fy, fx)`` scale every axis.
+    """
+    factors = (z_factor, 1, 1) if isinstance(z_factor, Integral) else tuple(z_factor)
+    return tuple(slice((k.start - r.start) * s, (k.stop - r.start) * s)
+                 for r, k, s in zip(read, keep, factors, strict=True))
 
 
 class RenormalizedRestorer:
@@ -103,7 +105,7 @@ class RenormalizedRestorer:
 
 
 def iter_preview(data, model, z_factor: int | None, *, keep: Sequence[slice],
-                 read: Sequence[slice], restorer_options=None, spacing=None,
+                 read: Sequence[slice], factors=None, restorer_options=None, spacing=None,
                  origin=None, percentiles=None, **restore_kwargs
                  ) -> Generator[RestoreProgress, None, RestoreResult]:
     """Restore the ``read`` region of the ZYX volume ``data`` and return its ``keep`` part.
@@ -117,7 +119,7 @@ def iter_preview(data, model, z_factor: int | None, *, keep: Sequence[slice],
     ----------
     data
         The whole volume (numpy or dask; only ``read`` and a strided sample are read).
-    model, z_factor, restorer_options
+    model, z_factor, factors, restorer_options
         As for :func:`~.pipeline.iter_restore_job` (models are cached between runs).
     keep, read
         The region to show and the region to restore (``keep`` plus context, e.g.
@@ -127,7 +129,7 @@ def iter_preview(data, model, z_factor: int | None, *, keep: Sequence[slice],
     """
     spacing = tuple(float(s) for s in (spacing or (1.0, 1.0, 1.0)))
     origin = tuple(float(o) for o in (origin or (0.0, 0.0, 0.0)))
-    restorers = yield from iter_load_chain(model, z_factor, spacing=spacing,
+    restorers = yield from iter_load_chain(model, z_factor, factors=factors, spacing=spacing,
                                            **(restorer_options or {}))
     try:
         yield RestoreProgress("normalise", 0, 1, "percentiles of the whole volume")
@@ -145,7 +147,7 @@ def iter_preview(data, model, z_factor: int | None, *, keep: Sequence[slice],
     finally:
         for restorer in restorers:
             release(restorer)
-    f = result.z_factor
+    f = result.factors
     trim = trim_slices(read, keep, f)
     outputs = {name: out[trim] for name, out in result.outputs.items()}
     out_spacing, out_origin = region_geometry(spacing, origin, [k.start for k in keep], f)

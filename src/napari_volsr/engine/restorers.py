@@ -7,11 +7,10 @@ from collections.abc import Generator
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .geometry import default_z_factor, validate_z_factor
-from .interp import INTERPOLATION_MODES, INTERPOLATION_REACH, upsample_z
+from .geometry import describe_factors, resolve_factors, validate_factors
+from .interp import INTERPOLATION_MODES, INTERPOLATION_REACH, upsample, upsample_z
 from .model_cache import load_model_cached, stamp_or_none
 from .models import (
     LoadedModel,
@@ -22,50 +21,67 @@ from .models import (
     read_model_config,
     resolve_model_path,
 )
-from .nets.plane_stack import context_stacks
+from .plane_restore import PlaneRestorer
 from .predict import RestoreProgress, Restorer
 from .registry import DISPLAY_NAMES, build_network, family
+from .restore_factors import (  # noqa: F401  (check_not_a_no_op, resolve_z_factor: used from here)
+    BASELINES,
+    axes_text,
+    check_model_factors,
+    check_not_a_no_op,
+    is_baseline,
+    resolve_restore_factors,
+    resolve_z_factor,
+)
 from .restorer_parts import Compiled, block_bytes_per_voxel
 from .tiling import RestorerGeometry, geometry_of
 from .tta import average_over_flips, describe_flips, resolve_flips
 
-BASELINES = INTERPOLATION_MODES
-
 
 class InterpolationRestorer:
-    """Linear or cubic interpolation along z on the slab grid: the baseline."""
+    """Interpolation on the slab grid of every upsampled axis: the baseline.
+
+    ``factors`` (z, y, x) takes precedence over ``z_factor``, the shorthand for
+    ``(z_factor, 1, 1)``; given both, they must agree.
+    """
 
     outputs = ("restored",)
     batchable = True
 
-    def __init__(self, mode: str = "cubic", z_factor: int = 1):
+    def __init__(self, mode: str = "cubic", z_factor: int = 1, factors=None):
         if mode not in INTERPOLATION_MODES:
             raise ValueError(f"method must be one of {', '.join(INTERPOLATION_MODES)}, got {mode!r}")
         self.mode = mode
-        self.z_factor = validate_z_factor(z_factor)
+        if factors is None:
+            self.factors = validate_factors(z_factor)
+        else:
+            self.factors = resolve_factors(None if z_factor == 1 else z_factor, factors)
+        self.z_factor = self.factors[0]
         self.name = mode
-        reach = INTERPOLATION_REACH[mode] if self.z_factor > 1 else 0
-        self.halo = (reach, 0, 0)
+        self.halo = tuple(INTERPOLATION_REACH[mode] if f > 1 else 0 for f in self.factors)
         self.divisor = (1, 1, 1)
         self.overlap = (0, 0, 0)
         # input block + f output phases + their sum, float32
         self.bytes_per_voxel = 4.0 * 3
-        self.description = f"{mode} interpolation along z"
+        self.description = f"{mode} interpolation along {axes_text(self.factors)}"
 
     def prepare(self, device, dtype) -> None:
         """Nothing to move: interpolation has no weights."""
 
     def __call__(self, x):
-        return upsample_z(x, self.z_factor, self.mode)
+        if self.factors[1:] == (1, 1):
+            return upsample_z(x, self.z_factor, self.mode)
+        return upsample(x, self.factors, self.mode)
 
 
-class NetworkRestorer:
+class NetworkRestorer(PlaneRestorer):
     """Apply a trained network to normalised blocks (B, 1, D, H, W).
 
-    A 3D network sees the block. A 2D network with z-factor 1 runs slice by slice
-    (XY planes); a 2D network with z-factor > 1 (isotropic reconstruction) runs on the
-    XZ and YZ planes, whose first axis is z, and the two results are averaged
-    (CARE isotropic, DESIGN 5). Diffusion adds a per-voxel standard deviation output.
+    A 3D network sees the block and upsamples every axis by the model's factors. A 2D
+    network with z-factor 1 runs slice by slice (YX planes; lateral factors upsample
+    them); a 2D network with z-factor > 1 (isotropic reconstruction) runs on the XZ and
+    YZ planes, whose first axis is z, and the two results are averaged (CARE isotropic,
+    DESIGN 5). Diffusion adds a per-voxel standard deviation output.
 
     Parameters
     ----------
@@ -119,7 +135,8 @@ class NetworkRestorer:
         self.config = config
         self.family = family(config.network.family)
         self.name = DISPLAY_NAMES[self.family]
-        self.z_factor = config.z_factor
+        self.factors = tuple(config.factors)
+        self.z_factor = self.factors[0]
         self.spatial_dims = config.spatial_dims
         self.context = config.context_planes
         self.plane_pixels = plane_pixels
@@ -148,6 +165,25 @@ class NetworkRestorer:
             self.method = None
             self.n_samples = 1
             self.outputs = ("restored",)
+        self._plan_blocks(net, rcan_halo)
+        self.device = torch.device("cpu")
+        self.description = (f"{config.name} ({self.name}, {config.task}, "
+                            f"{describe_factors(self.factors)})"
+                            + (f"; {describe_flips(self.spatial_dims)}" if self.flips else ""))
+        self.metadata = {
+            "model": config.name,
+            "model_folder": str(model.folder) if model.folder else None,
+            "config_hash": model.config_hash,
+            "family": self.family.value,
+            "task": config.task,
+            "flips": self.flips,
+        }
+        if self.method is not None:
+            self.metadata.update(diffusion_steps=self.steps, diffusion_samples=self.n_samples)
+
+    def _plan_blocks(self, net, rcan_halo: int) -> None:
+        """Halo, divisor, overlap and bytes per voxel of the blocks, per volume axis."""
+        config = self.config
         # Global channel attention makes RCAN depend on the block: cap, then blend.
         attention = self.family.value == "rcan"
         halo = tuple(min(h, rcan_halo) if attention else h for h in net.halo)
@@ -155,7 +191,8 @@ class NetworkRestorer:
         if self.spatial_dims == 3:
             self.halo, self.divisor = halo, divisor
         elif self.z_factor == 1:
-            # 2.5D: c planes of z context, so a block's planes see their real neighbours.
+            # YX planes (lateral factors are the net's); 2.5D: c planes of z context, so a
+            # block's planes see their real neighbours.
             self.halo, self.divisor = (self.context, *halo), (1, *divisor)
         else:
             # Planes are (z, lateral): lateral halo and divisor apply to y and x alike.
@@ -169,19 +206,6 @@ class NetworkRestorer:
             # only holds its input, the outputs and their fused copy: whole volumes
             # fit in one block and no halo is read twice.
             self.bytes_per_voxel = 4.0 * 4
-        self.device = torch.device("cpu")
-        self.description = (f"{config.name} ({self.name}, {config.task}, x{self.z_factor})"
-                            + (f"; {describe_flips(self.spatial_dims)}" if self.flips else ""))
-        self.metadata = {
-            "model": config.name,
-            "model_folder": str(model.folder) if model.folder else None,
-            "config_hash": model.config_hash,
-            "family": self.family.value,
-            "task": config.task,
-            "flips": self.flips,
-        }
-        if self.method is not None:
-            self.metadata.update(diffusion_steps=self.steps, diffusion_samples=self.n_samples)
 
     def prepare(self, device, dtype) -> None:
         """Move the network (and the diffusion method) to ``device``; pick the layout."""
@@ -228,11 +252,6 @@ class NetworkRestorer:
                                        generator=generator)
         return torch.cat([mean, std], dim=1)
 
-    def _apply_planes(self, planes):
-        per_plane = planes.shape[2] * planes.shape[3] * self.z_factor * self.n_samples
-        n = max(1, self.plane_pixels // per_plane)
-        return torch.cat([self._apply(planes[i : i + n]) for i in range(0, planes.shape[0], n)])
-
     def __call__(self, x, keep=None):
         """Restore ``x`` (B, 1, D, H, W); ``keep``: the output region the caller keeps.
 
@@ -240,63 +259,11 @@ class NetworkRestorer:
         skip the planes whose values would be cropped away; outside it the output is
         not meant to be read.
         """
-        b, _, d, h, w = x.shape
         if self.spatial_dims == 3:
             return self._apply(x)
         if self.z_factor > 1:
             return self._isotropic(x, keep)
-        if self.context:
-            out = self._apply_planes(context_stacks(x, self.context))
-            return out.reshape(b, d, out.shape[1], h, w).permute(0, 2, 1, 3, 4)
-        planes = x.permute(0, 2, 1, 3, 4).reshape(b * d, 1, h, w)
-        out = self._apply_planes(planes)
-        k = out.shape[1]
-        return out.reshape(b, d, k, h, w).permute(0, 2, 1, 3, 4)
-
-    def _isotropic(self, x, keep=None):
-        """XZ planes of the kept rows and YZ planes of the kept columns, fused where both are.
-
-        A plane is computed whole (its z and lateral context), so its values do not
-        depend on which other planes are computed.
-        """
-        b, _, d, h, w = x.shape
-        f = self.z_factor
-        rows = _kept(keep, 1, h)
-        cols = _kept(keep, 2, w)
-        ny, nx = rows.stop - rows.start, cols.stop - cols.start
-        xz = x[:, :, :, rows].permute(0, 3, 1, 2, 4).reshape(b * ny, 1, d, w)
-        out_xz = self._apply_planes(xz)
-        k = out_xz.shape[1]
-        out_xz = out_xz.reshape(b, ny, k, d * f, w).permute(0, 2, 3, 1, 4)
-        yz = x[..., cols].permute(0, 4, 1, 2, 3).reshape(b * nx, 1, d, h)
-        out_yz = self._apply_planes(yz).reshape(b, nx, k, d * f, h).permute(0, 2, 3, 4, 1)
-        fused = self._fuse(out_xz[..., cols], out_yz[..., rows, :])
-        if (ny, nx) == (h, w):
-            return fused
-        # Outside the kept box only one pass (or none) was computed. Its values there
-        # are cropped away by the caller; filling them with that pass, not zeros, keeps
-        # the output a plausible picture should anything inspect the padded block.
-        out = out_xz.new_zeros((b, k, d * f, h, w))
-        out[..., rows, :] = out_xz
-        out[..., cols] = out_yz
-        out[..., rows, cols] = fused
-        return out
-
-    def _fuse(self, out_xz, out_yz):
-        """The mean of the two plane passes (CARE isotropic); diffusion pools its stds."""
-        fused = (out_xz + out_yz) / 2
-        if self.method is not None:
-            # Pool the two standard deviations as variances.
-            fused[:, 1] = torch.sqrt((out_xz[:, 1] ** 2 + out_yz[:, 1] ** 2) / 2)
-        return fused
-
-
-def _kept(keep, axis: int, n: int) -> slice:
-    """The kept range of ``axis`` (length ``n``, same in and out), or all of it."""
-    if keep is None:
-        return slice(0, n)
-    start, stop, _ = keep[axis].indices(n)
-    return slice(start, max(start, stop))
+        return self._slices(x)
 
 
 def list_restorers() -> list[str]:
@@ -304,62 +271,8 @@ def list_restorers() -> list[str]:
     return [*BASELINES, *list_library()]
 
 
-def _spacing_text(spacing) -> str:
-    return " x ".join(f"{float(s):g}" for s in spacing)
-
-
-def resolve_z_factor(model, z_factor=None, spacing=None) -> int | None:
-    """The z-factor a restore uses when ``z_factor`` is not given (None).
-
-    Baselines follow the voxel ``spacing`` (:func:`~.geometry.default_z_factor`; 1
-    without one); a trained model uses its own factor (None is returned).
-
-    Raises
-    ------
-    ValueError
-        A spacing whose z / x ratio asks for more than 16 (an absurd voxel size).
-    """
-    if z_factor is not None:
-        return z_factor
-    if isinstance(model, str) and model in BASELINES:
-        if spacing is None:
-            return 1
-        spacing = tuple(float(s) for s in spacing)
-        if len(spacing) >= 3 and spacing[-1] > 0:
-            with np.errstate(over="ignore", divide="ignore"):
-                ratio = np.float64(spacing[-3]) / np.float64(spacing[-1])
-            if not np.isfinite(ratio) or ratio >= 16.5:
-                raise ValueError(
-                    f"the voxel spacing {_spacing_text(spacing)} asks for a z-factor of "
-                    f"{ratio:.3g} (z spacing / x spacing), beyond 16: check the voxel size "
-                    "the file gives, or choose a z-factor from 1 to 16"
-                )
-        return default_z_factor(spacing)
-    return None
-
-
-def check_not_a_no_op(model: str, z_factor: int, spacing=None, given: bool = True) -> None:
-    """Refuse interpolation at z-factor 1: it returns the volume unchanged.
-
-    ``given``: the z-factor was asked for (else it came from ``spacing``, or from no
-    spacing at all).
-    """
-    if z_factor != 1:
-        return
-    if given:
-        why = ""
-    elif spacing is None:
-        why = " (no voxel spacing was given, so the z-factor is 1)"
-    else:
-        why = f" (the voxel spacing {_spacing_text(spacing)} needs no z-upsampling)"
-    raise ValueError(
-        f"{model} interpolation with z-factor 1 returns the volume unchanged{why}: nothing "
-        "to do; choose a z-factor from 2 to 16, or a trained model"
-    )
-
-
-def get_restorer(model, z_factor: int | None = None, *, spacing=None, cache: bool = False,
-                 allow_identity: bool = False, **options) -> Restorer:
+def get_restorer(model, z_factor: int | None = None, *, factors=None, spacing=None,
+                 cache: bool = False, allow_identity: bool = False, **options) -> Restorer:
     """A restorer from a baseline name, a library name, a folder or a LoadedModel.
 
     Every door (console, command line, panels, dask workers) gets its restorers here.
@@ -368,11 +281,13 @@ def get_restorer(model, z_factor: int | None = None, *, spacing=None, cache: boo
     ----------
     model
         ``"cubic"``, ``"linear"``, ``"nearest"``, a model name or folder, or a LoadedModel.
-    z_factor
-        For baselines the factor to use; for models it must agree with the factor the
-        model was trained for. None: see :func:`resolve_z_factor`.
+    z_factor, factors
+        The upsampling: ``factors`` (z, y, x), or ``z_factor``, the shorthand for
+        ``(z_factor, 1, 1)`` (:func:`~.geometry.resolve_factors`). For baselines the
+        factors to use; for models they must be the model's (``z_factor`` alone: its z
+        factor). Neither: see :func:`~.restore_factors.resolve_restore_factors`.
     spacing
-        Voxel spacing of the volume to restore: the baselines' default z-factor.
+        Voxel spacing of the volume to restore: the baselines' default z-factor (z only).
     cache
         Reuse a model loaded before while its folder's files are unchanged
         (:func:`load_model_cached`): restorers built from it share one network.
@@ -388,23 +303,19 @@ def get_restorer(model, z_factor: int | None = None, *, spacing=None, cache: boo
         Unknown names (the message lists the valid ones), bad or conflicting z-factors,
         unusable model folders, a baseline at z-factor 1 (a no-op).
     """
-    given = z_factor is not None
-    z_factor = resolve_z_factor(model, z_factor, spacing)
-    if isinstance(model, str) and model in BASELINES:
-        restorer = InterpolationRestorer(model, z_factor)
+    given = z_factor is not None or factors is not None
+    chosen = resolve_restore_factors(model, z_factor, factors, spacing)
+    if is_baseline(model):
+        restorer = InterpolationRestorer(model, factors=chosen)
         if not allow_identity:
-            check_not_a_no_op(model, restorer.z_factor, spacing, given)
+            check_not_a_no_op(model, restorer.factors, spacing, given)
         return restorer
     if not isinstance(model, LoadedModel):
         try:
             model = load_model_cached(model) if cache else load_model(model)
         except ModelError as exc:
             raise _model_error(model, exc) from None
-    if z_factor is not None and validate_z_factor(z_factor) != model.config.z_factor:
-        raise ValueError(
-            f"model '{model.config.name}' was trained for z-factor {model.config.z_factor}, "
-            f"not {z_factor}; use {model.config.z_factor} or an interpolation baseline"
-        )
+    check_model_factors(model.config, z_factor, factors)
     return NetworkRestorer(model, **options)
 
 
@@ -424,11 +335,12 @@ def release(restorer) -> None:
         net.to("cpu")
 
 
-def iter_load(model, z_factor: int | None = None, *, spacing=None, **options
+def iter_load(model, z_factor: int | None = None, *, factors=None, spacing=None, **options
               ) -> Generator[RestoreProgress, None, Restorer]:
     """Get a cached restorer (:func:`get_restorer`), yielding a ``load`` stage around it."""
     yield RestoreProgress("load", 0, 1, f"loading {Path(str(model)).name}")
-    restorer = get_restorer(model, z_factor, spacing=spacing, cache=True, **options)
+    restorer = get_restorer(model, z_factor, factors=factors, spacing=spacing, cache=True,
+                            **options)
     yield RestoreProgress("load", 1, 1, getattr(restorer, "description", ""))
     return restorer
 
@@ -449,10 +361,11 @@ def _network_geometry(folder: str, stamp, samples: int | None) -> RestorerGeomet
     return geometry_of(restorer)
 
 
-def restorer_geometry(model: str, z_factor: int = 1,
-                      diffusion_samples: int | None = None) -> RestorerGeometry:
+def restorer_geometry(model: str, z_factor: int = 1, diffusion_samples: int | None = None,
+                      *, factors=None) -> RestorerGeometry:
     """Geometry of a baseline or saved model, from its config alone (never its weights).
 
+    ``z_factor`` or ``factors`` (z, y, x) are a baseline's; a model has its own.
     Networks are built on torch's ``meta`` device and cached per folder and file times.
 
     Raises
@@ -461,7 +374,7 @@ def restorer_geometry(model: str, z_factor: int = 1,
         Unknown model names, unusable folders (the message says why).
     """
     if model in BASELINES:
-        return geometry_of(InterpolationRestorer(model, z_factor))
+        return geometry_of(InterpolationRestorer(model, z_factor, factors))
     try:
         folder = resolve_model_path(model).resolve()
         return _network_geometry(str(folder), stamp_or_none(folder), diffusion_samples)

@@ -11,7 +11,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .geometry import validate_z_factor
+from .geometry import validate_factors, validate_z_factor
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,30 @@ def _as_tuple(value, ndim: int, name: str) -> tuple[int, ...]:
     if len(value) != ndim:
         raise ValueError(f"{name} needs {ndim} values, got {value}")
     return value
+
+
+def _plan_factors(z_factor, ndim: int) -> tuple[int, ...]:
+    """Per-axis factors of a plan: an int upsamples the first axis only."""
+    if isinstance(z_factor, (int, np.integer, float)) and not isinstance(z_factor, bool):
+        if int(z_factor) != z_factor or z_factor < 1:
+            raise ValueError(f"z_factor must be an integer >= 1, got {z_factor}")
+        return (int(z_factor),) + (1,) * (ndim - 1)
+    factors = tuple(z_factor)
+    if len(factors) != ndim or any(isinstance(f, bool) or int(f) != f or f < 1
+                                   for f in factors):
+        raise ValueError(f"factors must be {ndim} integers >= 1 (one per axis), got {factors}")
+    return tuple(int(f) for f in factors)
+
+
+def factors_of(restorer) -> tuple[int, int, int]:
+    """``(fz, fy, fx)`` of a restorer or geometry: its ``factors``, else ``(z_factor, 1, 1)``.
+
+    Restorers written before lateral factors existed have a ``z_factor`` only.
+    """
+    factors = getattr(restorer, "factors", None)
+    if factors is None:
+        return (validate_z_factor(restorer.z_factor), 1, 1)
+    return validate_factors(factors)
 
 
 def _axis_starts(length: int, block: int, overlap: int, align: int = 1) -> list[int]:
@@ -113,7 +137,8 @@ class BlockPlan:
         Context read around each core (mirrored beyond the volume edge), cropped off
         the prediction.
     z_factor
-        Upsampling of the first axis by the network.
+        Upsampling by the network: an int for the first axis only, or one factor per
+        axis (``(fz, fy, fx)``).
     align
         The padded network input must be a multiple of this per axis.
     overlap
@@ -126,7 +151,7 @@ class BlockPlan:
         shape: Sequence[int],
         block_shape: Sequence[int] | int,
         halo: Sequence[int] | int = 0,
-        z_factor: int = 1,
+        z_factor: int | Sequence[int] = 1,
         align: Sequence[int] | int = 1,
         overlap: Sequence[int] | int = 0,
     ):
@@ -134,9 +159,8 @@ class BlockPlan:
         ndim = len(self.shape)
         if any(n < 1 for n in self.shape):
             raise ValueError(f"cannot plan blocks for an empty volume of shape {self.shape}")
-        if int(z_factor) != z_factor or z_factor < 1:
-            raise ValueError(f"z_factor must be an integer >= 1, got {z_factor}")
-        self.z_factor = int(z_factor)
+        self.factors = _plan_factors(z_factor, ndim)
+        self.z_factor = self.factors[0]
         block = _as_tuple(block_shape, ndim, "block_shape")
         if any(b < 1 for b in block):
             raise ValueError(f"block_shape must be positive, got {block}")
@@ -156,7 +180,7 @@ class BlockPlan:
             _split_overlap(o, b, n, a)
             for o, b, n, a in zip(overlap, self.block_shape, self.shape, self.align, strict=True)
         )
-        self.scale = (self.z_factor,) + (1,) * (ndim - 1)
+        self.scale = self.factors
         self.out_shape = tuple(n * s for n, s in zip(self.shape, self.scale))
         self.starts = [
             _axis_starts(n, b, o, a)
@@ -221,8 +245,9 @@ class BlockPlan:
         )
 
     def block_bytes(self, bytes_per_voxel: float) -> float:
-        """Memory estimate of the largest block: padded input voxels x z-factor x bytes."""
-        return float(math.prod(self.max_input_shape()) * self.z_factor * bytes_per_voxel)
+        """Memory estimate of the largest block: padded input voxels x factors x bytes."""
+        return float(math.prod(self.max_input_shape()) * math.prod(self.factors)
+                     * bytes_per_voxel)
 
     def describe(self) -> str:
         """One line for people: block shape, halo, number of blocks."""
@@ -273,7 +298,7 @@ def _axis_options(n: int, halo: int, align: int, overlap: int, floor: int):
 def auto_block_shape(
     shape: Sequence[int],
     halo: Sequence[int],
-    z_factor: int,
+    z_factor: int | Sequence[int],
     bytes_per_voxel: float,
     budget_bytes: float,
     align: Sequence[int] | int = 1,
@@ -283,7 +308,8 @@ def auto_block_shape(
     """The block shape that fits ``budget_bytes`` and makes the network read least.
 
     A block's memory is estimated as ``bytes_per_voxel`` times the voxels of its padded
-    input, times ``z_factor`` (activations live on the output grid). Every block reads
+    input, times the product of the factors (``z_factor``: an int for z only, or one
+    per axis; activations live on the output grid). Every block reads
     its halo again, so among the splits of each axis into 1, 2, ... blocks (at least
     ``min_block`` voxels, neighbours overlapping by ``overlap`` as :class:`BlockPlan`
     lays them out) whose estimate fits, the one with the fewest padded input voxels in
@@ -293,6 +319,7 @@ def auto_block_shape(
     halo = _as_tuple(halo, ndim, "halo")
     align = _as_tuple(align, ndim, "align")
     overlap = _as_tuple(overlap, ndim, "overlap")
+    upsampling = math.prod(_plan_factors(z_factor, ndim))
     floor = [max(min(min_block, int(n)), 1) for n in shape]
     options = [
         _axis_options(int(n), h, a, o, f)
@@ -301,7 +328,7 @@ def auto_block_shape(
     best, best_key = tuple(floor), None
     for combo in itertools.product(*options):
         padded = math.prod(p for _, _, p in combo)
-        if padded * z_factor * bytes_per_voxel > budget_bytes:
+        if padded * upsampling * bytes_per_voxel > budget_bytes:
             continue
         blocks = math.prod(c for _, c, _ in combo)
         key = (blocks * padded, blocks)
@@ -315,6 +342,8 @@ class RestorerGeometry:
     """What block planning needs from a restorer: no weights, no device.
 
     A built restorer has these attributes too, so either may be planned for.
+    ``factors`` (z, y, x) defaults to ``(z_factor, 1, 1)``; given, its first value must be
+    ``z_factor``.
     """
 
     name: str
@@ -324,6 +353,14 @@ class RestorerGeometry:
     overlap: tuple[int, int, int]
     bytes_per_voxel: float
     outputs: tuple[str, ...] = ("restored",)
+    factors: tuple[int, int, int] | None = None
+
+    def __post_init__(self):
+        factors = (self.z_factor, 1, 1) if self.factors is None else self.factors
+        factors = validate_factors(factors)
+        if factors[0] != self.z_factor:
+            raise ValueError(f"z_factor {self.z_factor} disagrees with factors {factors}")
+        object.__setattr__(self, "factors", factors)
 
 
 def geometry_of(restorer) -> RestorerGeometry:
@@ -334,7 +371,7 @@ def geometry_of(restorer) -> RestorerGeometry:
         divisor=tuple(int(d) for d in restorer.divisor),
         overlap=tuple(int(o) for o in restorer.overlap),
         bytes_per_voxel=float(restorer.bytes_per_voxel),
-        outputs=tuple(restorer.outputs),
+        outputs=tuple(restorer.outputs), factors=factors_of(restorer),
     )
 
 
@@ -347,8 +384,8 @@ def plan_restore(shape: Sequence[int], geometry, block_shape="auto", budget: flo
     shape
         Spatial (ZYX) input shape.
     geometry
-        A :class:`RestorerGeometry` or a restorer: halo, divisor, overlap, z-factor and
-        bytes per voxel.
+        A :class:`RestorerGeometry` or a restorer: halo, divisor, overlap, factors (or
+        z-factor) and bytes per voxel.
     block_shape
         ``"auto"`` (the block that fits ``budget`` and reads least, see
         :func:`auto_block_shape`) or a Z,Y,X core block shape (clipped to the volume).
@@ -363,16 +400,16 @@ def plan_restore(shape: Sequence[int], geometry, block_shape="auto", budget: flo
         Block shapes that are neither ``"auto"`` nor positive integers, bad z-factors.
     """
     shape = tuple(int(n) for n in shape)
-    z_factor = validate_z_factor(geometry.z_factor)
+    factors = factors_of(geometry)
     overlap = geometry.overlap if overlap is None else overlap
     if isinstance(block_shape, str):
         if block_shape != "auto":
             raise ValueError(f"block_shape must be 'auto' or three integers, got {block_shape!r}")
-        core = auto_block_shape(shape, geometry.halo, z_factor, geometry.bytes_per_voxel,
+        core = auto_block_shape(shape, geometry.halo, factors, geometry.bytes_per_voxel,
                                 budget, geometry.divisor, overlap=overlap)
     else:
         core = tuple(int(b) for b in block_shape)
-    return BlockPlan(shape, core, geometry.halo, z_factor, geometry.divisor, overlap)
+    return BlockPlan(shape, core, geometry.halo, factors, geometry.divisor, overlap)
 
 
 def parse_block_shape(text: str | Sequence[int] | None):

@@ -21,11 +21,12 @@ def default_flips(config) -> bool:
 
     On for same-shape 2D (and 2.5D) networks: restored with and without flips, the same
     model gained +0.02 to +1.06 dB on three volumes and never lost (benchmarks/tta_gain.py,
-    README), for 4x the restore time of networks that restore fast. Off for isotropic
-    models (RCAN x4: +0.03 dB) and 3D networks, where 8 passes cost most; diffusion
-    averages samples instead and never flips.
+    README), for 4x the restore time of networks that restore fast. Off for upsampling
+    models, isotropic (RCAN x4: +0.03 dB) or lateral (not measured), and 3D networks,
+    where 8 passes cost most; diffusion averages samples instead and never flips.
     """
-    return config.family != "diffusion" and config.z_factor == 1 and config.spatial_dims == 2
+    factors = getattr(config, "factors", (config.z_factor, 1, 1))
+    return config.family != "diffusion" and max(factors) == 1 and config.spatial_dims == 2
 
 
 def resolve_flips(config, flips: bool | None) -> bool:
@@ -44,8 +45,10 @@ def average_over_flips(run: Callable[[torch.Tensor], torch.Tensor],
                        x: torch.Tensor) -> torch.Tensor:
     """Mean of ``run`` over every combination of flips of ``x``'s spatial axes.
 
-    Each output is flipped back before averaging. Valid along z too when z is
-    upsampled: the slab grid is symmetric under reversal.
+    Each output is flipped back before averaging. Valid along every upsampled axis:
+    the slab grid is symmetric under reversal. Flips never move one axis onto another,
+    so axes with different factors stay apart; no rotations are used, since turning y
+    onto x is only valid when both have the same factor.
     """
     axes = list(range(2, x.ndim))
     total = None
