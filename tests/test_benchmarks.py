@@ -93,3 +93,16 @@ def test_tta_gain_prints_both_restores(tmp_path):
     out = run_script("tta_gain.py", "--runs", "nuclei:noise2void:unet:2:tiny:patch=16x16:steps=2",
                      "--crop", "40", "--peak", "10", "--out", str(tmp_path))
     assert "PSNR" in out and "flips" in out and "gain" in out
+
+
+def test_lateral_matrix_prints_every_family(tmp_path):
+    out = run_script("lateral_matrix.py", "--quick", "--volumes", "em", "--factors", "2",
+                     "--families", "rcan,unet", "--out", str(tmp_path))
+    rows = {line.split()[2]: line.split() for line in out.splitlines()
+            if line.split()[:1] == ["em"]}
+    assert set(rows) == {"cubic", "rcan", "unet"}
+    for cells in rows.values():
+        assert math.isfinite(float(cells[4])) and -1 <= float(cells[5]) <= 1
+    for family in ("rcan", "unet"):  # a delta to the spline, times, steps
+        assert math.isfinite(float(rows[family][6])) and int(rows[family][11]) == 2
+    assert "input (8, 24, 24)" in out

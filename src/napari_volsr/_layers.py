@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from .engine.data import strided_sample
-from .engine.geometry import default_z_factor  # noqa: F401 (re-exported for the doors)
+# default_z_factor: re-exported for the doors.
+from .engine.geometry import default_z_factor, describe_factors, validate_factors  # noqa: F401
 from .engine.io import long_unit_name
 from .engine.predict import RestoreResult, as_volume_array
 
@@ -66,9 +67,19 @@ def _axis_labels(labels) -> tuple[str, ...] | None:
     return tuple(str(a) for a in labels) if labels else None
 
 
-def result_name(source: str, label: str, z_factor: int) -> str:
-    """``stack [cubic x4]`` / ``stack [my-rcan]``: the name says what happened."""
-    return f"{source} [{label} x{z_factor}]" if z_factor > 1 else f"{source} [{label}]"
+def result_factors(result) -> tuple[int, int, int]:
+    """A restore result's ``(fz, fy, fx)``; results without ``factors`` upsampled z only."""
+    factors = getattr(result, "factors", None)
+    return validate_factors(factors if factors is not None else result.z_factor)
+
+
+def result_name(source: str, label: str, factors) -> str:
+    """``stack [cubic x4]``, ``stack [cubic x(1,2,2)]``, ``stack [my-rcan]``: the name says
+    what happened (``factors``: ``(fz, fy, fx)``, or an int for z only)."""
+    factors = validate_factors(factors)
+    if factors == (1, 1, 1):
+        return f"{source} [{label}]"
+    return f"{source} [{label} {describe_factors(factors)}]"
 
 
 def result_label(settings: dict) -> str:
@@ -101,7 +112,7 @@ def result_layers(result: RestoreResult, source_name: str, source_metadata: dict
     """
     base_meta = dict(source_metadata or {})
     base_meta.pop("source_path", None)
-    name = result_name(source_name, result_label(result.settings), result.z_factor)
+    name = result_name(source_name, result_label(result.settings), result_factors(result))
     axes = {}
     unit = long_unit_name(base_meta.get("unit"))
     if units is None and unit is not None:

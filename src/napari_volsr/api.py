@@ -13,9 +13,9 @@ def list_models() -> list[str]:
     return list_restorers()
 
 
-def restore(image, model: str | list[str] = "cubic", z_factor: int | None = None, *, viewer=None,
-            restorer_options: dict | None = None, **kwargs):
-    """Restore a volume (or make it isotropic) with ``model``.
+def restore(image, model: str | list[str] = "cubic", z_factor: int | None = None, *,
+            factors=None, viewer=None, restorer_options: dict | None = None, **kwargs):
+    """Restore a volume (make it isotropic, or upsample it in y and x) with ``model``.
 
     The same engine call as the Restore panel's and ``volsr restore``'s
     (:func:`napari_volsr.engine.pipeline.iter_restore_job`): the same defaults, the same
@@ -33,6 +33,11 @@ def restore(image, model: str | list[str] = "cubic", z_factor: int | None = None
     z_factor
         z upsampling; default: a trained model's own factor, else the layer's (or the
         ``spacing`` keyword's) z/x anisotropy, else 1. For a list: the whole job's.
+        Shorthand for ``factors=(z_factor, 1, 1)``.
+    factors
+        Upsampling per axis ``(z, y, x)``, each an integer 1..16: ``(1, 2, 2)`` doubles y
+        and x (lateral super-resolution). Default: a trained model's own, else
+        ``(z_factor, 1, 1)``. With ``z_factor`` too, the two must agree.
     viewer
         For a layer: the viewer to add the result to (default: the current one).
     restorer_options
@@ -52,6 +57,7 @@ def restore(image, model: str | list[str] = "cubic", z_factor: int | None = None
     from .engine.pipeline import iter_restore_job
     from .engine.predict import drain
 
+    kwargs.update(_factor_keywords(z_factor, factors))
     if not (hasattr(image, "data") and hasattr(image, "scale")):
         return drain(iter_restore_job(image, model, z_factor, restorer_options=restorer_options,
                                       **kwargs)).data
@@ -71,6 +77,16 @@ def restore(image, model: str | list[str] = "cubic", z_factor: int | None = None
         for tup in layers:
             viewer.add_layer(Layer.create(*tup))
     return layers
+
+
+def _factor_keywords(z_factor, factors) -> dict:
+    """``factors`` for the engine when given, checked against ``z_factor`` first (the
+    engine's sentence); z-only calls stay as they were."""
+    if factors is None:
+        return {}
+    from .engine.geometry import resolve_factors
+
+    return {"factors": resolve_factors(z_factor, factors)}
 
 
 # ---------------------------------------------------------------- training
@@ -128,10 +144,10 @@ def _volume_inputs(value, role: str):
 
 def train(raw=None, target=None, volume=None, *, source: str | None = None,
           family: str | None = None, preset: str | None = None, z_factor: int | None = None,
-          name: str | None = None, steps: int | None = None, minutes: float | None = None,
-          spatial_dims: int | None = None, network: dict | None = None, resume: bool = False,
-          overwrite: bool = False, output_dir=None, config=None, viewer=None,
-          **config_overrides):
+          factors=None, name: str | None = None, steps: int | None = None,
+          minutes: float | None = None, spatial_dims: int | None = None,
+          network: dict | None = None, resume: bool = False, overwrite: bool = False,
+          output_dir=None, config=None, viewer=None, **config_overrides):
     """Train a model and save it in the model library; blocks until done.
 
     The same request through the Train panel or ``volsr train`` is resolved by the same
@@ -151,9 +167,10 @@ def train(raw=None, target=None, volume=None, *, source: str | None = None,
     family, preset
         ``rcan``, ``srunet``, ``gan``, ``diffusion`` or ``unet`` (default rcan); ``tiny``, ``small``
         (default) or ``default``.
-    z_factor
-        z upsampling; default: target depth / raw depth (paired), 1 (synthetic,
-        noise2void, noise2noise) or the layer's z/x spacing ratio (isotropic).
+    z_factor, factors
+        z upsampling, or upsampling per axis ``(z, y, x)``, each 1..16 (``(1, 2, 2)``:
+        lateral super-resolution). Default: target / raw shape per axis (paired), the
+        layer's z/x spacing ratio (isotropic), else 1.
     name
         Library name; default: ``<layer>-<family>``, made unique.
     steps, minutes
@@ -169,8 +186,7 @@ def train(raw=None, target=None, volume=None, *, source: str | None = None,
     config
         A TrainingConfig file (``.json``/``.yaml``) or mapping; arguments win over it.
     viewer
-        Its Restore panels list the new model at once (default: the current viewer when
-        layers were passed).
+        Its Restore panels list the new model at once (default: the current one, for layers).
     **config_overrides
         Fields of :class:`~napari_volsr.engine.config.TrainingConfig` (``patch_shape``,
         ``batch_size``, ``learning_rate``, ``degradation``, ``validate_every``,
@@ -192,9 +208,9 @@ def train(raw=None, target=None, volume=None, *, source: str | None = None,
     request = resolve_training(
         source=source, raw=_volume_inputs(raw, "raw"), target=_volume_inputs(target, "target"),
         volume=_volume_inputs(volume, "volume"), family=family, preset=preset,
-        z_factor=z_factor, spatial_dims=spatial_dims, network=network, name=name,
-        resume=resume, overwrite=overwrite, output_dir=output_dir, file_values=file_values,
-        steps=steps, minutes=minutes, **config_overrides)
+        z_factor=z_factor, factors=factors, spatial_dims=spatial_dims, network=network,
+        name=name, resume=resume, overwrite=overwrite, output_dir=output_dir,
+        file_values=file_values, steps=steps, minutes=minutes, **config_overrides)
     model = drain(request.iter_train())
     used_layers = any(hasattr(v, "scale") for v in (raw, target, volume) if v is not None)
     if viewer is None and used_layers:

@@ -8,12 +8,14 @@ from ..engine.text import format_bytes
 from ..engine.tiling import BlockPlan
 
 BASELINE_DESCRIPTIONS = {
-    "nearest": "nearest-slice copy along z (baseline: no training, any z-factor)",
-    "linear": "linear interpolation along z (baseline: no training, any z-factor)",
-    "cubic": "cubic B-spline interpolation along z, the strongest standard baseline (no "
-             "training, any z-factor)",
-    "catmull-rom": "Catmull-Rom cubic interpolation along z (baseline: no training, any "
-                   "z-factor)",
+    "nearest": "nearest-voxel copy along each upsampled axis (baseline: no training, any "
+               "factors)",
+    "linear": "linear interpolation along each upsampled axis (baseline: no training, any "
+              "factors)",
+    "cubic": "cubic B-spline interpolation along each upsampled axis, the strongest standard "
+             "baseline (no training, any factors)",
+    "catmull-rom": "Catmull-Rom cubic interpolation along each upsampled axis (baseline: no "
+                   "training, any factors)",
 }
 
 
@@ -80,13 +82,15 @@ def _spacing_text(spacing, unit) -> str:
 
 def model_card(config) -> str:
     """Describe in a few lines what a saved model is and what it was trained on."""
+    from ..engine.geometry import describe_factors
     from ..engine.registry import DISPLAY_NAMES, family
 
     try:
         fam = DISPLAY_NAMES[family(config.family)]
     except ValueError:
         fam = str(config.family)
-    lines = [f"{fam} · {config.task} · x{config.z_factor} · {config.spatial_dims}D network"]
+    lines = [f"{fam} · {config.task} · {describe_factors(config.factors)} · "
+             f"{config.spatial_dims}D network"]
     training = config.training or {}
     data = training.get("data") or {}
     if not training:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from magicgui.widgets import ComboBox, Container, Label
 
 from ..engine.chain import chain_label, chain_notes, stage_geometries, stage_name
+from ..engine.geometry import describe_factors
 from ..engine.models import ModelError, read_model_config
 from ..engine.restorers import BASELINES
 from ..engine.text import format_bytes
@@ -44,7 +45,8 @@ class ChainPlanSummary:
         lines = []
         for name, stage in zip(self.names, self.stages, strict=True):
             plan, n = stage.plan, stage.n_blocks
-            lines.append(f"{name} x{plan.z_factor}: {n} block{'' if n == 1 else 's'} of "
+            factors = describe_factors(getattr(plan, "factors", plan.z_factor))
+            lines.append(f"{name} {factors}: {n} block{'' if n == 1 else 's'} of "
                          f"{_xyz(plan.block_shape)}, halo {_xyz(plan.halo)}")
         mode = "auto" if self.stages[0].auto else "fixed"
         biggest = max(s.block_bytes for s in self.stages)
@@ -107,17 +109,36 @@ class ChainSection(Container):
         then = self.then_model.value
         return [first, then] if then else first
 
-    def plan(self, first, z_factor, spacing, samples=None):
+    def plan(self, first, z_factor, spacing, samples=None, factors=None):
         """``(models, stage geometries)`` of the job; the notes line follows the chain.
 
+        ``factors`` (fz, fy, fx), for jobs that upsample y and x (else the z-factor alone).
         Raises the engine's ValueError for a chain it refuses (and unknown models).
         """
         models = self.models(first)
         self.show_notes([])
-        geometries = stage_geometries(models, z_factor, spacing, samples)
+        lateral = {} if factors is None else {"factors": tuple(factors)}
+        geometries = stage_geometries(models, z_factor, spacing, samples, **lateral)
         if isinstance(models, list):
             self.show_notes(chain_notes([stage_name(m) for m in models], geometries))
         return models, geometries
+
+    def fixed_lateral(self, first) -> tuple[int, int] | None:
+        """The (fy, fx) the job's trained models give (their product); None when an
+        interpolation baseline takes part (it upsamples as asked) or a model is unreadable
+        (the tiles line says why)."""
+        models = self.models(first)
+        models = models if isinstance(models, list) else [models]
+        if any(m is None or m in BASELINES for m in models):
+            return None
+        fy = fx = 1
+        for model in models:
+            try:
+                y, x = read_model_config(model).lateral_factors
+            except ModelError:
+                return None
+            fy, fx = fy * y, fx * x
+        return fy, fx
 
     def names(self, first) -> list[str]:
         """The models' names, in the order they run."""

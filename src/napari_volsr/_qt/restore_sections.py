@@ -18,7 +18,7 @@ from magicgui.widgets import (
 
 from ..engine.data import DEFAULT_PERCENTILES
 from ..engine.devices import DEVICES, PRECISIONS
-from ..engine.geometry import default_z_factor
+from ..engine.geometry import default_z_factor, describe_factors
 from ..engine.predict import DEFAULT_OUTPUT_DTYPE, OUTPUT_DTYPES
 from ..engine.tta import default_flips, describe_flips
 from ._restore_logic import BASELINE_DESCRIPTIONS, model_card
@@ -27,6 +27,15 @@ from ._widgets import collapsible, compact, fit_lines
 STAGES = ("load", "normalise", "blocks", "finalise")
 WARN_STYLE = "color: #e6a23c;"
 MUTED_STYLE = "color: #a0a4ab;"
+LATERAL_TIP = ("y and x upsampling, both by this factor (lateral super-resolution): 2 gives "
+               "twice the rows and columns at half the pixel size; 1 = none. Trained models "
+               "fix it; the console and volsr restore --factors take y and x apart")
+
+
+def cubic_z_factor(scale, lateral=(1, 1)) -> int:
+    """The z-factor that makes the output voxels cubic, after y, x upsampling by ``lateral``."""
+    scale = tuple(float(s) for s in scale)
+    return default_z_factor((*scale[:-2], scale[-2] / lateral[0], scale[-1] / lateral[1]))
 
 
 def _section(container: Container) -> None:
@@ -39,7 +48,7 @@ class LayerModelSection(Container):
     """What to restore and with what: the layer, the model (its card under it), the z-factor."""
 
     WIDGETS = ("image", "model", "load_model_button", "import_zoo_button", "z_factor",
-               "z_warning")
+               "lateral_factor", "z_warning", "output_note")
 
     def __init__(self, image_choices, model_choices, card: Container):
         super().__init__(labels=True)
@@ -65,16 +74,63 @@ class LayerModelSection(Container):
         self.z_factor = SpinBox(label="z-factor", min=1, max=16, value=1,
                                 tooltip="z upsampling factor (1 = same-shape restoration); "
                                         "trained models fix it")
+        # One box for y and x: lateral pixels are square in nearly every acquisition.
+        self.lateral_factor = SpinBox(label="y, x factor", min=1, max=16, value=1,
+                                      tooltip=LATERAL_TIP)
         for combo in (self.image, self.model):
             compact(combo)
         self.z_warning = Label(label="", value="", visible=False)
-        self.extend([self.image, self.model, loaders, self.z_factor, self.z_warning])
+        self.output_note = Label(label="", value="", visible=False)  # what the result will be
+        self.extend([self.image, self.model, loaders, self.z_factor, self.lateral_factor,
+                     self.z_warning, self.output_note])
         # The card describes the model row: right under it, in this section's columns.
         card.margins = (0, 0, 0, 0)
         self.native.layout().insertWidget(2, card.native)
-        fit_lines(self.z_warning)
-        self.z_warning.native.setStyleSheet(WARN_STYLE)
+        for label, style in ((self.z_warning, WARN_STYLE), (self.output_note, MUTED_STYLE)):
+            fit_lines(label)
+            label.native.setStyleSheet(style)
+        self._fixed_lateral = None  # (fy, fx) the job's trained models fix
+        self._chosen_lateral = None  # the user's own choice, restored for baselines
+        self.lateral_factor.changed.connect(self._on_lateral_edited)
         _section(self)
+
+    def _on_lateral_edited(self, value) -> None:
+        self._chosen_lateral = int(value)
+
+    def follow_lateral(self, fixed) -> None:
+        """Fix the y, x factor to ``fixed`` (the trained models' (fy, fx)); None: the
+        user's (1 until chosen), for jobs an interpolation baseline upsamples."""
+        self._fixed_lateral = None if fixed is None else tuple(int(f) for f in fixed)
+        value = self._fixed_lateral[0] if fixed is not None else self._chosen_lateral or 1
+        with self.lateral_factor.changed.blocked():
+            self.lateral_factor.value = value
+        self.lateral_factor.enabled = fixed is None
+        fy, fx = self.lateral()
+        self.lateral_factor.tooltip = (LATERAL_TIP if fixed is None else
+                                       f"set by the model: it upsamples y x{fy} and x x{fx}")
+
+    def lateral(self) -> tuple[int, int]:
+        """The job's (fy, fx): the trained models', else the box's for both axes."""
+        if self._fixed_lateral is not None:
+            return self._fixed_lateral
+        return int(self.lateral_factor.value), int(self.lateral_factor.value)
+
+    def factors(self) -> tuple[int, int, int]:
+        """The form's (fz, fy, fx)."""
+        return (int(self.z_factor.value), *self.lateral())
+
+    def show_output(self, shape=(), out_shape=(), scale=(), unit: str | None = None) -> None:
+        """Say what the result will be: its voxels and their size (upsampled jobs only;
+        no arguments: nothing to say)."""
+        shape, out_shape = tuple(shape)[-3:], tuple(out_shape)[-3:]
+        text = ""
+        if out_shape != shape:
+            size = " x ".join(f"{float(s) * n / m:.4g}"
+                              for s, n, m in zip(tuple(scale)[-3:], shape, out_shape))
+            text = (f"result {describe_factors(self.factors())}: "
+                    f"{'x'.join(map(str, out_shape))} voxels of {size}{f' {unit}' if unit else ''}")
+        self.output_note.value = text
+        self.output_note.visible = bool(text)
 
     def follow_model(self, config) -> None:
         """Fix the z-factor to a trained model's (``config``); baselines (None) take any."""
@@ -88,10 +144,11 @@ class LayerModelSection(Container):
         """Warn when the z-factor does not make the layer's voxels cubic."""
         text = ""
         if layer is not None and len(layer.scale) >= 3:
-            f, expected = self.z_factor.value, default_z_factor(layer.scale)
+            f, expected = self.z_factor.value, cubic_z_factor(layer.scale, self.lateral())
             if f > 1 and f != expected:
+                x = layer.scale[-1] / self.lateral()[1]
                 text = (f"layer spacing suggests x{expected} (z {layer.scale[-3]:g} / "
-                        f"x {layer.scale[-1]:g}); with x{f} the voxels will not be cubic")
+                        f"x {x:g}); with x{f} the voxels will not be cubic")
         self.z_warning.value = text
         self.z_warning.visible = bool(text)
 

@@ -15,6 +15,7 @@ from .._layers import (
     LayerInputError,
     default_z_factor,
     layer_input,
+    result_factors,
     result_label,
     result_layers,
     result_name,
@@ -39,6 +40,7 @@ from .restore_sections import (
     ModelCardSection,
     RunSection,
     TilesSection,
+    cubic_z_factor,
 )
 
 if TYPE_CHECKING:
@@ -90,6 +92,7 @@ class RestoreWidget(Container):
         for widget in (self.model, self.then_model):
             widget.changed.connect(self._on_model_changed)
         self.z_factor.changed.connect(self._on_z_edited)
+        self.lateral_factor.changed.connect(self._update_plan)
         for widget in (self.block_shape, self.device, self.diffusion_samples):
             widget.changed.connect(self._update_plan)
         self.load_model_button.changed.connect(self.files.on_load_folder)
@@ -187,6 +190,7 @@ class RestoreWidget(Container):
         layer = self.image.value
         self.chain.follow(self.model.value, self.z_factor, None if layer is None or
                           self._z_touched else default_z_factor(layer.scale))
+        self.inputs.follow_lateral(self.chain.fixed_lateral(self.model.value))
         self._update_plan()
 
     def _on_z_edited(self, _value):
@@ -200,22 +204,31 @@ class RestoreWidget(Container):
         self.plan = None
         layer = self.image.value
         self.inputs.show_z_warning(layer)
+        self.inputs.show_output()
         if layer is None:
             self.tiles.show_plan("choose an image layer")
             return
         try:
-            shape = layer_input(layer)["data"].shape
+            source = layer_input(layer)
             _, geometries = self.chain.plan(self.model.value, self.z_factor.value, layer.scale,
-                                            self.sampler.options().get("diffusion_samples"))
+                                            self.sampler.options().get("diffusion_samples"),
+                                            self._lateral_factors())
             block_shape = parse_block_shape(self.block_shape.value)
             device, budget = device_budget(self.device.value)
-            plans = plan_chain(shape, geometries, block_shape, budget)
+            plans = plan_chain(source["data"].shape, geometries, block_shape, budget)
         except (ValueError, ModelError) as exc:
             self.tiles.show_plan(str(exc), warn=True)
             return
+        unit = (source["units"] or (source["metadata"].get("unit"),))[-1]
+        self.inputs.show_output(source["data"].shape, plans[-1].out_shape, layer.scale, unit)
         self.plan = plan_summary(self.chain.names(self.model.value), plans, geometries, budget,
                                  auto=isinstance(block_shape, str))
         self.tiles.show_plan(f"{self.plan.describe()} ({device})", warn=self.plan.over_budget)
+
+    def _lateral_factors(self) -> tuple[int, int, int] | None:
+        """The form's (fz, fy, fx) when it upsamples y or x; None: z alone, as before."""
+        factors = self.inputs.factors()
+        return factors if factors[1:] != (1, 1) else None
 
     # ------------------------------------------------------------ reading the form
     def _notify_error(self, message: str):
@@ -253,12 +266,15 @@ class RestoreWidget(Container):
         options = {**self.sampler.options(), **self.augment.options()}
         # Unknown or unusable models (and chains) are refused here; trained models fix
         # the z-factor (a chain's is the whole job's).
+        factors = self._lateral_factors()
         models, geometries = self.chain.plan(self.model.value, int(self.z_factor.value),
-                                             source["spacing"], options.get("diffusion_samples"))
+                                             source["spacing"], options.get("diffusion_samples"),
+                                             factors)
         geometry = chain_geometry(geometries)
         return {
             "layer": layer, "source": source, "model": models,
             "z_factor": geometry.z_factor, "geometry": geometry, "restorer_options": options,
+            "factors": {} if factors is None else {"factors": factors},
             "restore_kwargs": {
                 "block_shape": block_shape, "percentiles": (low, high),
                 "output_dtype": self.output_dtype.value, "device": self.device.value,
@@ -285,7 +301,7 @@ class RestoreWidget(Container):
         if form is None:
             return
         source = form["source"]
-        expected = default_z_factor(source["spacing"])
+        expected = cubic_z_factor(source["spacing"], self.inputs.lateral())
         if form["z_factor"] != expected and form["z_factor"] > 1:
             from napari.utils.notifications import show_warning
 
@@ -296,7 +312,7 @@ class RestoreWidget(Container):
         generator = iter_restore_job(
             source["data"], form["model"], form["z_factor"],
             restorer_options=form["restorer_options"], spacing=source["spacing"],
-            origin=source["origin"], **form["restore_kwargs"],
+            origin=source["origin"], **form["factors"], **form["restore_kwargs"],
         )
         self._source = source
         self._start(generator, "restore")
@@ -345,7 +361,7 @@ class RestoreWidget(Container):
         generator = iter_preview(
             source["data"], form["model"], form["z_factor"], keep=keep, read=read,
             restorer_options=form["restorer_options"], spacing=source["spacing"],
-            origin=source["origin"], **form["restore_kwargs"],
+            origin=source["origin"], **form["factors"], **form["restore_kwargs"],
         )
         self._source = source
         self._start(generator, "preview")
@@ -434,7 +450,7 @@ class RestoreWidget(Container):
             result, source["name"], source["metadata"], units=source["units"],
             axis_labels=source["axis_labels"])[0]
         name = result_name(source["name"], result_label(result.settings),
-                           result.z_factor) + " preview"
+                           result_factors(result)) + " preview"
         kwargs["name"] = name
         existing = next((x for x in self.viewer.layers
                          if x.name == name and x.metadata.get("volsr", {}).get("preview")), None)

@@ -28,6 +28,8 @@ SOURCE_TIPS = (
 DENOISE_SOURCES = ("noise2void", "noise2noise")
 # The sources that simulate their inputs (the degradation box is theirs).
 SIMULATING_SOURCES = ("synthetic", "isotropic")
+# The sources that can learn y, x upsampling (lateral super-resolution): they have targets.
+LATERAL_SOURCES = ("paired", "synthetic")
 # The volume picker's label and tip for each source that reads it.
 VOLUME_WORDS = {
     "isotropic": ("volume", "the anisotropic volume to make isotropic"),
@@ -43,10 +45,10 @@ CONTEXT_TIP = ("2.5D: the network also sees this many z planes on each side of t
 
 
 class DataSection(Section):
-    """Data source, its layers, z-factor, network dimensionality and 2.5D context."""
+    """Data source, its layers, factors, network dimensionality and 2.5D context."""
 
-    FIELDS = ("source", "raw", "target", "volume", "acquisitions", "z_factor", "dims",
-              "context_planes")
+    FIELDS = ("source", "raw", "target", "volume", "acquisitions", "z_factor",
+              "lateral_factor", "dims", "context_planes")
 
     def __init__(self, layer_choices: Callable):
         from ..engine.training_config import MAX_CONTEXT_PLANES
@@ -72,6 +74,14 @@ class DataSection(Section):
             "Paired: target depth / raw depth. Isotropic: z spacing / x spacing. "
             "Noise2Void and Noise2Noise denoise at the same size (1).",
         )
+        # One box for y and x, as in the Restore panel: lateral pixels are square.
+        self.lateral_factor = SpinBox(
+            label="y, x factor", min=1, max=16, value=1,
+            tooltip="y and x upsampling, both by this factor (lateral super-resolution): the "
+            "target has this many times the raw's rows and columns. Paired: target width / "
+            "raw width; target only: inputs are area-averaged in y and x. 1 = none; the "
+            "isotropic and denoising sources keep y and x.",
+        )
         self.dims = ComboBox(
             label="network", choices=[("3D (volumetric)", 3), ("2D (slice by slice)", 2)], value=3,
             tooltip="3D uses context across slices; 2D restores each slice alone (z-factor 1). "
@@ -80,7 +90,7 @@ class DataSection(Section):
         self.context_planes = SpinBox(label="neighbour planes", min=0, max=MAX_CONTEXT_PLANES,
                                       value=0, tooltip=CONTEXT_TIP)
         super().__init__([self.source, self.raw, self.target, self.volume, self.acquisitions,
-                          self.z_factor, self.dims, self.context_planes])
+                          self.z_factor, self.lateral_factor, self.dims, self.context_planes])
         for picker in (self.raw, self.target, self.volume):
             compact(picker)
         _toggle_list(self.acquisitions)
@@ -150,23 +160,64 @@ class DataSection(Section):
         first = self.layers(next(iter(self.pickers)))
         return first[0] if first else None
 
+    def _pair_factors(self) -> tuple[int, int, int] | None:
+        """The chosen pair's per-axis shape ratios (None: no whole ratios, or no pair)."""
+        from ..engine.training_request import pair_factors
+
+        raw, target = self.raw.value, self.target.value
+        if self.source.value != "paired" or raw is None or target is None:
+            return None
+        return pair_factors(raw.data.shape, target.data.shape)
+
     def default_z(self) -> int:
         """The z-factor the layers imply: the pair's depth ratio, the volume's anisotropy."""
         from ..engine.geometry import default_z_factor
-        from ..engine.training_request import pair_z_factor
 
-        source, raw, target = self.source.value, self.raw.value, self.target.value
-        if source == "isotropic" and self.volume.value is not None:
+        if self.source.value == "isotropic" and self.volume.value is not None:
             return default_z_factor(self.volume.value.scale)
-        if source == "paired" and raw is not None and target is not None:
-            return pair_z_factor(raw.data.shape, target.data.shape) or 1
-        return 1
+        return (self._pair_factors() or (1,))[0]
+
+    def fixed_factors(self) -> set[str]:
+        """The factor boxes the source fixes: ``z`` (denoising keeps the size: z-factor 1),
+        ``lateral`` (only sources with targets learn y, x upsampling)."""
+        source = self.source.value
+        return ({"z"} if source in DENOISE_SOURCES else set()) | (
+            {"lateral"} if source not in LATERAL_SOURCES else set())
+
+    def follow_lateral(self, follow_default: bool) -> None:
+        """The y, x factor for the source: the pair's (unless edited), 1 where it is fixed."""
+        takes = self.source.value in LATERAL_SOURCES
+        if not takes or follow_default:
+            self.lateral_factor.value = (self._pair_factors() or (1, 1))[1] if takes else 1
+        self.lateral_factor.enabled = takes
+
+    def show_model(self, model) -> None:
+        """Show a saved model's factors, dimensionality and neighbour planes."""
+        self.z_factor.value = model.z_factor
+        self.lateral_factor.value = model.lateral_factors[0]
+        self.dims.value = model.spatial_dims
+        self.context_planes.value = model.context_planes  # after dims: they reset it
+
+    def upsampling(self):
+        """The z-factor, or the factors (z, y, x) when y and x are upsampled too: what the
+        engine's defaults (family, dimensionality, patch) take."""
+        z, lateral = int(self.z_factor.value), int(self.lateral_factor.value)
+        return z if lateral == 1 else (z, lateral, lateral)
+
+    def factor_keywords(self, resume: bool) -> dict:
+        """``resolve_training``'s factor keywords: none on Resume (the checkpoint's own)."""
+        if resume:
+            return {"z_factor": None}
+        factors = self.upsampling()
+        if isinstance(factors, int):
+            return {"z_factor": factors}
+        return {"z_factor": factors[0], "factors": factors}
 
     def takes_context(self, family: str) -> bool:
         """Whether the form's model (with ``family``) can see neighbouring planes."""
         from .train_defaults import takes_context
 
-        return takes_context(self.source.value, self.dims.value, self.z_factor.value, family)
+        return takes_context(self.source.value, self.dims.value, self.upsampling(), family)
 
     def show_context(self, family: str, follow_default: bool) -> None:
         """Show the neighbour planes where the engine takes them.
@@ -179,7 +230,7 @@ class DataSection(Section):
         self.context_planes.visible = self.takes_context(family)
         if follow_default:
             self.context_planes.value = default_context_planes(
-                self.source.value, self.dims.value, self.z_factor.value, family)
+                self.source.value, self.dims.value, self.upsampling(), family)
 
     def context_value(self, family: str) -> int | None:
         """The neighbour planes to send: None where they do not apply (the engine decides)."""

@@ -1,7 +1,9 @@
 """What the Train panel fills in before the user does: the data source, its layers, the patch.
 
-The rules themselves are the engine's (``pair_z_factor``, ``default_z_factor``,
+The rules themselves are the engine's (``pair_factors``, ``default_z_factor``,
 ``fit_patch_shape``); this module only applies them to the layers that are open.
+``z_factor`` arguments here take the factors ``(fz, fy, fx)`` too, as the engine's
+defaults do.
 """
 
 from __future__ import annotations
@@ -38,13 +40,13 @@ def _volumes(layers) -> list:
 
 
 def _ordered(a, b, layers: list) -> tuple:
-    """(raw, target) of two layers with matching shapes: the shallower one is the raw;
-    at equal depths, names decide (``noisy`` / ``clean``...), then the order opened."""
-    from ..engine.training_request import pair_z_factor
+    """(raw, target) of two layers with matching shapes: the smaller one is the raw;
+    at equal shapes, names decide (``noisy`` / ``clean``...), then the order opened."""
+    from ..engine.training_request import pair_factors
 
-    if pair_z_factor(layer_shape(a), layer_shape(b)) not in (None, 1):
+    if pair_factors(layer_shape(a), layer_shape(b)) not in (None, (1, 1, 1)):
         return a, b
-    if pair_z_factor(layer_shape(b), layer_shape(a)) not in (None, 1):
+    if pair_factors(layer_shape(b), layer_shape(a)) not in (None, (1, 1, 1)):
         return b, a
     score = {layer: bool(RAW_HINT.search(layer.name)) - bool(TARGET_HINT.search(layer.name))
              for layer in (a, b)}
@@ -55,13 +57,13 @@ def _ordered(a, b, layers: list) -> tuple:
 
 def _pair(volumes: list) -> tuple | None:
     """The most recently opened two volumes that make a training pair."""
-    from ..engine.training_request import pair_z_factor
+    from ..engine.training_request import pair_factors
 
     for i in range(len(volumes) - 1, 0, -1):
         for j in range(i - 1, -1, -1):
             a, b = volumes[j], volumes[i]
-            if pair_z_factor(layer_shape(a), layer_shape(b)) or \
-                    pair_z_factor(layer_shape(b), layer_shape(a)):
+            if pair_factors(layer_shape(a), layer_shape(b)) or \
+                    pair_factors(layer_shape(b), layer_shape(a)):
                 return _ordered(a, b, volumes)
     return None
 
@@ -69,8 +71,9 @@ def _pair(volumes: list) -> tuple | None:
 def choose_data(layers, selection=()) -> DataChoice | None:
     """The source the open layers suggest, and its layers.
 
-    Two layers of matching shapes (same Y, X; depths equal or a whole multiple) train
-    as a pair (raw: the shallower, or the one named like a raw acquisition); else one
+    Two layers of matching shapes (each axis of one equal to the other's or a whole
+    multiple of it) train as a pair (raw: the smaller, or the one named like a raw
+    acquisition); else one
     anisotropic layer (z spacing a multiple of x) trains self-supervised isotropic, and
     one isotropic layer trains on synthetic degradation. The selected layers are
     considered first; restored results are never proposed. None when no 3D image
@@ -108,22 +111,32 @@ def acquisition_group(layers, selection=()) -> list:
     return []
 
 
+def _model_factors(source: str, z_factor) -> dict:
+    """ModelConfig's task, ``z_factor`` and ``lateral_factors`` for an int or (fz, fy, fx)."""
+    from ..engine.geometry import validate_factors
+
+    factors = validate_factors(z_factor)
+    task = ("isotropic" if source == "isotropic" else
+            "restore" if factors == (1, 1, 1) else "upsample")
+    return dict(task=task, z_factor=factors[0], lateral_factors=factors[1:])
+
+
 @functools.lru_cache(maxsize=64)
-def network_limits(family: str, preset: str, spatial_dims: int, z_factor: int,
+def network_limits(family: str, preset: str, spatial_dims: int, z_factor,
                    isotropic: bool) -> tuple[tuple[int, ...], int]:
     """(input size multiple per patch axis, smallest target patch) of a family's network."""
     from ..engine.config import ModelConfig
     from ..engine.registry import network_config
     from ..engine.training_request import network_divisor
 
-    task = "isotropic" if isotropic else "upsample" if z_factor > 1 else "restore"
-    model = ModelConfig(name="patch-fit", task=task, spatial_dims=spatial_dims,
-                        z_factor=z_factor, network=network_config(family, preset))
+    model = ModelConfig(name="patch-fit", spatial_dims=spatial_dims,
+                        network=network_config(family, preset),
+                        **_model_factors("isotropic" if isotropic else "", z_factor))
     return network_divisor(model), int(getattr(model.network, "min_target_patch", 1))
 
 
 @functools.lru_cache(maxsize=64)
-def takes_context(source: str, spatial_dims: int, z_factor: int, family: str) -> bool:
+def takes_context(source: str, spatial_dims: int, z_factor, family: str) -> bool:
     """Whether a model of these settings can see neighbouring z planes (2.5D).
 
     The engine's rule, not a copy: a ModelConfig with one plane each side is built and
@@ -132,16 +145,15 @@ def takes_context(source: str, spatial_dims: int, z_factor: int, family: str) ->
     from ..engine.config import ModelConfig
     from ..engine.registry import network_config
 
-    task = "isotropic" if source == "isotropic" else "upsample" if z_factor > 1 else "restore"
     try:
-        ModelConfig(name="context-check", task=task, spatial_dims=spatial_dims,
-                    z_factor=z_factor, context_planes=1, network=network_config(family, "tiny"))
+        ModelConfig(name="context-check", spatial_dims=spatial_dims, context_planes=1,
+                    network=network_config(family, "tiny"), **_model_factors(source, z_factor))
     except ValueError:  # pydantic's ValidationError included
         return False
     return True
 
 
-def fitted_patch(source: str, spatial_dims: int, z_factor: int, family: str, preset: str,
+def fitted_patch(source: str, spatial_dims: int, z_factor, family: str, preset: str,
                  shape: tuple | None, val_fraction: float):
     """The engine's default patch for a volume of ``shape`` (a ``PatchFit``).
 
@@ -152,14 +164,17 @@ def fitted_patch(source: str, spatial_dims: int, z_factor: int, family: str, pre
     from ..engine.config import TrainingConfig
     from ..engine.data.patches import PatchFit, PatchFitError, default_patch_shape, fit_patch_shape
 
+    from ..engine.geometry import validate_factors
+
     dims = 2 if source == "isotropic" else spatial_dims
-    default = PatchFit(default_patch_shape(source, dims, z_factor))
+    factors = validate_factors(z_factor)
+    default = PatchFit(default_patch_shape(source, dims, factors))
     if not shape or len(shape) != 3:
         return default
     try:
-        divisor, min_target = network_limits(family, preset, dims, z_factor,
+        divisor, min_target = network_limits(family, preset, dims, factors,
                                              source == "isotropic")
-        return fit_patch_shape(source, dims, z_factor, [shape], divisor=divisor,
+        return fit_patch_shape(source, dims, factors, [shape], divisor=divisor,
                                min_target=min_target,
                                n_val=TrainingConfig.model_fields["n_val"].default,
                                val_fraction=val_fraction)

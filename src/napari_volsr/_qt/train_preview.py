@@ -40,14 +40,13 @@ def preview_crop(config, item, colormap) -> tuple[np.ndarray | None, dict]:
     from ..engine.degrade import degrade
     from ..engine.geometry import output_geometry
 
-    f = config.model.z_factor
+    factors = tuple(config.model.factors)
     shape = tuple(item.data.shape)
     # Synthetic: crop the clean target and degrade it like a training input, so the
     # preview lands on the target's voxels and can be compared with it directly.
     synthetic = config.source == "synthetic"
-    depth = (min(shape[0] // f, PREVIEW_INPUT[0]) * f if synthetic
-             else min(shape[0], PREVIEW_INPUT[0]))
-    size = (depth, min(shape[1], PREVIEW_INPUT[1]), min(shape[2], PREVIEW_INPUT[2]))
+    size = tuple(min(n // f, most) * f if synthetic else min(n, most)
+                 for n, f, most in zip(shape, factors, PREVIEW_INPUT, strict=True))
     if min(size) < 1:
         return None, {}
     start = tuple((n - s) // 2 for n, s in zip(shape, size, strict=True))
@@ -57,12 +56,14 @@ def preview_crop(config, item, colormap) -> tuple[np.ndarray | None, dict]:
     origin = np.asarray(item.origin or (0.0,) * 3, dtype=float) + np.asarray(start) * spacing
     if synthetic:
         norm = percentile_normalization(crop, config.model.percentiles)
-        low_res = degrade(norm.forward(crop), f, config.degradation,
-                          np.random.default_rng(config.seed))
+        # z only: the slab along z, as training degrades; else every axis by its factor.
+        low_res = degrade(norm.forward(crop), factors if factors[1:] != (1, 1) else factors[0],
+                          config.degradation, np.random.default_rng(config.seed))
         crop = norm.inverse(low_res).astype(np.float32)
-        spacing = spacing * (f, 1, 1)
-        origin[0] += (f - 1) / 2 * spacing[0] / f
-    scale, translate = output_geometry(tuple(spacing), tuple(origin), f)
+        f = np.asarray(factors, dtype=float)
+        spacing = spacing * f
+        origin += (f - 1) / 2 * spacing / f
+    scale, translate = output_geometry(tuple(spacing), tuple(origin), factors)
     name = config.model.name
     return crop, dict(
         name=f"{name} preview", scale=scale, translate=translate,

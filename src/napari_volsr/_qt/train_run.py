@@ -84,9 +84,14 @@ def checkpoint_dims(name: str, default: int) -> int:
         return default
 
 
-def baseline_name(z_factor: int) -> str:
-    """What the validation baseline is: the input itself, or cubic z interpolation."""
-    return "input" if z_factor == 1 else "cubic"
+def baseline_name(factors) -> str:
+    """What the validation baseline is: the input itself, or cubic interpolation.
+
+    ``factors``: the z-factor, or the factors (z, y, x).
+    """
+    from ..engine.geometry import validate_factors
+
+    return "input" if validate_factors(factors) == (1, 1, 1) else "cubic"
 
 
 def status_text(record, psnr: float | None, minutes: float | None,
@@ -125,7 +130,7 @@ def saved_text(config) -> str:
     if psnr is not None:
         detail += f", val PSNR {psnr:.2f} dB"
         if baseline is not None:
-            detail += f" ({baseline_name(config.z_factor)} {baseline:.2f} dB)"
+            detail += f" ({baseline_name(config.factors)} {baseline:.2f} dB)"
     return detail
 
 

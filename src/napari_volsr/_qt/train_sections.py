@@ -235,6 +235,7 @@ class NameSection(Section):
 
     def name_hint(self) -> str:
         """What the typed name means: free, an existing model (resume it?) or taken."""
+        from ..engine.geometry import describe_factors
         from ..engine.models import ModelError, library_dir, read_model_config
 
         name = str(self.model_name.value).strip()
@@ -245,7 +246,8 @@ class NameSection(Section):
         except ModelError:
             return f"a folder named '{name}' exists in the library; choose another name"
         steps = config.training.get("steps", "?")
-        return (f"'{name}' exists ({config.family} {dims_text(config)}, x{config.z_factor}, "
+        return (f"'{name}' exists ({config.family} {dims_text(config)}, "
+                f"{describe_factors(config.factors)}, "
                 f"{steps} steps): Resume continues it, or tick overwrite, or choose another name")
 
 

@@ -133,7 +133,8 @@ class TrainWidget(Container):
         for budget in (self.steps, self.minutes):
             budget.changed.connect(self._on_budget_changed)
         self.live_preview.changed.connect(self._on_live_preview)
-        self.z_factor.changed.connect(self._on_z_edited)
+        self.z_factor.changed.connect(self._on_factor_edited("z"))
+        self.lateral_factor.changed.connect(self._on_factor_edited("lateral"))
         for box in (self.patch_z, self.patch_y, self.patch_x):
             box.changed.connect(self._edited("patch"))
         self.model_name.changed.connect(self._on_name_edited)
@@ -172,15 +173,16 @@ class TrainWidget(Container):
         self.data_section.show_source()
         self.degradation_box.setVisible(source in SIMULATING_SOURCES)
         self.blind_spot_box.setVisible(source == "noise2void")
-        if source in DENOISE_SOURCES:  # denoising keeps the size: the z-factor is 1
-            self._touched.discard("z")
+        self._touched -= self.data_section.fixed_factors()  # the source's own, not edits
         with self._quiet():
             if "z" not in self._touched:
                 self.z_factor.value = self.data_section.default_z()
+            self.data_section.follow_lateral("lateral" not in self._touched)
+            upsampling = self.data_section.upsampling()  # the engine's defaults follow it
             if "family" not in self._touched:  # the engine's default for the task
-                self.family.value = default_family(source, self.z_factor.value)
+                self.family.value = default_family(source, upsampling)
             if source == "isotropic" or self.z_factor.value > 1 or "dims" not in self._touched:
-                self.dims.value = default_spatial_dims(source, self.z_factor.value)
+                self.dims.value = default_spatial_dims(source, upsampling)
         self.z_factor.enabled = source not in DENOISE_SOURCES
         self.dims.enabled = source != "isotropic" and self.z_factor.value == 1
         self.budget_section.show_dims(self.dims.value)
@@ -195,7 +197,7 @@ class TrainWidget(Container):
     def _show_fitted_patch(self):
         """The patch the engine will fit to the source layer (used when left unedited)."""
         layer = self.data_section.source_layer
-        fit = fitted_patch(self.source.value, self.dims.value, self.z_factor.value,
+        fit = fitted_patch(self.source.value, self.dims.value, self.data_section.upsampling(),
                            self.family.value, self.preset.value,
                            layer_shape(layer) if layer is not None else None,
                            self.val_fraction.value)
@@ -227,10 +229,13 @@ class TrainWidget(Container):
                 self._touched.add(key)
         return mark
 
-    def _on_z_edited(self, _value):
-        if not self._updating:
-            self._touched.add("z")
-            self._on_form_changed()
+    def _on_factor_edited(self, key: str):
+        """A slot for a factor box: the user's value stays, and the form follows it."""
+        def edited(_value):
+            if not self._updating:
+                self._touched.add(key)
+                self._on_form_changed()
+        return edited
 
     def _on_name_edited(self, _name):
         if self._updating:
@@ -254,7 +259,7 @@ class TrainWidget(Container):
             # On Resume a family the user chose is checked; the automatic one is not.
             family=self.family.value if not resume or "family" in self._touched else None,
             preset=None if resume else self.preset.value,
-            z_factor=None if resume else self.z_factor.value,
+            **self.data_section.factor_keywords(resume),
             spatial_dims=None if resume else self.dims.value,
             # Sent where it applies; on Resume only if chosen (the checkpoint has its own).
             context_planes=(self.data_section.context_value(self.family.value)
@@ -305,11 +310,9 @@ class TrainWidget(Container):
         """On Resume the checkpoint decides the network: show its settings in the form."""
         with self._quiet():
             self.model_section.show(model)
-            self.z_factor.value = model.z_factor
-            self.dims.value = model.spatial_dims
-            self.context_planes.value = model.context_planes  # after dims: they reset it
+            self.data_section.show_model(model)
         # Kept in view, but not the user's choice: resuming another model must not send it.
-        self._touched.update(("z", "resumed context"))
+        self._touched.update(("z", "lateral", "resumed context"))
         self._touched.discard("context")
 
     # ------------------------------------------------------------ actions
@@ -353,7 +356,7 @@ class TrainWidget(Container):
         request = run.request
         config = request.config
         self.plot.set_history(request.history)
-        self.plot.describe(baseline_name(config.model.z_factor))
+        self.plot.describe(baseline_name(config.model.factors))
         # A time budget ends the run at a step nobody knows yet: the axis follows the steps.
         self.plot.set_total(None if config.minutes else config.steps)
         self._note = request.note

@@ -25,18 +25,23 @@ def _model_row(folder: Path) -> dict:
         return {"name": folder.name, "folder": str(folder), "error": str(exc)}
     training = config.training or {}
     validation = training.get("final_validation") or {}
-    return {
+    row = {
         "name": folder.name, "family": config.family, "task": config.task,
         "z_factor": config.z_factor, "spatial_dims": config.spatial_dims,
         "steps": training.get("steps"), "val_psnr": validation.get("psnr"),
         "val_ssim": validation.get("ssim"), "folder": str(folder),
     }
+    if config.lateral_factors != (1, 1):  # as in config.json: only lateral models say so
+        row["factors"] = list(config.factors)
+    return row
 
 
-@models.command("list", short_help="Name, family, task, z, steps and validation PSNR per model.")
+@models.command("list",
+                short_help="Name, family, task, factors, steps and validation PSNR per model.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def models_list(as_json: bool):
-    """Name, family, task, z-factor, steps and validation PSNR of each model."""
+    """Name, family, task, z-factor (z,y,x factors for lateral models), steps and
+    validation PSNR of each model."""
     from ..engine.models import library_dir, library_problem, list_library
 
     root = library_dir()
@@ -50,13 +55,14 @@ def models_list(as_json: bool):
     if not rows:
         click.echo(f"no models in {root} yet: train one with 'volsr train'", err=True)
         return
-    table = [("NAME", "FAMILY", "TASK", "Z", "STEPS", "VAL PSNR")]
+    table = [("NAME", "FAMILY", "TASK", "FACTORS", "STEPS", "VAL PSNR")]
     for row in rows:
         if "error" in row:
             table.append((row["name"], "?", "unreadable", "", "", ""))
             continue
         psnr = row["val_psnr"]
-        table.append((row["name"], row["family"], row["task"], str(row["z_factor"]),
+        factor = ",".join(map(str, row.get("factors") or [row["z_factor"]]))  # z, or z,y,x
+        table.append((row["name"], row["family"], row["task"], factor,
                       "-" if row["steps"] is None else str(row["steps"]),
                       "-" if psnr is None else f"{psnr:.2f} dB"))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]

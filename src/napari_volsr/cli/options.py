@@ -34,6 +34,32 @@ def _z(text: str) -> int:
     return value
 
 
+def _factors(text: str | None) -> tuple[int, int, int] | None:
+    """``--factors Z,Y,X``: per-axis upsampling, three integers 1..16 (``1,2,2``)."""
+    if text is None:
+        return None
+    from ..engine.geometry import validate_factors
+
+    try:
+        return validate_factors(tuple(int(v) for v in text.replace("x", ",").split(",")))
+    except ValueError:
+        raise click.BadParameter(f"expected three integers from 1 to 16 as Z,Y,X (e.g. 1,2,2 "
+                                 f"doubles y and x), got {text!r}",
+                                 param_hint="--factors") from None
+
+
+def _job_factors(z_factor: int | None, factors: tuple[int, int, int] | None) -> dict:
+    """The engine's factor keywords for ``--z-factor`` and ``--factors`` (one line if they
+    disagree): ``z_factor`` as today, plus ``factors`` only when it was given."""
+    if factors is None:
+        return {"z_factor": z_factor}
+    if z_factor is not None and z_factor != factors[0]:
+        z, y, x = factors
+        raise click.UsageError(f"--z-factor {z_factor} disagrees with --factors {z},{y},{x} "
+                               f"(z x{z}): give one of them")
+    return {"z_factor": factors[0], "factors": factors}
+
+
 def _percentiles(text: str | None) -> tuple[float, float] | None:
     if text is None:  # the model's own (interpolation: 1,99.8)
         return None

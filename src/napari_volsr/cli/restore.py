@@ -14,7 +14,15 @@ from ..engine.io.ome_zarr_pyramid import NGFF_VERSIONS
 from ..engine.pipeline import check_output_path, is_zarr
 from ..engine.dtypes import DEFAULT_OUTPUT_DTYPE, OUTPUT_DTYPES
 from .app import _Failure, _Interrupted, _sigterm_as_interrupt, interrupted_code
-from .options import _base_name, _int_tuple, _percentiles, _suffix_as_written, _z
+from .options import (
+    _base_name,
+    _factors,
+    _int_tuple,
+    _job_factors,
+    _percentiles,
+    _suffix_as_written,
+    _z,
+)
 
 OUTPUT_FORMATS = ("tif", "ome.tif", "nii.gz", "zarr")
 
@@ -90,19 +98,23 @@ def _reference_for(input_path: Path, reference: Path | None) -> Path | None:
                      f"named {input_path.name} or {base}.*)")
 
 
-def _restore_file(input_path: Path, output_path: Path, model, factor: int | None,
+def _restore_file(input_path: Path, output_path: Path, model, scaling: dict,
                   options: dict, reference: Path | None, overwrite: bool, quiet: bool,
                   label: str, cluster=None) -> str:
-    """Restore one file through the engine pipeline; return the line saying what was written."""
+    """Restore one file through the engine pipeline; return the line saying what was written.
+
+    ``scaling``: the engine's factor keywords (:func:`~.options._job_factors`).
+    """
     from ..engine.pipeline import iter_restore_file
 
     client, spec = cluster if cluster is not None else (None, None)
-    generator = iter_restore_file(input_path, output_path, model, factor, reference=reference,
-                                  overwrite=overwrite, client=client, spec=spec, **options)
+    generator = iter_restore_file(input_path, output_path, model, reference=reference,
+                                  overwrite=overwrite, client=client, spec=spec, **scaling,
+                                  **options)
     return _run_with_progress(generator, quiet, label).describe()
 
 
-@click.command(short_help="Restore (and z-upsample) a volume file or a folder of them.")
+@click.command(short_help="Restore (and upsample) a volume file or a folder of them.")
 @click.option("-i", "--input", "input_path", required=True, type=click.Path(path_type=Path),
               help="Volume to restore (.tif, .ome.tif, .nii, .nii.gz, .zarr), or a folder: "
               "batch mode, every readable volume in it.")
@@ -116,7 +128,12 @@ def _restore_file(input_path: Path, output_path: Path, model, factor: int | None
               "one job (-m n2v -m iso: denoise, then upsample z).")
 @click.option("-z", "--z-factor", default="auto", show_default=True,
               help="z upsampling factor 1..16, or 'auto': the model's, or round(z spacing / "
-              "x spacing) for baselines. For several -m: the whole job's.")
+              "x spacing) for baselines. For several -m: the whole job's. Shorthand for "
+              "--factors F,1,1.")
+@click.option("--factors", "factors", default=None, metavar="Z,Y,X",
+              help="Upsampling per axis, each 1..16: 1,2,2 doubles y and x (lateral "
+              "super-resolution), 4,2,2 also z. Default: the model's own; z from --z-factor "
+              "and y, x 1 for baselines.")
 @click.option("--block-shape", default="auto", show_default=True,
               help="'auto' (from the memory budget) or Z,Y,X block core in input voxels.")
 @click.option("--overlap", default=None,
@@ -155,10 +172,10 @@ def _restore_file(input_path: Path, output_path: Path, model, factor: int | None
               help="Restore on a running dask.distributed cluster (e.g. tcp://host:8786); "
               "the output zarr must be on storage every worker can write.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def restore(input_path, output_path, model, z_factor, block_shape, overlap, percentiles,
-            output_dtype, out_format, reference, device, precision, flips, ngff_version,
-            overwrite, workers, scheduler, quiet):
-    """Restore (and z-upsample) a volume file, or every volume in a folder.
+def restore(input_path, output_path, model, z_factor, factors, block_shape, overlap,
+            percentiles, output_dtype, out_format, reference, device, precision, flips,
+            ngff_version, overwrite, workers, scheduler, quiet):
+    """Restore (and upsample) a volume file, or every volume in a folder.
 
     \b
     Examples:
@@ -166,6 +183,8 @@ def restore(input_path, output_path, model, z_factor, block_shape, overlap, perc
       volsr restore -i stack.tif -o iso.tif -m my-rcan  a model from the library
       volsr restore -i raw/ -o out/ --format zarr       every volume in raw/
       volsr restore -i in.tif -o iso.tif -m n2v -m iso  denoise, then upsample z
+      volsr restore -i in.tif -o sr.tif --factors 1,2,2
+                                                  y and x upsampled x2 (lateral SR)
 
     The output keeps the input's data type, values rounded and clipped to its range
     (--output-dtype float32 keeps every value).
@@ -176,19 +195,20 @@ def restore(input_path, output_path, model, z_factor, block_shape, overlap, perc
     the others go on; the exit status is then non-zero.
     """
     with _sigterm_as_interrupt():
-        _restore(input_path, output_path, model, z_factor, block_shape, overlap, percentiles,
-                 output_dtype, out_format, reference, device, precision, flips, ngff_version,
-                 overwrite, workers, scheduler, quiet)
+        _restore(input_path, output_path, model, z_factor, factors, block_shape, overlap,
+                 percentiles, output_dtype, out_format, reference, device, precision, flips,
+                 ngff_version, overwrite, workers, scheduler, quiet)
 
 
-def _restore(input_path, output_path, model, z_factor, block_shape, overlap, percentiles,
-             output_dtype, out_format, reference, device, precision, flips, ngff_version,
-             overwrite, workers, scheduler, quiet):
+def _restore(input_path, output_path, model, z_factor, factors, block_shape, overlap,
+             percentiles, output_dtype, out_format, reference, device, precision, flips,
+             ngff_version, overwrite, workers, scheduler, quiet):
     model = model[0] if len(model) == 1 else list(model)  # several: a chain, in order
     percentiles = _percentiles(percentiles)
     blocks = "auto" if block_shape == "auto" else _int_tuple(block_shape, 3, "--block-shape")
     overlaps = None if overlap is None else _int_tuple(overlap, 3, "--overlap", minimum=0)
-    factor = None if z_factor == "auto" else _z(z_factor)
+    # z-only requests stay the calls they always were; --factors adds the engine's keyword.
+    scaling = _job_factors(None if z_factor == "auto" else _z(z_factor), _factors(factors))
     batch = input_path.is_dir() and not can_read(input_path)
     if batch:
         jobs = _batch_jobs(input_path, output_path, out_format)
@@ -214,22 +234,22 @@ def _restore(input_path, output_path, model, z_factor, block_shape, overlap, per
     if distributed:
         workers = _check_distributed(workers, scheduler, [out for _, out in jobs], reference,
                                      model)
-    _check_model(model, factor, device, fitted=reference is not None)
+    _check_model(model, scaling, device, fitted=reference is not None)
     restorer_options = {} if flips is None else {"flips": flips}
     options = dict(block_shape=blocks, overlap=overlaps, percentiles=percentiles,
                    output_dtype=output_dtype, device=device, precision=precision,
                    restorer_options=restorer_options)
     if ngff_version is not None:
         options["ngff_version"] = ngff_version
-    with _dask_cluster(workers, scheduler, model, factor, device, precision,
+    with _dask_cluster(workers, scheduler, model, scaling, device, precision,
                        restorer_options) as cluster:
         if batch:
-            _restore_batch(jobs, input_path, output_path, (model, factor), options, reference,
+            _restore_batch(jobs, input_path, output_path, (model, scaling), options, reference,
                            overwrite, quiet, cluster)
             return
         guard = _OutputGuard(output_path)
         try:
-            line = _restore_file(input_path, output_path, model, factor, options,
+            line = _restore_file(input_path, output_path, model, scaling, options,
                                  _reference_for(input_path, reference), overwrite, quiet,
                                  "restoring", cluster)
         except (VolumeIOError, ValueError) as exc:
@@ -292,7 +312,7 @@ def _check_distributed(workers, scheduler, outputs: list[Path], reference,
 
 
 @contextlib.contextmanager
-def _dask_cluster(workers, scheduler, model, factor, device, precision, restorer_options):
+def _dask_cluster(workers, scheduler, model, scaling, device, precision, restorer_options):
     """Yield (client, RestorerSpec) for distributed restoration, or None."""
     if workers is None and scheduler is None:
         yield None
@@ -301,7 +321,8 @@ def _dask_cluster(workers, scheduler, model, factor, device, precision, restorer
 
     threads = torch_threads_per_worker(workers) if workers else None
     try:
-        spec = model_spec(model, factor, device, precision, threads, restorer_options)
+        spec = model_spec(model, device=device, precision=precision, torch_threads=threads,
+                          options=restorer_options, **scaling)
     except Exception as exc:
         raise _Failure(str(exc)) from None
     if workers is not None:
@@ -323,7 +344,7 @@ def _dask_cluster(workers, scheduler, model, factor, device, precision, restorer
             cluster.close()
 
 
-def _check_model(model, factor: int | None, device: str, fitted: bool = False) -> None:
+def _check_model(model, scaling: dict, device: str, fitted: bool = False) -> None:
     """Fail before any work on unusable models (or chains), devices or a no-op z-factor.
 
     Models are loaded into the engine's cache, where every file's restore finds them.
@@ -334,7 +355,7 @@ def _check_model(model, factor: int | None, device: str, fitted: bool = False) -
 
     try:
         resolve_device(device)
-        check_models(model, factor, allow_identity=fitted)
+        check_models(model, allow_identity=fitted, **scaling)
     except ValueError as exc:
         raise _Failure(str(exc)) from None
 

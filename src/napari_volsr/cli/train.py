@@ -12,12 +12,13 @@ from ..engine.io import VolumeIOError, read_volume
 from ..engine.registry import family_names
 from ..engine.training_request import SOURCES
 from .app import _Failure, _Interrupted
-from .options import _base_name, _patch_shape
+from .options import _base_name, _factors, _job_factors, _patch_shape
 from .progress import _GracefulStop, _TrainDisplay
 
 
 def _card_summary(folder: Path) -> tuple[str, str]:
     """Two lines about a saved model: what it is, and its final validation (what it compares)."""
+    from ..engine.geometry import describe_factors
     from ..engine.models import ModelError, read_model_config
 
     try:
@@ -29,7 +30,7 @@ def _card_summary(folder: Path) -> tuple[str, str]:
     if config.context_planes:
         c = config.context_planes
         dims = f"2.5D, {c} plane{'s' if c > 1 else ''} each side"
-    what = (f"{config.family} {config.task} x{config.z_factor} ({dims}), "
+    what = (f"{config.family} {config.task} {describe_factors(config.factors)} ({dims}), "
             f"{training.get('steps') or 0} steps in {training.get('minutes') or 0:.2f} min")
     scores = _scores(training.get("final_validation"))
     baseline = _scores(training.get("baseline_validation"))
@@ -67,7 +68,13 @@ def _scores(validation: dict | None) -> str:
               "the file's sizes on top).")
 @click.option("-z", "--z-factor", type=click.IntRange(1, 16), default=None,
               help="z upsampling (default: target depth / raw depth, the z/x spacing ratio "
-              "for isotropic, 1 for synthetic, noise2void and noise2noise).")
+              "for isotropic, 1 for synthetic, noise2void and noise2noise). Shorthand for "
+              "--factors F,1,1.")
+@click.option("--factors", default=None, metavar="Z,Y,X",
+              help="Upsampling per axis, each 1..16: 1,2,2 trains lateral super-resolution "
+              "(the target has twice the raw's rows and columns; synthetic inputs are "
+              "area-averaged 2x2 in y, x), 4,2,2 also z. Default: from the data as for "
+              "--z-factor, y and x 1.")
 @click.option("--spatial-dims", type=click.IntRange(2, 3), default=None,
               help="3: volumetric patches; 2: slice by slice (z-factor 1). Default: the "
               "config file's, else 3 (isotropic is always 2D).")
@@ -104,14 +111,16 @@ def _scores(validation: dict | None) -> str:
 @click.option("--dry-run", is_flag=True,
               help="Check the inputs and print the resolved config as JSON; do not train.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def train(config_path, source, raws, targets, volumes, family, preset, z_factor, spatial_dims,
-          context_planes, mask_axis, name, steps, minutes, epochs, patch, batch_size, learning_rate, device,
-          resume, overwrite, output_dir, tensorboard, dry_run, quiet):
+def train(config_path, source, raws, targets, volumes, family, preset, z_factor, factors,
+          spatial_dims, context_planes, mask_axis, name, steps, minutes, epochs, patch,
+          batch_size, learning_rate, device, resume, overwrite, output_dir, tensorboard,
+          dry_run, quiet):
     """Train a model on volume files and save it in the model library.
 
     \b
     Sources:
       paired      --raw LOW.tif --target HIGH.tif  (target depth = raw depth x z-factor)
+                  --factors 1,2,2: target rows, columns = raw's x 2 (lateral SR)
       synthetic   --target CLEAN.tif               (inputs degraded on the fly)
       isotropic   --volume ANISO.tif               (self-supervised from the volume alone)
       noise2void  --volume NOISY.tif               (denoising from the noisy volume alone)
@@ -131,8 +140,10 @@ def train(config_path, source, raws, targets, volumes, family, preset, z_factor,
             blind_spot = {**(given if isinstance(given, dict) else {}), "mask_axis": mask_axis}
         request = resolve_training(
             source=source, raw=_read_inputs(raws), target=_read_inputs(targets),
-            volume=_read_inputs(volumes), family=family, preset=preset, z_factor=z_factor,
-            spatial_dims=spatial_dims, context_planes=context_planes, blind_spot=blind_spot, name=name, resume=resume,
+            volume=_read_inputs(volumes), family=family, preset=preset,
+            **_job_factors(z_factor, _factors(factors)),
+            spatial_dims=spatial_dims, context_planes=context_planes, blind_spot=blind_spot,
+            name=name, resume=resume,
             overwrite=overwrite, output_dir=output_dir,
             file_values=file_values, steps=steps, minutes=minutes, epochs=epochs,
             patch_shape=_patch_shape(patch), batch_size=batch_size,
