@@ -16,6 +16,9 @@ Cases (the ground truth is the real volume; its degraded copy is what the model 
 - ``iso-matrix``: every near-isotropic volume x z-factors 2, 4, 6, each family at its
   defaults next to spline cubic and CSBDeep's IsotropicCARE at the same budget;
   delegated to ``iso_matrix.py`` (``--case iso-matrix --help``).
+- ``lateral``: lateral (y, x) super-resolution x2 and x4, every family trained on a
+  clean half next to the cubic spline on the held-out half; delegated to
+  ``lateral_matrix.py`` (``--case lateral --help``).
 
 Usage::
 
@@ -162,16 +165,19 @@ def main():
     for i, arg in enumerate(argv):  # the matrices have their own options: hand them all over
         case = arg.removeprefix("--case=") if arg.startswith("--case=") else (
             argv[i + 1] if arg == "--case" and i + 1 < len(argv) else None)
-        if case in ("denoise-matrix", "iso-matrix"):
+        if case in ("denoise-matrix", "iso-matrix", "lateral"):
             if case == "denoise-matrix":
                 from denoise_matrix import main as matrix
+            elif case == "lateral":
+                from lateral_matrix import main as matrix
             else:
                 from iso_matrix import main as matrix
 
             width = 1 if "=" in arg else 2
             return matrix(argv[:i] + argv[i + width:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=["iso", "denoise", "denoise-matrix", "iso-matrix"],
+    parser.add_argument("--case", choices=["iso", "denoise", "denoise-matrix", "iso-matrix",
+                                           "lateral"],
                         default="iso")
     parser.add_argument("--volume", choices=sorted(VOLUMES), default="em")
     parser.add_argument("--data", type=Path, default=DATA)
