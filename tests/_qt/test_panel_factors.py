@@ -127,7 +127,8 @@ def test_train_panel_takes_a_lateral_factor(train_panel):
     assert widget.family.value == "unet"  # same-shape default
     patch = (widget.patch_y.value, widget.patch_x.value)
     widget.lateral_factor.value = 2
-    assert widget.family.value == "rcan" and widget.dims.value == 3  # upsampling defaults
+    # Upsampling y and x alone: RCAN on YX planes (training_config.default_spatial_dims).
+    assert widget.family.value == "rcan" and widget.dims.value == 2
     assert (widget.patch_y.value, widget.patch_x.value) != patch  # the engine's fit for x2
     widget.preset.value = "tiny"
     run = widget._prepare(resume=False)

@@ -248,11 +248,11 @@ def test_a_request_infers_lateral_factors_from_its_pair():
                                preset="tiny", output_dir="/nonexistent")
     model = request.config.model
     assert model.factors == (1, 2, 2) and model.lateral_factors == (2, 2)
-    assert (model.task, model.z_factor, model.spatial_dims) == ("upsample", 1, 3)
-    data = request.data
-    assert data.factors == (1, 2, 2)
-    assert data.target_patch_shape == tuple(2 * p if i else p
-                                            for i, p in enumerate(data.patch_shape))
+    # y and x alone: 2D networks on YX planes by default (training_config.default_spatial_dims)
+    assert (model.task, model.z_factor, model.spatial_dims) == ("upsample", 1, 2)
+    data = request.data  # YX planes: the 2D network's own factors
+    assert data.factors == (2, 2)
+    assert data.target_patch_shape == tuple(2 * p for p in data.patch_shape)
 
 
 def test_a_request_with_factors_builds_a_lateral_model_config():
@@ -262,7 +262,10 @@ def test_a_request_with_factors_builds_a_lateral_model_config():
     model = request.config.model
     assert isinstance(model, ModelConfig)
     assert model.lateral_factors == (2, 2) and model.z_factor == 1 and model.task == "upsample"
-    assert model.net_factors == (1, 2, 2)
+    assert model.net_factors == (2, 2)  # y and x alone: a 2D network on YX planes
+    volumetric = resolve_training(target=target, factors=(1, 2, 2), spatial_dims=3,
+                                  preset="tiny", output_dir="/nonexistent")
+    assert volumetric.config.model.net_factors == (1, 2, 2)
     same = resolve_training(target=target, z_factor=1, factors=(1, 2, 2), preset="tiny",
                             output_dir="/nonexistent")
     assert same.config.model.factors == (1, 2, 2)
@@ -327,3 +330,20 @@ def test_lateral_degradation_blurs_the_upsampled_axes_only():
     assert np.count_nonzero(out[4] > 1e-4) > 4
     z_only = degrade(volume, (2, 1, 1), config, np.random.default_rng(0))
     np.testing.assert_array_equal(z_only, degrade(volume, 2, config, np.random.default_rng(0)))
+
+
+def test_door_factors_win_over_a_files_lateral_factors_and_z_is_implied():
+    raw = smooth((8, 24, 24))
+    file_values = {"model": {"lateral_factors": [2, 2]}}
+    target = VolumeInput(upsampled(raw, (2, 1, 1)), name="hi")
+    # The door says y, x 1: the file's lateral factors must not come back.
+    request = resolve_training(raw=VolumeInput(raw, name="lo"), target=target,
+                               factors=(2, 1, 1), file_values=file_values, preset="tiny",
+                               output_dir="/nonexistent")
+    assert request.config.model.factors == (2, 1, 1)
+    # The file's lateral factors alone: z comes from the pair's shapes, not 1.
+    target = VolumeInput(upsampled(raw, (2, 2, 2)), name="hi")
+    request = resolve_training(raw=VolumeInput(raw, name="lo"), target=target,
+                               file_values=file_values, preset="tiny",
+                               output_dir="/nonexistent")
+    assert request.config.model.factors == (2, 2, 2)

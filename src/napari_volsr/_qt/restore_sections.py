@@ -102,6 +102,7 @@ class LayerModelSection(Container):
         user's (1 until chosen), for jobs an interpolation baseline upsamples."""
         self._fixed_lateral = None if fixed is None else tuple(int(f) for f in fixed)
         value = self._fixed_lateral[0] if fixed is not None else self._chosen_lateral or 1
+        value = min(value, 16)  # a chain's product may pass the box's range: the engine refuses it
         with self.lateral_factor.changed.blocked():
             self.lateral_factor.value = value
         self.lateral_factor.enabled = fixed is None
@@ -144,9 +145,11 @@ class LayerModelSection(Container):
         """Warn when the z-factor does not make the layer's voxels cubic."""
         text = ""
         if layer is not None and len(layer.scale) >= 3:
-            f, expected = self.z_factor.value, cubic_z_factor(layer.scale, self.lateral())
+            # The input's anisotropy, as the untouched z-factor's default: a y, x factor
+            # on top is the user's choice, not a reason to warn about that default.
+            f, expected = self.z_factor.value, cubic_z_factor(layer.scale)
             if f > 1 and f != expected:
-                x = layer.scale[-1] / self.lateral()[1]
+                x = layer.scale[-1]
                 text = (f"layer spacing suggests x{expected} (z {layer.scale[-3]:g} / "
                         f"x {x:g}); with x{f} the voxels will not be cubic")
         self.z_warning.value = text

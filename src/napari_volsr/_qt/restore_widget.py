@@ -301,7 +301,7 @@ class RestoreWidget(Container):
         if form is None:
             return
         source = form["source"]
-        expected = cubic_z_factor(source["spacing"], self.inputs.lateral())
+        expected = cubic_z_factor(source["spacing"])
         if form["z_factor"] != expected and form["z_factor"] > 1:
             from napari.utils.notifications import show_warning
 

@@ -7,6 +7,7 @@ A model's factors are ``(fz, fy, fx)``, each an integer 1..16 (DESIGN 3): today'
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Real
 
 MAX_FACTOR = 16
 
@@ -24,7 +25,8 @@ def validate_factors(factors, ndim: int = 3) -> tuple[int, ...]:
     Raises a ValueError naming the value otherwise (a string such as ``"4,2,2"`` is the
     doors' job to split).
     """
-    if isinstance(factors, (int, float)) and not isinstance(factors, bool):
+    # numbers.Real: numpy integers count as integers, as validate_z_factor lets them.
+    if isinstance(factors, Real) and not isinstance(factors, bool):
         factors = (validate_z_factor(factors),) + (1,) * (ndim - 1)
     try:
         values = tuple(factors)
@@ -32,7 +34,7 @@ def validate_factors(factors, ndim: int = 3) -> tuple[int, ...]:
         raise ValueError(f"factors must be {ndim} integers from 1 to {MAX_FACTOR} (z, y, x), "
                          f"got {factors!r}") from None
     ok = len(values) == ndim and all(
-        not isinstance(f, bool) and isinstance(f, (int, float)) and int(f) == f
+        not isinstance(f, bool) and isinstance(f, Real) and int(f) == f
         and 1 <= f <= MAX_FACTOR for f in values)
     if not ok:
         names = "(z, y, x)" if ndim == 3 else f"({ndim} axes)"
@@ -95,7 +97,7 @@ def output_geometry(spacing, origin, z_factor) -> tuple[tuple[float, ...], tuple
     """
     spacing = tuple(float(s) for s in spacing)
     origin = tuple(float(o) for o in (origin if origin is not None else (0.0,) * len(spacing)))
-    factors = (z_factor,) if isinstance(z_factor, (int, float)) else tuple(z_factor)
+    factors = (z_factor,) if isinstance(z_factor, Real) else tuple(z_factor)
     factors = tuple(int(f) for f in factors) + (1,) * (len(spacing) - len(factors))
     out = tuple(s / f for s, f in zip(spacing, factors, strict=False))
     moved = tuple(o - (f - 1) / 2 * s for o, f, s in zip(origin, factors, out, strict=False))

@@ -449,20 +449,20 @@ def _request_factors(source: str, inputs: dict, z_factor, factors, file_model: d
     """``(z_factor, factors)`` for the model options: given (door, then file) or implied.
 
     A new model's are resolved now, since the default family follows the task the
-    factors set; ``factors`` is then None for z alone (the z-factor says it all, and the
-    model config names a bad one). On resume they stay as given, to compare.
+    factors set. ``factors`` is None only when nothing but a z-factor was given (the
+    z-factor says it all, and the model config names a bad one): factors the door gave
+    win over a config file's lateral factors, even when their y and x are 1. A file's
+    lateral factors without a z-factor take the z the data implies. On resume they stay
+    as given, to compare.
     """
     z_factor = z_factor if z_factor is not None else file_model.get("z_factor")
-    factors = factors if factors is not None else _file_factors(file_model, z_factor)
+    lateral = file_model.get("lateral_factors")
+    if factors is None and isinstance(lateral, (list, tuple)) and tuple(lateral) != (1, 1):
+        if z_factor is None and not resume:
+            z_factor = resolve_request_factors(source, inputs)[0]
+        factors = None if z_factor is None else (z_factor, *lateral)
     if resume:
         return z_factor, factors
+    given = factors is not None
     factors = resolve_request_factors(source, inputs, z_factor, factors)
-    return factors[0], (factors if factors[1:] != (1, 1) else None)
-
-
-def _file_factors(file_model: dict, z_factor):
-    """``(fz, fy, fx)`` when a config file's model section sets lateral factors, else None."""
-    lateral = file_model.get("lateral_factors")
-    if not isinstance(lateral, (list, tuple)) or tuple(lateral) == (1, 1):
-        return None
-    return (1 if z_factor is None else z_factor, *lateral)
+    return factors[0], (factors if given or factors[1:] != (1, 1) else None)
