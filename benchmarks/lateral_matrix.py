@@ -107,6 +107,8 @@ def run_family(family: str, case: dict, minutes: float, args) -> tuple:
     f = case["f"]
     name = f"lateral-{case['volume']}-x{f}-{family}-{minutes:g}m".replace(".", "p")
     budget = {"steps": QUICK_STEPS, "preset": "tiny"} if args.quick else {"minutes": minutes}
+    if args.clean_inputs:  # the area average alone, as the held-out input is made
+        budget["degradation"] = {"blur_sigma": (0.0, 0.0), "gaussian_sigma": (0.0, 0.0)}
     with Clock() as train_clock:
         model = vs.train(target=case["clean"], source="synthetic", factors=(1, f, f),
                          family=family, name=name, overwrite=True,
@@ -124,6 +126,9 @@ def main(argv=None) -> None:
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--linear", action="store_true", help="also the linear baseline")
+    parser.add_argument("--clean-inputs", action="store_true",
+                        help="train without the synthetic source's default blur and noise "
+                             "ranges (not a default: a probe of what they cost here)")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--quick", action="store_true",
                         help="tiny crops, tiny presets, two steps: every code path")
@@ -135,7 +140,8 @@ def main(argv=None) -> None:
     print(f"lateral super-resolution: train on the first half in z (synthetic source), "
           f"score the held-out half; torch {torch.__version__}, {torch.get_num_threads()} "
           f"threads, {os.cpu_count()} CPUs; budget "
-          f"{'2 steps (quick)' if args.quick else f'{args.minutes:g} min'} per family")
+          f"{'2 steps (quick)' if args.quick else f'{args.minutes:g} min'} per family; "
+          f"training degradation: {'area average only' if args.clean_inputs else 'default'}")
     print(line(COLUMNS, header=True))
     for name in [v for v in args.volumes.split(",") if v]:
         volume = load(name, args.data, args.quick)
