@@ -120,14 +120,19 @@ class SkipRow(Exception):
 
 
 # ---------------------------------------------------------------- data, scores, clocks
-def load_volume(name: str, data_dir: Path, quick: bool) -> np.ndarray:
-    """The ground-truth ZYX volume as float32 (a centred crop with ``quick``)."""
+def load_volume(name: str, data_dir: Path, quick: bool, volumes=None,
+                crop=QUICK_CROP) -> np.ndarray:
+    """The ground-truth ZYX volume as float32 (a centred ``crop`` with ``quick``).
+
+    ``volumes``: the name-to-file table (default: this script's ``VOLUMES``).
+    """
     from napari_volsr.engine.io import read_volume
 
-    volume = np.asarray(read_volume(data_dir / VOLUMES[name]).data, dtype=np.float32)
+    path = data_dir / (volumes or VOLUMES)[name]
+    volume = np.asarray(read_volume(path).data, dtype=np.float32)
     if quick:
-        starts = [max(0, (n - c) // 2) for n, c in zip(volume.shape, QUICK_CROP, strict=True)]
-        volume = volume[tuple(slice(s, s + c) for s, c in zip(starts, QUICK_CROP, strict=True))]
+        starts = [max(0, (n - c) // 2) for n, c in zip(volume.shape, crop, strict=True)]
+        volume = volume[tuple(slice(s, s + c) for s, c in zip(starts, crop, strict=True))]
     return np.ascontiguousarray(volume)
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from iso_matrix import DATA, Clock, SkipRow, score  # noqa: E402
+from iso_matrix import DATA, Clock, SkipRow, load_volume, score  # noqa: E402
 
 VOLUMES = {
     "em": "em_fibsem_fly_medulla_10nm_128x160x160.tif",
@@ -58,16 +58,6 @@ def area_downsample(volume: np.ndarray, f: int) -> np.ndarray:
     cut = volume[:, : h // f * f, : w // f * f]
     return cut.reshape(d, h // f, f, w // f, f).mean(axis=(2, 4), dtype=np.float64).astype(
         np.float32)
-
-
-def load(name: str, data_dir: Path, quick: bool) -> np.ndarray:
-    from napari_volsr.engine.io import read_volume
-
-    volume = np.asarray(read_volume(data_dir / VOLUMES[name]).data, dtype=np.float32)
-    if quick:
-        starts = [max(0, (n - c) // 2) for n, c in zip(volume.shape, QUICK_CROP, strict=True)]
-        volume = volume[tuple(slice(s, s + c) for s, c in zip(starts, QUICK_CROP, strict=True))]
-    return np.ascontiguousarray(volume)
 
 
 def make_case(name: str, volume: np.ndarray, f: int) -> dict:
@@ -144,7 +134,7 @@ def main(argv=None) -> None:
           f"training degradation: {'area average only' if args.clean_inputs else 'default'}")
     print(line(COLUMNS, header=True))
     for name in [v for v in args.volumes.split(",") if v]:
-        volume = load(name, args.data, args.quick)
+        volume = load_volume(name, args.data, args.quick, VOLUMES, QUICK_CROP)
         for f in [int(x) for x in args.factors.split(",") if x]:
             case = make_case(name, volume, f)
             base = None

@@ -149,3 +149,29 @@ class ProcessOutput:
 
     def join(self, timeout=10.0):
         self._thread.join(timeout=timeout)
+
+
+def output_reach(net, x, centres, must_change: bool = False):
+    """Largest distance (input voxels, per axis) of an output ``net`` changes for one input voxel.
+
+    Each output voxel is owned by the input voxel ``index // factor`` on every axis (the
+    slab grid); ``must_change``: every bump must change some output.
+    """
+    import itertools
+
+    import torch
+
+    factors = torch.tensor(net.factors)
+    reach = torch.zeros(x.ndim - 2, dtype=torch.long)
+    with torch.no_grad():
+        base = net(x)
+        # Both signs: a ReLU or a max that ignores a rise may pass a fall.
+        for centre, bump in itertools.product(centres, (5.0, -5.0)):
+            bumped = x.clone()
+            bumped[(0, 0, *centre)] += bump
+            changed = (net(bumped) != base)[0, 0].nonzero()
+            if must_change:
+                assert len(changed) > 0
+            owners = changed // factors
+            reach = torch.maximum(reach, (owners - torch.tensor(centre)).abs().amax(dim=0))
+    return reach

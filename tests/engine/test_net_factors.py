@@ -1,10 +1,10 @@
 """Per-axis factors in every network family: shapes, honest halos, z-only compatibility."""
 
-import itertools
 import math
 
 import pytest
 import torch
+from helpers import output_reach
 from torch import nn
 
 from napari_volsr.engine import registry
@@ -147,23 +147,6 @@ def test_crop_with_halo_gives_the_whole_result(name, factors):
     assert not torch.allclose(bare, full[(..., *core_full)], atol=1e-5, rtol=0)
 
 
-def _reach(net, x, centres):
-    """Largest distance (input voxels, per axis) of an output changed by one input voxel."""
-    factors = torch.tensor(net.factors)
-    reach = torch.zeros(x.ndim - 2, dtype=torch.long)
-    with torch.no_grad():
-        base = net(x)
-        # Both signs: a ReLU or a max that ignores a rise may pass a fall.
-        for centre, bump in itertools.product(centres, (5.0, -5.0)):
-            bumped = x.clone()
-            bumped[(0, 0, *centre)] += bump
-            changed = (net(bumped) != base)[0, 0].nonzero()
-            assert len(changed) > 0
-            owners = changed // factors  # the input voxel that owns each output voxel
-            reach = torch.maximum(reach, (owners - torch.tensor(centre)).abs().amax(dim=0))
-    return reach
-
-
 @pytest.mark.parametrize("name", list(LOCAL))
 @pytest.mark.parametrize("factors", [(3, 2), (1, 4)], ids=str)
 def test_halo_is_tight_per_axis(name, factors):
@@ -175,7 +158,7 @@ def test_halo_is_tight_per_axis(name, factors):
     x = torch.rand(1, 1, *shape, dtype=torch.float64)
     # Pooling makes the reach depend on the position's phase: try four.
     centres = [[n // 2 - 2 + phase for n in shape] for phase in range(4)]
-    reach = _reach(net, x, centres)
+    reach = output_reach(net, x, centres, must_change=True)
     assert reach.tolist() == list(net.halo)
 
 

@@ -1,11 +1,9 @@
 """The CARE U-Net family (nets/unet.py): shapes, identity start, honest halo, tiling, training."""
 
-import itertools
-
 import numpy as np
 import pytest
 import torch
-from helpers import zoo_test
+from helpers import output_reach, zoo_test
 from pydantic import ValidationError
 from scipy import ndimage
 
@@ -93,21 +91,6 @@ def test_isotropic_planes_start_at_the_interpolated_input():
 # -- halo ---------------------------------------------------------------------------------
 
 
-def _reach(net, z_factor, x, centres):
-    """Largest distance (input voxels, per axis) of an output changed by one input voxel."""
-    reach = torch.zeros(x.ndim - 2, dtype=torch.long)
-    with torch.no_grad():
-        base = net(x)
-        # Both signs: a ReLU or a max that ignores a rise may pass a fall.
-        for centre, bump in itertools.product(centres, (5.0, -5.0)):
-            bumped = x.clone()
-            bumped[(0, 0, *centre)] += bump
-            changed = (net(bumped) != base)[0, 0].nonzero()
-            changed[:, 0] //= z_factor  # input slice that owns each output slice
-            reach = torch.maximum(reach, (changed - torch.tensor(centre)).abs().amax(dim=0))
-    return reach
-
-
 # 2D covers every variant cheaply; 3D checks the same arithmetic on a few (seconds each).
 HALO_CASES = [
     *[(2, 1, (4, 4, 4, 4), v) for v in VARIANTS],
@@ -128,7 +111,7 @@ def test_halo_is_honest_and_tight(spatial_dims, z_factor, widths, variant):
     # Pooling makes the reach depend on the phase: try a whole pooling period.
     period = max(2 ** (len(widths) - 1), 4)
     centres = [[n // 2 - period // 2 + phase for n in shape] for phase in range(period)]
-    reach = _reach(net, z_factor, x, centres)
+    reach = output_reach(net, x, centres)
     assert (reach <= halo).all(), f"reach {reach.tolist()} exceeds halo {net.halo}"
     assert (reach == halo).all(), f"halo {net.halo} larger than reach {reach.tolist()}"
 
